@@ -1,0 +1,75 @@
+"""Encoding and typed decoding of every contract message.
+
+One reusable decoder per subject family; decode failures raise `DecodeError` with the
+kind, so a consumer can term a poison message instead of crashing on it.
+"""
+
+from typing import Any
+
+import msgspec
+
+from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.events import (
+    CallEvent,
+    ConfigEvent,
+    ConfigGetReply,
+    ConfigGetRequest,
+    JobEvent,
+)
+from core_voice_contracts.runtime_config import RuntimeConfig
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+class _Decoder:
+    def __init__(self, kind: str, type_: Any) -> None:
+        self.kind = kind
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type_)
+
+    def __call__(self, data: bytes) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(self.kind, str(exc)) from None
+
+
+_jobs = _Decoder("job event", JobEvent)
+_calls = _Decoder("call event", CallEvent)
+_config = _Decoder("config event", ConfigEvent)
+_get_request = _Decoder("config request", ConfigGetRequest)
+_get_reply = _Decoder("config reply", ConfigGetReply)
+_runtime = _Decoder("runtime config", RuntimeConfig)
+
+
+def decode_job_event(data: bytes) -> JobEvent:
+    result: JobEvent = _jobs(data)
+    return result
+
+
+def decode_call_event(data: bytes) -> CallEvent:
+    result: CallEvent = _calls(data)
+    return result
+
+
+def decode_config_event(data: bytes) -> ConfigEvent:
+    result: ConfigEvent = _config(data)
+    return result
+
+
+def decode_config_request(data: bytes) -> ConfigGetRequest:
+    result: ConfigGetRequest = _get_request(data)
+    return result
+
+
+def decode_config_reply(data: bytes) -> ConfigGetReply:
+    result: ConfigGetReply = _get_reply(data)
+    return result
+
+
+def decode_runtime_config(data: bytes) -> RuntimeConfig:
+    result: RuntimeConfig = _runtime(data)
+    return result

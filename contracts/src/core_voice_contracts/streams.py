@@ -1,0 +1,71 @@
+"""JetStream stream definitions, created or updated idempotently by any service.
+
+Whichever service starts first creates the streams; later ones find them and bring
+their settings up to date, so a definition change here rolls out with a deploy.
+"""
+
+import datetime as dt
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from core_voice_contracts import subjects
+
+VOICE_JOBS = "VOICE_JOBS"
+VOICE_CALLS = "VOICE_CALLS"
+VOICE_CONFIG = "VOICE_CONFIG"
+
+_DAY = dt.timedelta(days=1).total_seconds()
+
+
+def stream_configs(replicas: int = 1) -> list[StreamConfig]:
+    """The three streams; ``replicas`` is 3 in production clusters, 1 embedded."""
+    return [
+        StreamConfig(
+            name=VOICE_JOBS,
+            subjects=[subjects.JOBS_ALL],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * _DAY,
+            duplicate_window=300.0,
+            num_replicas=replicas,
+            description="Room-to-agent jobs: requested, dispatched, expired, rejected",
+        ),
+        StreamConfig(
+            name=VOICE_CALLS,
+            subjects=[subjects.CALLS_ALL],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * _DAY,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+            description="Call lifecycle: started, ended, failed",
+        ),
+        StreamConfig(
+            name=VOICE_CONFIG,
+            subjects=[subjects.CONFIG_CHANGED_ALL],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_msgs_per_subject=1,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+            description="Latest config change per agent",
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create each stream, or update it to the definition above if it exists."""
+    for config in stream_configs(replicas):
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # another service created it a moment ago
+                await js.update_stream(config)
+        else:
+            await js.update_stream(config)

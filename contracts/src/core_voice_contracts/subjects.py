@@ -1,0 +1,57 @@
+"""Every NATS subject Core Voice uses, built here and nowhere else.
+
+Decision: subjects carry the agent id, not the tenant id. Agent ids are globally unique
+and the tenant is in every message; per-tenant NATS permissions are not needed because
+tenants never hold NATS credentials (only our services do).
+"""
+
+from core_voice_contracts.ids import check_id
+
+PREFIX = "voice"
+
+JOBS_ALL = f"{PREFIX}.jobs.>"
+CALLS_ALL = f"{PREFIX}.calls.>"
+CONFIG_CHANGED_ALL = f"{PREFIX}.config.changed.*"
+CONFIG_GET = f"{PREFIX}.config.get"
+
+# Jobs for a room that names no valid agent still need a subject to be visible on.
+UNROUTED = "_unrouted"
+
+
+def _agent_token(agent_id: str) -> str:
+    return UNROUTED if agent_id == UNROUTED else check_id(agent_id, what="agent id")
+
+
+def job_requested(agent_id: str) -> str:
+    return f"{PREFIX}.jobs.requested.{_agent_token(agent_id)}"
+
+
+def job_dispatched(agent_id: str) -> str:
+    return f"{PREFIX}.jobs.dispatched.{_agent_token(agent_id)}"
+
+
+def job_expired(agent_id: str) -> str:
+    return f"{PREFIX}.jobs.expired.{_agent_token(agent_id)}"
+
+
+def job_rejected(agent_id: str) -> str:
+    return f"{PREFIX}.jobs.rejected.{_agent_token(agent_id)}"
+
+
+JOBS_REQUESTED_ALL = f"{PREFIX}.jobs.requested.*"
+
+
+def call_started(agent_id: str) -> str:
+    return f"{PREFIX}.calls.started.{_agent_token(agent_id)}"
+
+
+def call_ended(agent_id: str) -> str:
+    return f"{PREFIX}.calls.ended.{_agent_token(agent_id)}"
+
+
+def call_failed(agent_id: str) -> str:
+    return f"{PREFIX}.calls.failed.{_agent_token(agent_id)}"
+
+
+def config_changed(agent_id: str) -> str:
+    return f"{PREFIX}.config.changed.{_agent_token(agent_id)}"
