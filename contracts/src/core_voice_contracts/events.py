@@ -156,7 +156,9 @@ ConfigEvent = ConfigChanged
 # --- voice.config.get (request / reply) ------------------------------------------------
 
 
-class ConfigGetRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.get"):
+class ConfigGetRequest(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.get"
+):
     """Ask for an agent's runtime config, optionally merged with a campaign."""
 
     agent_id: str
@@ -177,7 +179,9 @@ class ConfigNotFound(
     reason: str = "unknown_agent"
 
 
-class ConfigGetError(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.error"):
+class ConfigGetError(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.error"
+):
     error: str
     retryable: bool = True
 

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""LiveKit webhooks in, durable job events and agent dispatches out."""

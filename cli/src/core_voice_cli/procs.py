@@ -1,0 +1,167 @@
+"""Child processes that are always stopped: the harness for `corevoice up` and tests.
+
+Each process runs in its own session (process group), logs to a file, and is stopped by
+pid (SIGTERM, then SIGKILL after a grace period) together with anything it spawned.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+
+class ProcessFailedError(RuntimeError):
+    """A managed process exited or never became ready; the log tail is in the message."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 (loopback URL we built)
+                return 200 <= int(resp.status) < 300
+        except (OSError, urllib.error.URLError):
+            return False
+
+    return check
+
+
+class ManagedProcess:
+    """One child process with a log file, a readiness check and a guaranteed stop."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_dir / f"{name}.log"
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.ready = ready
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise ProcessFailedError(f"{self.name} is not started")
+        return self._proc.pid
+
+    def start(self) -> "ManagedProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        return self
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait_ready(self, timeout: float = 30.0) -> "ManagedProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise ProcessFailedError(f"{self.name} exited early\n{self.log_tail()}")
+            if self.ready is None or self.ready():
+                return self
+            time.sleep(0.05)
+        raise ProcessFailedError(f"{self.name} not ready after {timeout}s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds; return the exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                proc.wait(timeout=5)
+        # Children that outlived the leader (e.g. job processes) go with the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return proc.returncode
+
+
+class ProcessGroup:
+    """Processes started in order and stopped in reverse order, whatever happens."""
+
+    def __init__(self) -> None:
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, process: ManagedProcess, *, timeout: float = 30.0) -> ManagedProcess:
+        self.processes.append(process)
+        return process.start().wait_ready(timeout)
+
+    def get(self, name: str) -> ManagedProcess:
+        for p in self.processes:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> "ProcessGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
