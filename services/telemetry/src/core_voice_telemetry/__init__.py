@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Turns the Core Voice event streams into Prometheus metrics."""

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The shared LiveKit voice-agent worker pool: one worker serves every agent."""

@@ -47,7 +47,18 @@ def synthesize(
 ) -> bytes:
     """Speak ``text`` with espeak-ng; return PCM at ``sample_rate``."""
     proc = subprocess.run(
-        [espeak_binary(), "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "--stdout", "--", text],
+        [
+            espeak_binary(),
+            "-v",
+            voice,
+            "-s",
+            str(speed_wpm),
+            "-p",
+            str(pitch),
+            "--stdout",
+            "--",
+            text,
+        ],
         capture_output=True,
         check=False,
         timeout=30,

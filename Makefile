@@ -1,0 +1,62 @@
+# Core Voice developer entry points. `make bootstrap` once per machine (fast afterwards);
+# every other target runs through `uv run` with the pinned binaries first on PATH.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CORE_VOICE_BIN_DIR ?= $(CURDIR)/.bin
+export CORE_VOICE_BIN_DIR
+# The bootstrap's Go builds, then a uv installed with `pip --user`, then the rest.
+export PATH := $(CORE_VOICE_BIN_DIR):$(HOME)/.local/bin:$(PATH)
+
+UV_RUN ?= uv run
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap up test test-unit test-integration test-e2e lint format typecheck \
+	check bench schemas clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-18s %s\n", $$1, $$2 }'
+
+bootstrap: ## install Debian packages, the Python env and the pinned Go binaries
+	@scripts/bootstrap.sh
+
+up: bootstrap ## run the whole stack locally
+	$(UV_RUN) corevoice up
+
+test: bootstrap ## all tests (unit, integration, e2e); PYTEST_ARGS=... to pass more
+	$(UV_RUN) pytest $(PYTEST_ARGS)
+
+test-unit: bootstrap ## tests with no servers
+	$(UV_RUN) pytest -m unit $(PYTEST_ARGS)
+
+test-integration: bootstrap ## tests against real NATS / livekit-server / PostgreSQL processes
+	$(UV_RUN) pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: bootstrap ## the whole stack as separate processes, real audio
+	$(UV_RUN) pytest -m e2e $(PYTEST_ARGS)
+
+lint: ## ruff lint + format check
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
+
+format: ## apply ruff fixes and formatting
+	$(UV_RUN) ruff check --fix .
+	$(UV_RUN) ruff format .
+
+typecheck: ## mypy --strict over the configured files
+	$(UV_RUN) mypy
+
+check: lint typecheck test ## what CI runs
+
+bench: bootstrap ## latency / load benchmarks
+	$(UV_RUN) python -m core_voice_cli.bench
+
+schemas: ## regenerate the JSON schemas of the contracts
+	$(UV_RUN) python -m core_voice_contracts.schema
+
+clean: ## remove caches and build outputs (keeps .venv, .bin, .data and the machine cache)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache dist build
+	find . \( -path ./.venv -o -path ./.git \) -prune -o -type d -name __pycache__ -prune \
+		-exec rm -rf {} +

@@ -1,0 +1,113 @@
+"""The config_sync tables, as SQLAlchemy 2 declarative models.
+
+Kept portable between SQLite (embedded default) and PostgreSQL: no dialect-only types
+except JSONB as a PostgreSQL variant of JSON. The schema itself is owned by the Alembic
+migrations in ``migrations/``; these models must match them.
+"""
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+ID_LENGTH = 64
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Agent(Base):
+    """An agent and a pointer to its current config version (the mutable part)."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16), default="active")
+    current_version: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentConfig(Base):
+    """One immutable config version of an agent; edits add rows, never change them."""
+
+    __tablename__ = "agent_configs"
+
+    agent_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("agents.id"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    instructions: Mapped[str] = mapped_column(sa.Text)
+    greeting: Mapped[str] = mapped_column(sa.Text)
+    llm: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    stt: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    tts: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    author: Mapped[str] = mapped_column(sa.String(200))
+
+
+class OutboxRow(Base):
+    """An event committed with the change it announces, published by the relay later.
+
+    ``msg_id`` is the JetStream de-duplication id; it is random rather than derived from
+    ``id`` so that a fresh database (or a second deployment on the same NATS) can never
+    reuse the id of a recently published event and have its own event dropped.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_pending", "published_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(sa.String(255))
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    msg_id: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

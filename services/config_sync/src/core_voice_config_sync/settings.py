@@ -1,0 +1,98 @@
+"""config_sync's settings: one object, read from the environment once at startup.
+
+Precedence is explicit argument > environment > default. Every variable is
+``CONFIG_SYNC_<FIELD>`` except the NATS URL, which is the stack-wide ``NATS_URL``.
+A missing required variable stops startup with an error that names it.
+"""
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core_voice_config_sync.errors import SettingsError
+
+ENV_PREFIX = "CONFIG_SYNC_"
+
+
+def default_database_url() -> str:
+    """An embedded SQLite file under ``./.data`` (the directory is created on start)."""
+    return f"sqlite+aiosqlite:///{Path.cwd() / '.data' / 'config_sync.db'}"
+
+
+class Settings(BaseSettings):
+    """Everything config_sync reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: str = Field(
+        default_factory=default_database_url,
+        description="CONFIG_SYNC_DATABASE_URL: SQLAlchemy async URL "
+        "(sqlite+aiosqlite:///path or postgresql+asyncpg://...).",
+    )
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("NATS_URL", "CONFIG_SYNC_NATS_URL"),
+        description="NATS_URL (or CONFIG_SYNC_NATS_URL): the NATS server to connect to.",
+    )
+    http_host: str = Field(
+        default="127.0.0.1", description="CONFIG_SYNC_HTTP_HOST: address the HTTP API binds."
+    )
+    http_port: int = Field(
+        default=8081, ge=0, le=65535, description="CONFIG_SYNC_HTTP_PORT: HTTP API port."
+    )
+    admin_token: SecretStr = Field(
+        description="CONFIG_SYNC_ADMIN_TOKEN (required): bearer token for the admin API."
+    )
+    runtime_token: SecretStr = Field(
+        description="CONFIG_SYNC_RUNTIME_TOKEN (required): bearer token workers use to read "
+        "runtime configs; it cannot change anything."
+    )
+    default_tenant: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="CONFIG_SYNC_DEFAULT_TENANT: tenant that owns agents created with the "
+        "admin token.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="CONFIG_SYNC_MAX_BODY_BYTES: larger request bodies are refused with 413.",
+    )
+    outbox_sweep_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="CONFIG_SYNC_OUTBOX_SWEEP_S: how often the relay retries unpublished "
+        "changes (a commit also wakes it at once).",
+    )
+    outbox_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="CONFIG_SYNC_OUTBOX_RETENTION_S: published outbox rows older than this "
+        "are deleted.",
+    )
+    log_level: str = Field(default="INFO", description="CONFIG_SYNC_LOG_LEVEL.")
+
+
+def _env_name(field: str) -> str:
+    if field == "nats_url":
+        return "NATS_URL"
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build `Settings`, turning pydantic's error into one that names the env variables.
+
+    The offending values are never echoed: they may be secrets.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            what = "is required" if err["type"] == "missing" else err["msg"]
+            problems.append(f"{_env_name(field)} {what}")
+        raise SettingsError("; ".join(problems)) from None
