@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Operators' tools: the local stack, synthetic calls, benchmarks."""

@@ -395,7 +395,17 @@ def _prepare(opts: CallOptions) -> tuple[PhraseRecognizer, list[bytes]]:
     """Load the recognizer and synthesize the phrases before joining: both take time that
     must not count against the agent's latencies."""
     recognizer = PhraseRecognizer(opts.phrases)
-    return recognizer, [synthesize(text, sample_rate=SEND_RATE) for text in opts.say]
+    return recognizer, [_trim(synthesize(text, sample_rate=SEND_RATE)) for text in opts.say]
+
+
+def _trim(pcm: bytes, floor: int = 64) -> bytes:
+    """Drop espeak-ng's leading and trailing silence (~0.3 s at the end), so that "end of
+    the caller's speech", which reply latencies count from, is the last audible sample."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    audible = np.flatnonzero(np.abs(samples.astype(np.int32)) >= floor)
+    if audible.size == 0:
+        return b""
+    return samples[audible[0] : audible[-1] + 1].tobytes()
 
 
 async def _create_room(lkapi: api.LiveKitAPI, name: str, metadata: str) -> bool:
@@ -424,24 +434,46 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     env = os.environ.get
-    p.add_argument("--url", default=env("LIVEKIT_URL", "ws://127.0.0.1:7880"),
-                   help="LiveKit URL (env LIVEKIT_URL)")  # fmt: skip
-    p.add_argument("--api-key", default=env("LIVEKIT_API_KEY", "devkey"),
-                   help="LiveKit API key (env LIVEKIT_API_KEY)")  # fmt: skip
-    p.add_argument("--api-secret", default=env("LIVEKIT_API_SECRET", "secret"),
-                   help="LiveKit API secret (env LIVEKIT_API_SECRET)")  # fmt: skip
+    p.add_argument(
+        "--url",
+        default=env("LIVEKIT_URL", "ws://127.0.0.1:7880"),
+        help="LiveKit URL (env LIVEKIT_URL)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=env("LIVEKIT_API_KEY", "devkey"),
+        help="LiveKit API key (env LIVEKIT_API_KEY)",
+    )
+    p.add_argument(
+        "--api-secret",
+        default=env("LIVEKIT_API_SECRET", "secret"),
+        help="LiveKit API secret (env LIVEKIT_API_SECRET)",
+    )
     p.add_argument("--room", default=None, help="room name (default: synthetic-<random>)")
     p.add_argument("--identity", default="synthetic-caller")
     p.add_argument("--agent-id", help="create the room with this agent_id in its metadata")
     p.add_argument("--campaign-id", help="add this campaign_id to the room metadata")
-    p.add_argument("--say", action="append", default=[], metavar="PHRASE",
-                   help="a phrase to say after the greeting (repeatable, in order)")  # fmt: skip
-    p.add_argument("--expect", action="append", default=[], metavar="PHRASE",
-                   help="a phrase the agent may say: the recognition grammar (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--say",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="a phrase to say after the greeting (repeatable, in order)",
+    )
+    p.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="a phrase the agent may say: the recognition grammar (repeatable)",
+    )
     p.add_argument("--greeting-timeout", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--reply-timeout", type=float, default=10.0, metavar="SECONDS")
-    p.add_argument("--any-participant", action="store_true",
-                   help="listen to any remote audio, not only to agent participants")  # fmt: skip
+    p.add_argument(
+        "--any-participant",
+        action="store_true",
+        help="listen to any remote audio, not only to agent participants",
+    )
     p.add_argument("--keep-room", action="store_true", help="do not delete a room created here")
     p.add_argument("--record", type=Path, metavar="FILE", help="save the agent's audio as WAV")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -484,7 +516,9 @@ def main_call(args: argparse.Namespace) -> int:
 def format_result(result: CallResult) -> str:
     lines = [f"room      {result.room}"]
     if result.greeting_text is not None and result.greeting_latency_s is not None:
-        lines.append(f"agent     {_quote(result.greeting_text)}  ({result.greeting_latency_s:.2f}s)")
+        lines.append(
+            f"agent     {_quote(result.greeting_text)}  ({result.greeting_latency_s:.2f}s)"
+        )
     for reply in result.replies:
         lines.append(f"caller    {_quote(normalize(reply.said))}")
         lines.append(f"agent     {_quote(reply.heard)}  (+{reply.latency_s:.2f}s)")

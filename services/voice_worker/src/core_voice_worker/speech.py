@@ -112,6 +112,10 @@ class PhraseRecognizer:
             dict=f"{_model_dir()}/cmudict-en-us.dict",
             lm=None if phrases else f"{_model_dir()}/en-us.lm.bin",
             samprate=RECOGNIZER_RATE,
+            # espeak-ng audio has runs of exact digital zeros; they skew the batch CMN
+            # and the grammar search then stops short ("i would like" for "... a
+            # table"). Dither (fixed seed, deterministic) keeps those frames finite.
+            dither=True,
             loglevel="FATAL",
         )
         self._decoder = Decoder(config)

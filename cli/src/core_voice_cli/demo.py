@@ -1,0 +1,33 @@
+"""The demo agent `corevoice up` seeds: offline providers only, no API keys."""
+
+from core_voice_contracts.admin_api import AgentCreate
+from core_voice_contracts.runtime_config import ProviderSpec
+
+DEMO_AGENT_ID = "demo"
+
+DEMO_RULES = [
+    {"match": "opening hours", "reply": "We are open from nine to five, Monday to Friday."},
+    {"match": "book appointment", "reply": "Sure. What day would you like to come in?"},
+    {"match": "goodbye", "reply": "Thank you for calling. Goodbye!"},
+]
+
+DEMO_CALLER_PHRASES = [
+    "what are your opening hours",
+    "i would like to book an appointment",
+    "goodbye",
+]
+
+
+def demo_agent() -> AgentCreate:
+    return AgentCreate(
+        id=DEMO_AGENT_ID,
+        name="Demo receptionist",
+        instructions="You are the friendly receptionist of a small clinic.",
+        greeting="Hello, thank you for calling the clinic. How can I help you today?",
+        llm=ProviderSpec(
+            provider="scripted",
+            options={"rules": DEMO_RULES, "fallback": "Sorry, could you say that again?"},
+        ),
+        stt=ProviderSpec(provider="local", options={"phrases": DEMO_CALLER_PHRASES}),
+        tts=ProviderSpec(provider="local", voice="en-us"),
+    )

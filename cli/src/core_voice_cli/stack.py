@@ -1,0 +1,171 @@
+"""The whole Core Voice stack as local processes: what `corevoice up` and the e2e tests run.
+
+Start order follows dependencies (bus, media server, config owner, then its clients);
+stop order is the reverse, and every process is stopped by pid whatever happens.
+"""
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core_voice_cli.procs import ManagedProcess, ProcessGroup, free_port, http_ready
+from core_voice_cli.servers import LiveKitServer, NatsServer
+
+WORKER_AGENT_NAME = "core-voice"
+
+
+@dataclass
+class Ports:
+    nats: int = field(default_factory=free_port)
+    nats_monitor: int = field(default_factory=free_port)
+    livekit: int = field(default_factory=free_port)
+    livekit_rtc_tcp: int = field(default_factory=free_port)
+    livekit_rtc_udp: int = field(default_factory=free_port)
+    config_sync: int = field(default_factory=free_port)
+    dispatcher: int = field(default_factory=free_port)
+    telemetry: int = field(default_factory=free_port)
+    worker_health: int = field(default_factory=free_port)
+
+    @classmethod
+    def defaults(cls) -> "Ports":
+        """The well-known ports `corevoice up` uses, so operators can find things."""
+        return cls(4222, 8222, 7880, 7881, 7882, 8081, 8082, 9464, 8083)
+
+
+def _token(path: Path) -> str:
+    """A per-data-dir random token, kept so the stack's URLs/tokens survive restarts."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+class Stack:
+    def __init__(self, base_dir: Path, ports: Ports | None = None, *, worker: bool = True) -> None:
+        self.base_dir = base_dir
+        self.log_dir = base_dir / "logs"
+        self.ports = ports or Ports()
+        self.with_worker = worker
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_token = _token(base_dir / "admin-token")
+        self.runtime_token = _token(base_dir / "runtime-token")
+        self.nats = NatsServer(
+            data_dir=base_dir / "nats",
+            log_dir=self.log_dir,
+            port=self.ports.nats,
+            monitor_port=self.ports.nats_monitor,
+        )
+        self.livekit = LiveKitServer(
+            config_dir=base_dir / "livekit",
+            log_dir=self.log_dir,
+            webhook_urls=[f"{self.dispatcher_url}/webhook/livekit"],
+            port=self.ports.livekit,
+            rtc_tcp_port=self.ports.livekit_rtc_tcp,
+            rtc_udp_port=self.ports.livekit_rtc_udp,
+        )
+        self.group = ProcessGroup()
+
+    @property
+    def config_sync_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.config_sync}"
+
+    @property
+    def dispatcher_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.dispatcher}"
+
+    @property
+    def telemetry_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.telemetry}"
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            NATS_URL=self.nats.url,
+            LIVEKIT_URL=self.livekit.url,
+            LIVEKIT_API_KEY=self.livekit.api_key,
+            LIVEKIT_API_SECRET=self.livekit.api_secret,
+            WORKER_AGENT_NAME=WORKER_AGENT_NAME,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def _service(self, name: str, module: str, ready_url: str, *args: str, **env: str) -> ManagedProcess:
+        return ManagedProcess(
+            name,
+            [sys.executable, "-m", module, *args],
+            log_dir=self.log_dir,
+            env=self._env(**env),
+            ready=http_ready(ready_url),
+        )
+
+    def config_sync_process(self) -> ManagedProcess:
+        return self._service(
+            "config-sync",
+            "core_voice_config_sync",
+            f"{self.config_sync_url}/healthz",
+            CONFIG_SYNC_HTTP_PORT=str(self.ports.config_sync),
+            CONFIG_SYNC_DATABASE_URL=f"sqlite+aiosqlite:///{self.base_dir / 'config_sync.db'}",
+            CONFIG_SYNC_ADMIN_TOKEN=self.admin_token,
+            CONFIG_SYNC_RUNTIME_TOKEN=self.runtime_token,
+        )
+
+    def dispatcher_process(self) -> ManagedProcess:
+        return self._service(
+            "dispatcher",
+            "core_voice_dispatcher",
+            f"{self.dispatcher_url}/healthz",
+            DISPATCHER_HTTP_PORT=str(self.ports.dispatcher),
+        )
+
+    def telemetry_process(self) -> ManagedProcess:
+        return self._service(
+            "telemetry",
+            "core_voice_telemetry",
+            f"{self.telemetry_url}/healthz",
+            TELEMETRY_HTTP_PORT=str(self.ports.telemetry),
+        )
+
+    def worker_process(self) -> ManagedProcess:
+        process = self._service(
+            "voice-worker",
+            "core_voice_worker",
+            f"http://127.0.0.1:{self.ports.worker_health}/",
+            "start",
+            WORKER_HTTP_PORT=str(self.ports.worker_health),
+        )
+        health = process.ready
+        assert health is not None
+
+        def registered() -> bool:
+            return health() and "registered worker" in process.log_tail(200)
+
+        process.ready = registered
+        return process
+
+    def start(self) -> "Stack":
+        try:
+            self.group.start(self.nats.process(), timeout=20)
+            self.group.start(self.livekit.process(), timeout=30)
+            self.group.start(self.config_sync_process(), timeout=60)
+            self.group.start(self.dispatcher_process(), timeout=60)
+            self.group.start(self.telemetry_process(), timeout=60)
+            if self.with_worker:
+                self.group.start(self.worker_process(), timeout=120)
+        except BaseException:
+            self.group.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.group.stop()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

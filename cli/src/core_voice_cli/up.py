@@ -1,0 +1,101 @@
+"""`corevoice up`: the whole stack on embedded defaults, until Ctrl-C.
+
+No API keys: the demo agent runs on the offline providers. SIGINT/SIGTERM stop every
+process this command started, in reverse order, by pid.
+"""
+
+import argparse
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import msgspec
+
+from core_voice_cli.binaries import repo_root
+from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
+from core_voice_cli.procs import ProcessFailedError
+from core_voice_cli.stack import Ports, Stack
+
+
+def seed_demo_agent(stack: Stack) -> str:
+    """Create the demo agent unless it exists; return 'created' or 'kept'."""
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    with httpx.Client(base_url=stack.config_sync_url, headers=headers, timeout=10) as client:
+        existing = client.get(f"/api/v1/agents/{DEMO_AGENT_ID}")
+        if existing.status_code == 200:
+            return "kept"
+        resp = client.post(
+            "/api/v1/agents",
+            content=msgspec.json.encode(demo_agent()),
+            headers={"Content-Type": "application/json"},
+        )
+        resp.raise_for_status()
+        return "created"
+
+
+def _summary(stack: Stack, seeded: str) -> str:
+    say = DEMO_CALLER_PHRASES[0]
+    return f"""
+Core Voice is up (logs in {stack.log_dir}).
+
+  NATS (JetStream)     {stack.nats.url}   monitor http://127.0.0.1:{stack.ports.nats_monitor}
+  LiveKit server       {stack.livekit.url}   key {stack.livekit.api_key} (dev secret)
+  config_sync API      {stack.config_sync_url}/api/v1/agents   OpenAPI {stack.config_sync_url}/schema
+  dispatcher webhook   {stack.dispatcher_url}/webhook/livekit
+  telemetry metrics    {stack.telemetry_url}/metrics
+  voice worker         agent name "core-voice"
+
+  admin token          {stack.base_dir / "admin-token"} (read it from there)
+  demo agent           "{DEMO_AGENT_ID}" ({seeded}), offline providers, no API keys
+
+Call the demo agent:
+  uv run corevoice call --url {stack.livekit.url} --agent-id {DEMO_AGENT_ID} --say "{say}"
+
+Watch the job stream:
+  nats --server {stack.nats.url} stream view VOICE_JOBS
+
+Ctrl-C stops everything.
+"""
+
+
+def main_up(args: argparse.Namespace) -> int:
+    base = Path(args.data_dir) if args.data_dir else repo_root() / ".data" / "stack"
+    stack = Stack(base, Ports() if args.free_ports else Ports.defaults())
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print("starting Core Voice ...", flush=True)
+    try:
+        stack.start()
+        seeded = seed_demo_agent(stack)
+        print(_summary(stack, seeded), flush=True)
+        while not stopping:
+            dead = [p.name for p in stack.group.processes if not p.running()]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited (see {stack.log_dir})", flush=True)
+                return 1
+            time.sleep(0.5)
+        print("stopping ...", flush=True)
+        return 0
+    except ProcessFailedError as exc:
+        print(f"failed to start: {exc}", flush=True)
+        return 1
+    finally:
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = subparsers.add_parser("up", help="start the whole stack on embedded defaults")
+    parser.add_argument("--data-dir", help="where data and logs go (default .data/stack)")
+    parser.add_argument(
+        "--free-ports", action="store_true", help="use free ports instead of the well-known ones"
+    )
+    parser.set_defaults(func=main_up)
