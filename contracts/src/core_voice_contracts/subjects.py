@@ -55,3 +55,13 @@ def call_failed(agent_id: str) -> str:
 
 def config_changed(agent_id: str) -> str:
     return f"{PREFIX}.config.changed.{_agent_token(agent_id)}"
+
+
+def jobs_for_agent(agent_id: str) -> str:
+    """Every job event of one agent (a filter for consumers and `nats` commands)."""
+    return f"{PREFIX}.jobs.*.{_agent_token(agent_id)}"
+
+
+def calls_for_agent(agent_id: str) -> str:
+    """Every call event of one agent."""
+    return f"{PREFIX}.calls.*.{_agent_token(agent_id)}"
