@@ -20,7 +20,11 @@ from core_voice_cli.servers import LiveKitServer
 from core_voice_cli.synthetic_call import CallOptions, run_call
 from tests.fakes.echo_agent import EchoAgent
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # livekit-server --dev's public secret is short; PyJWT warns on every token.
+    pytest.mark.filterwarnings("ignore:The HMAC key is .* below the minimum recommended"),
+]
 
 GREETING = "hello this is the test agent"
 ASK = "I would like to book a table"

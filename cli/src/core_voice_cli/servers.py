@@ -54,7 +54,6 @@ class LiveKitServer:
     log_dir: Path
     webhook_urls: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
-    rtc_tcp_port: int = field(default_factory=free_port)
     rtc_udp_port: int = field(default_factory=free_port)
     api_key: str = DEV_API_KEY
     api_secret: str = field(default=DEV_API_SECRET, repr=False)
@@ -71,11 +70,16 @@ class LiveKitServer:
         lines = [
             f"port: {self.port}",
             "bind_addresses: [127.0.0.1]",
+            # Loopback only: a single UDP mux port on lo, no TCP fallback listener (it would
+            # bind every interface), and no STUN look-up of an external address.
             "rtc:",
-            f"  tcp_port: {self.rtc_tcp_port}",
             f"  udp_port: {self.rtc_udp_port}",
+            "  tcp_port: 0",
             "  use_external_ip: false",
             "  node_ip: 127.0.0.1",
+            "  enable_loopback_candidate: true",
+            "  interfaces:",
+            "    includes: [lo]",
             "logging:",
             "  level: info",
         ]

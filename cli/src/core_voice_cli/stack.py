@@ -21,7 +21,6 @@ class Ports:
     nats: int = field(default_factory=free_port)
     nats_monitor: int = field(default_factory=free_port)
     livekit: int = field(default_factory=free_port)
-    livekit_rtc_tcp: int = field(default_factory=free_port)
     livekit_rtc_udp: int = field(default_factory=free_port)
     config_sync: int = field(default_factory=free_port)
     dispatcher: int = field(default_factory=free_port)
@@ -31,7 +30,7 @@ class Ports:
     @classmethod
     def defaults(cls) -> "Ports":
         """The well-known ports `corevoice up` uses, so operators can find things."""
-        return cls(4222, 8222, 7880, 7881, 7882, 8081, 8082, 9464, 8083)
+        return cls(4222, 8222, 7880, 7882, 8081, 8082, 9464, 8083)
 
 
 def _token(path: Path) -> str:
@@ -64,7 +63,6 @@ class Stack:
             log_dir=self.log_dir,
             webhook_urls=[f"{self.dispatcher_url}/webhook/livekit"],
             port=self.ports.livekit,
-            rtc_tcp_port=self.ports.livekit_rtc_tcp,
             rtc_udp_port=self.ports.livekit_rtc_udp,
         )
         self.group = ProcessGroup()

@@ -33,6 +33,7 @@ import aiohttp
 import numpy as np
 from livekit import api, rtc
 
+from core_voice_contracts.room import RoomMetadata, encode_room_metadata
 from core_voice_worker.speech import RECOGNIZER_RATE, PhraseRecognizer, normalize, synthesize
 
 __all__ = ["CallOptions", "CallResult", "Reply", "add_parser", "main_call", "run_call"]
@@ -72,7 +73,7 @@ class CallOptions:
     delete_room: bool = True
     """Delete the room afterwards, only if this call created it."""
     record_path: Path | None = None
-    """Save the agent's audio (as received, 16 kHz mono WAV)."""
+    """Save the agent's audio as received (16 kHz mono WAV; gaps in sending are not kept)."""
     any_participant: bool = False
     """Listen to any remote audio, not only to participants of kind AGENT."""
     energy_threshold: float = 300.0
@@ -248,11 +249,13 @@ class _Call:
         _publication: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        if (
-            self._stream is not None
-            or track.kind != rtc.TrackKind.KIND_AUDIO
-            or not self._is_agent(participant)
-        ):
+        if self._stream is not None or track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        if not self._is_agent(participant):
+            logger.info(
+                "ignoring audio of a participant that is not an agent",
+                extra={"participant": participant.identity},
+            )
             return
         self.agent_identity = participant.identity
         self._stream = rtc.AudioStream(track, sample_rate=LISTEN_RATE, num_channels=1)
@@ -377,8 +380,10 @@ async def run_call(opts: CallOptions) -> CallResult:
         return result(str(exc))
     except rtc.ConnectError as exc:
         return result(f"could not join room {opts.room!r}: {exc.message}")
-    except (api.TwirpError, aiohttp.ClientError) as exc:
-        return result(f"LiveKit API failed: {type(exc).__name__}: {exc}")
+    except api.TwirpError as exc:
+        return result(f"LiveKit API refused: {exc.code}: {exc.message}")
+    except aiohttp.ClientError as exc:
+        return result(f"LiveKit API unreachable: {type(exc).__name__}: {exc}")
     finally:
         if call is not None:
             await call.aclose()
@@ -481,11 +486,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def options_from_args(args: argparse.Namespace) -> CallOptions:
-    metadata: dict[str, str] = {}
-    if args.agent_id:
-        metadata["agent_id"] = args.agent_id
-    if args.campaign_id:
-        metadata["campaign_id"] = args.campaign_id
+    metadata = RoomMetadata(agent_id=args.agent_id, campaign_id=args.campaign_id)
     return CallOptions(
         url=args.url,
         api_key=args.api_key,
@@ -496,7 +497,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         phrases=list(args.expect),
         greeting_timeout=args.greeting_timeout,
         reply_timeout=args.reply_timeout,
-        create_room_metadata=json.dumps(metadata) if metadata else None,
+        create_room_metadata=encode_room_metadata(metadata) if metadata != RoomMetadata() else None,
         delete_room=not args.keep_room,
         record_path=args.record,
         any_participant=args.any_participant,

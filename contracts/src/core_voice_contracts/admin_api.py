@@ -67,3 +67,10 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 
     error: str
     detail: str = ""
+
+
+class HealthView(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /healthz`` of a service: ``status`` is "ok" only if every check is "ok"."""
+
+    status: str
+    checks: dict[str, str] = msgspec.field(default_factory=dict)

@@ -11,9 +11,10 @@ from pathlib import Path
 import msgspec
 
 from core_voice_contracts.events import ALL_MESSAGES
+from core_voice_contracts.room import RoomMetadata
 from core_voice_contracts.runtime_config import RuntimeConfig
 
-SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (*ALL_MESSAGES, RuntimeConfig)
+SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (*ALL_MESSAGES, RuntimeConfig, RoomMetadata)
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from core_voice_config_sync.auth import Principal
 from core_voice_config_sync.cache import RuntimeConfigCache
-from core_voice_config_sync.errors import AgentNotFoundError, EmptyPatchError
+from core_voice_config_sync.errors import AgentNotFoundError, EmptyPatchError, ForbiddenError
 from core_voice_config_sync.repository import AgentRepository
 from core_voice_config_sync.validation import check_provider
 from core_voice_contracts.admin_api import AgentCreate, AgentPatch, AgentView
@@ -39,7 +39,7 @@ class AgentService:
     async def create(self, principal: Principal, data: AgentCreate) -> AgentView:
         tenant_id = principal.tenant_id
         if tenant_id is None:
-            raise AgentNotFoundError(data.id or "")  # a cross-tenant token cannot own agents
+            raise ForbiddenError("a token without a tenant cannot create agents")
         for kind, spec in (("llm", data.llm), ("stt", data.stt), ("tts", data.tts)):
             check_provider(kind, spec)
         record = await self._repo.create(tenant_id, data, author=principal.name)

@@ -69,3 +69,10 @@ class ConcurrentEditError(ConfigSyncError):
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"agent {agent_id!r} changed concurrently; retry")
         self.agent_id = agent_id
+
+
+class ForbiddenError(ConfigSyncError):
+    """A valid token that lacks what this action needs."""
+
+    code = "forbidden"
+    status = 403

@@ -37,7 +37,7 @@ from core_voice_config_sync.records import AgentRecord
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentCreate, AgentPatch
 from core_voice_contracts.events import ChangeKind, ConfigChanged
-from core_voice_contracts.runtime_config import ProviderSpec
+from core_voice_contracts.runtime_config import ProviderSpec, RuntimeConfig
 
 ACTIVE = "active"
 EDIT_ATTEMPTS = 3
@@ -173,6 +173,11 @@ class AgentRepository:
         async with self._sessions() as session:
             row = (await session.execute(query)).first()
         return None if row is None else _record(row[0], row[1])
+
+    async def runtime_config(self, agent_id: str) -> RuntimeConfig | None:
+        """The runtime config of the agent's current version (any tenant)."""
+        record = await self.get(agent_id)
+        return None if record is None else record.runtime()
 
     async def patch(
         self, agent_id: str, data: AgentPatch, *, tenant_id: str | None, author: str

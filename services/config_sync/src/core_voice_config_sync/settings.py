@@ -44,9 +44,11 @@ class Settings(BaseSettings):
         default=8081, ge=0, le=65535, description="CONFIG_SYNC_HTTP_PORT: HTTP API port."
     )
     admin_token: SecretStr = Field(
+        min_length=1,
         description="CONFIG_SYNC_ADMIN_TOKEN (required): bearer token for the admin API."
     )
     runtime_token: SecretStr = Field(
+        min_length=1,
         description="CONFIG_SYNC_RUNTIME_TOKEN (required): bearer token workers use to read "
         "runtime configs; it cannot change anything."
     )
@@ -93,6 +95,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "?"
-            what = "is required" if err["type"] == "missing" else err["msg"]
+            what = {"missing": "is required", "too_short": "must not be empty"}.get(
+                err["type"], err["msg"]
+            )
             problems.append(f"{_env_name(field)} {what}")
         raise SettingsError("; ".join(problems)) from None

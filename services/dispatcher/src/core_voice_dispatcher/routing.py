@@ -13,15 +13,7 @@ from livekit.protocol.webhook import WebhookEvent
 from core_voice_contracts import subjects
 from core_voice_contracts.events import JobRejected, JobRequested, RejectReason
 from core_voice_contracts.ids import is_valid_id
-
-
-class RoomMetadata(msgspec.Struct, frozen=True, kw_only=True):
-    agent_id: str | None = None
-    campaign_id: str | None = None
-    lead_id: str | None = None
-
-
-_metadata = msgspec.json.Decoder(RoomMetadata)
+from core_voice_contracts.room import decode_room_metadata
 
 
 @dataclass(frozen=True)
@@ -55,7 +47,7 @@ def route_room_started(event: WebhookEvent) -> Routed:
     if not room.metadata.strip():
         return rejected(RejectReason.NO_AGENT, "room has no metadata")
     try:
-        meta = _metadata.decode(room.metadata)
+        meta = decode_room_metadata(room.metadata)
     except msgspec.DecodeError:
         return rejected(RejectReason.INVALID_METADATA, "room metadata is not a JSON object")
     if meta.agent_id is None:

@@ -56,13 +56,13 @@ def _given(**values: str) -> dict[str, Any]:
 
 
 @LLM_PROVIDERS.register("openai")
-def openai_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
+def openai_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM[Any]:
     key = api_key(spec, keys, "OPENAI_API_KEY")
     return openai.LLM(**plugin_kwargs(spec, api_key=key, **_given(model=spec.model)))
 
 
 @LLM_PROVIDERS.register(OPENAI_COMPATIBLE)
-def openai_compatible_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
+def openai_compatible_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM[Any]:
     """Any OpenAI-compatible server. Never falls back to OPENAI_API_KEY (see `api_key`)."""
     base_url = spec.options.get("base_url")
     if not isinstance(base_url, str) or not base_url:
@@ -74,15 +74,13 @@ def openai_compatible_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
 
 
 @LLM_PROVIDERS.register("cerebras")
-def cerebras_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
+def cerebras_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM[Any]:
     key = api_key(spec, keys, "CEREBRAS_API_KEY")
-    return openai.LLM.with_cerebras(
-        **plugin_kwargs(spec, api_key=key, **_given(model=spec.model))
-    )
+    return openai.LLM.with_cerebras(**plugin_kwargs(spec, api_key=key, **_given(model=spec.model)))
 
 
 @LLM_PROVIDERS.register("groq")
-def groq_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
+def groq_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM[Any]:
     """Groq through the OpenAI plugin: 1.8.9's openai plugin has no ``with_groq`` and
     livekit-plugins-groq (itself a thin OpenAI subclass) is not installed."""
     key = api_key(spec, keys, "GROQ_API_KEY")
@@ -97,19 +95,19 @@ def groq_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
 
 
 @STT_PROVIDERS.register("openai")
-def openai_stt(spec: ProviderSpec, keys: ProviderKeys) -> stt.STT:
+def openai_stt(spec: ProviderSpec, keys: ProviderKeys) -> stt.STT[Any]:
     key = api_key(spec, keys, "OPENAI_API_KEY")
     return openai.STT(**plugin_kwargs(spec, api_key=key, **_given(model=spec.model)))
 
 
 @STT_PROVIDERS.register("deepgram")
-def deepgram_stt(spec: ProviderSpec, keys: ProviderKeys) -> stt.STT:
+def deepgram_stt(spec: ProviderSpec, keys: ProviderKeys) -> stt.STT[Any]:
     key = api_key(spec, keys, "DEEPGRAM_API_KEY")
     return deepgram.STT(**plugin_kwargs(spec, api_key=key, **_given(model=spec.model)))
 
 
 @TTS_PROVIDERS.register("openai")
-def openai_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS:
+def openai_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS[Any]:
     key = api_key(spec, keys, "OPENAI_API_KEY")
     return openai.TTS(
         **plugin_kwargs(spec, api_key=key, **_given(model=spec.model, voice=spec.voice))
@@ -117,7 +115,7 @@ def openai_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS:
 
 
 @TTS_PROVIDERS.register("cartesia")
-def cartesia_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS:
+def cartesia_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS[Any]:
     key = api_key(spec, keys, "CARTESIA_API_KEY")
     return cartesia.TTS(
         **plugin_kwargs(spec, api_key=key, **_given(model=spec.model, voice=spec.voice))
@@ -125,7 +123,7 @@ def cartesia_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS:
 
 
 @TTS_PROVIDERS.register("deepgram")
-def deepgram_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS:
+def deepgram_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS[Any]:
     """Deepgram voices are models ("aura-2-andromeda-en"): ``voice`` names one too."""
     if spec.model and spec.voice and spec.model != spec.voice:
         raise ProviderConfigError("tts provider 'deepgram' takes a model or a voice, not both")

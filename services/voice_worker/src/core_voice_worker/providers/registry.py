@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
-from livekit.agents import llm, stt, tts, vad
+from livekit.agents import llm, stt, tts
+from livekit.agents.vad import VAD
 
 from core_voice_contracts.runtime_config import ProviderKeys, ProviderSpec
 from core_voice_worker.errors import ProviderConfigError
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-O = TypeVar("O")
+OptionsT = TypeVar("OptionsT")
 
 _REDACTED = "<redacted>"
 
@@ -77,16 +78,16 @@ class Registry(Generic[T]):
             ) from None
 
 
-LLM_PROVIDERS: Registry[llm.LLM] = Registry("llm")
-STT_PROVIDERS: Registry[stt.STT] = Registry("stt")
-TTS_PROVIDERS: Registry[tts.TTS] = Registry("tts")
+LLM_PROVIDERS: Registry[llm.LLM[Any]] = Registry("llm")
+STT_PROVIDERS: Registry[stt.STT[Any]] = Registry("stt")
+TTS_PROVIDERS: Registry[tts.TTS[Any]] = Registry("tts")
 
 
-def build_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM:
+def build_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM[Any]:
     return LLM_PROVIDERS.build(spec, keys)
 
 
-def build_stt(spec: ProviderSpec, keys: ProviderKeys, vad: vad.VAD | None) -> stt.STT:
+def build_stt(spec: ProviderSpec, keys: ProviderKeys, vad: VAD | None) -> stt.STT[Any]:
     """Build the STT; wrap a non-streaming one with ``vad`` so it can stream.
 
     AgentSession would wrap it too when the session has a VAD (1.8.9
@@ -99,11 +100,11 @@ def build_stt(spec: ProviderSpec, keys: ProviderKeys, vad: vad.VAD | None) -> st
     return built
 
 
-def build_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS:
+def build_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS[Any]:
     return TTS_PROVIDERS.build(spec, keys)
 
 
-def decode_options(spec: ProviderSpec, kind: str, options_type: type[O]) -> O:
+def decode_options(spec: ProviderSpec, kind: str, options_type: type[OptionsT]) -> OptionsT:
     """Decode ``spec.options`` into the provider's options struct."""
     try:
         return msgspec.convert(spec.options, options_type)

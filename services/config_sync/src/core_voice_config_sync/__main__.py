@@ -1,0 +1,41 @@
+"""``python -m core_voice_config_sync``: run the service until SIGTERM/SIGINT.
+
+Configuration comes from the environment (see `settings.Settings`); exit status is 0
+after a clean stop and 2 if the settings are unusable.
+"""
+
+import asyncio
+import logging
+import signal
+import sys
+
+from core_voice_config_sync.app import serve
+from core_voice_config_sync.errors import SettingsError
+from core_voice_config_sync.logs import configure_logging
+from core_voice_config_sync.settings import load_settings
+
+log = logging.getLogger("core_voice_config_sync")
+
+
+async def _main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        asyncio.run(_main())
+    except SettingsError as exc:
+        log.error("config_sync cannot start", extra={"error": exc.code, "detail": exc.detail})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The running config_sync process: wires the parts together and owns their lifetime.
+
+Start order: database (migrate) → NATS (streams ensured) → ``voice.config.get`` micro
+service → outbox relay → HTTP. Stop order is the reverse; NATS is drained last so
+in-flight replies and acks go out.
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Generator
+
+import uvicorn
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core_voice_config_sync import __version__
+from core_voice_config_sync.agents import AgentService
+from core_voice_config_sync.api import create_app
+from core_voice_config_sync.auth import StaticTokens
+from core_voice_config_sync.cache import RuntimeConfigCache
+from core_voice_config_sync.db import create_engine, migrate, ping
+from core_voice_config_sync.nats_service import ConfigGetService
+from core_voice_config_sync.relay import OutboxRelay
+from core_voice_config_sync.repository import AgentRepository
+from core_voice_config_sync.settings import Settings
+from core_voice_config_sync.tasks import TaskSet
+from core_voice_contracts import bus
+from core_voice_contracts.admin_api import HealthView
+
+log = logging.getLogger(__name__)
+
+NATS_CLIENT_NAME = "config-sync"
+HTTP_DRAIN_S = 5
+HEALTH_DB_TIMEOUT_S = 2.0
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn minus its own signal handling (the service owns SIGTERM/SIGINT), plus a
+    callback once the socket is listening, with the real bound address."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[str, int], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self._on_started(str(host), int(port))
+
+
+def _health_check(engine: AsyncEngine, nc: Client) -> Callable[[], Awaitable[HealthView]]:
+    async def check() -> HealthView:
+        checks = {"database": "ok", "nats": "ok" if nc.is_connected else "unavailable"}
+        try:
+            await asyncio.wait_for(ping(engine), HEALTH_DB_TIMEOUT_S)
+        except Exception:  # any failure means "not healthy", never a 500
+            checks["database"] = "unavailable"
+        ok = all(v == "ok" for v in checks.values())
+        return HealthView(status="ok" if ok else "unavailable", checks=checks)
+
+    return check
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (or the HTTP server exits), then shut down cleanly."""
+    engine = create_engine(settings.database_url)
+    tasks = TaskSet()
+    nc: Client | None = None
+    getter: ConfigGetService | None = None
+    try:
+        await migrate(engine)
+        repository = AgentRepository(engine)
+        await repository.ensure_tenant(settings.default_tenant)
+
+        nc, js = await bus.connect(settings.nats_url, name=NATS_CLIENT_NAME)
+        relay = OutboxRelay(
+            repository,
+            js,
+            sweep_s=settings.outbox_sweep_s,
+            retention_s=settings.outbox_retention_s,
+        )
+        cache = RuntimeConfigCache(repository.runtime_config)
+        agents = AgentService(repository, cache, on_commit=relay.wake)
+        getter = ConfigGetService(nc, agents, cache)
+        await getter.start()
+        tasks.spawn(relay.run(), name="outbox-relay")
+
+        app = create_app(
+            agents=agents,
+            authenticator=StaticTokens(
+                admin=settings.admin_token,
+                runtime=settings.runtime_token,
+                default_tenant=settings.default_tenant,
+            ),
+            health=_health_check(engine, nc),
+            max_body_bytes=settings.max_body_bytes,
+            version=__version__,
+        )
+
+        def ready(host: str, port: int) -> None:
+            log.info("config_sync ready", extra={"host": host, "port": port})
+
+        server = HttpServer(
+            uvicorn.Config(
+                app,
+                host=settings.http_host,
+                port=settings.http_port,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=HTTP_DRAIN_S,
+            ),
+            on_started=ready,
+        )
+
+        async def _stop_http() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        tasks.spawn(_stop_http(), name="http-stopper")
+        await server.serve()
+        log.info("config_sync stopping")
+    finally:
+        if getter is not None:
+            await getter.stop()
+        await tasks.cancel_all()
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), 5.0)
+        await engine.dispose()
+        log.info("config_sync stopped")

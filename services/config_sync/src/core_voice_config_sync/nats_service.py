@@ -1,0 +1,82 @@
+"""``voice.config.get`` as a NATS micro service, so ``nats micro ls/info/stats`` see it.
+
+Replicas share the default micro queue group, so each request is answered once. Every
+request gets a typed reply: a malformed one is answered with
+``ConfigGetError(bad_request)``, an internal failure with a retryable error; the
+endpoint never raises. The service also listens to ``voice.config.changed.*`` so that an
+edit committed by another replica evicts this replica's cached config.
+"""
+
+import logging
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, Service, ServiceConfig
+
+from core_voice_config_sync import __version__
+from core_voice_config_sync.agents import AgentService
+from core_voice_config_sync.cache import RuntimeConfigCache
+from core_voice_contracts import codec, subjects
+from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.events import ConfigGetError, ConfigGetReply
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "config-sync"
+ENDPOINT_NAME = "get"
+
+
+class ConfigGetService:
+    def __init__(self, nc: Client, agents: AgentService, cache: RuntimeConfigCache) -> None:
+        self._nc = nc
+        self._agents = agents
+        self._cache = cache
+        self._service: Service | None = None
+        self._changes: Subscription | None = None
+
+    async def start(self) -> None:
+        self._changes = await self._nc.subscribe(subjects.CONFIG_CHANGED_ALL, cb=self._on_change)
+        self._service = await add_service(
+            self._nc,
+            ServiceConfig(
+                name=SERVICE_NAME,
+                version=__version__,
+                description="Core Voice agent runtime configs",
+            ),
+        )
+        await self._service.add_endpoint(
+            EndpointConfig(name=ENDPOINT_NAME, subject=subjects.CONFIG_GET, handler=self._handle)
+        )
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._changes is not None:
+            await self._changes.unsubscribe()
+            self._changes = None
+
+    async def _handle(self, request: Request) -> None:
+        await request.respond(codec.encode(await self.answer(request.data)))
+
+    async def answer(self, data: bytes) -> ConfigGetReply:
+        try:
+            query = codec.decode_config_request(data)
+        except DecodeError:
+            return ConfigGetError(error="bad_request", retryable=False)
+        try:
+            return await self._agents.resolve(query)
+        except Exception:
+            log.exception("config get failed", extra={"agent_id": query.agent_id})
+            return ConfigGetError(error="internal", retryable=True)
+
+    async def _on_change(self, msg: Msg) -> None:
+        try:
+            event = codec.decode_config_event(msg.data)
+        except DecodeError:
+            log.warning("undecodable config event ignored", extra={"subject": msg.subject})
+            return
+        self._cache.evict_older(event.agent_id, event.version)

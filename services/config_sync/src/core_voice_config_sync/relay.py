@@ -1,0 +1,128 @@
+"""The outbox relay: moves committed `ConfigChanged` events from the database to JetStream.
+
+Woken right after each commit (a few ms edit→event) and also every ``sweep_s`` seconds,
+so a NATS outage delays events but never loses them. Events go out strictly in commit
+order and a pass stops at the first failure: ``VOICE_CONFIG`` keeps only the latest
+message per agent, so publishing v3 before v2 would leave v2 as the "latest". Each event
+has a stable ``Nats-Msg-Id``, so a re-publish after a crash or by a second replica is
+dropped by JetStream's duplicate window.
+"""
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from typing import Protocol
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from core_voice_config_sync.models import utcnow
+from core_voice_config_sync.repository import PendingEvent
+from core_voice_contracts import bus, codec
+from core_voice_contracts.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 60.0
+
+
+class OutboxStore(Protocol):
+    async def pending_events(self, limit: int = 100) -> list[PendingEvent]: ...
+    async def mark_published(self, ids: list[int], at: dt.datetime | None = None) -> None: ...
+    async def prune_published(self, older_than: dt.datetime) -> int: ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: OutboxStore,
+        js: JetStreamContext,
+        *,
+        sweep_s: float = 1.0,
+        retention_s: float = 86_400.0,
+        batch: int = 100,
+        publish_timeout_s: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._js = js
+        self._sweep_s = sweep_s
+        self._retention = dt.timedelta(seconds=retention_s)
+        self._batch = batch
+        self._publish_timeout_s = publish_timeout_s
+        self._wakeup = asyncio.Event()
+        self._wakeup.set()  # publish whatever a previous run left behind, at once
+        self._last_prune = 0.0
+
+    def wake(self) -> None:
+        """Ask for a pass now (called after every commit that wrote an event)."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled. Failures are logged and retried on the next pass."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self._sweep_s)
+            self._wakeup.clear()
+            try:
+                await self.drain_once()
+                await self._maybe_prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay pass failed")
+
+    async def drain_once(self) -> int:
+        """Publish pending events in order; return how many were acknowledged."""
+        total = 0
+        while True:
+            pending = await self._store.pending_events(self._batch)
+            if not pending:
+                return total
+            done: list[int] = []
+            try:
+                for event in pending:
+                    if await self._publish(event):
+                        done.append(event.id)
+            finally:
+                await self._store.mark_published(done)
+            total += len(done)
+            if len(done) < len(pending):
+                return total  # stopped at a failure; keep order, retry on the next pass
+
+    async def _publish(self, event: PendingEvent) -> bool:
+        try:
+            message = codec.decode_config_event(event.payload)
+        except DecodeError:
+            # Never written by this code; skipping it beats blocking every later event.
+            log.error("outbox event undecodable, skipped", extra={"outbox_id": event.id})
+            return True
+        try:
+            ack = await bus.publish(
+                self._js,
+                event.subject,
+                message,
+                msg_id=event.msg_id,
+                timeout=self._publish_timeout_s,
+            )
+        except (NatsError, TimeoutError) as exc:
+            log.warning(
+                "outbox publish failed, will retry",
+                extra={"outbox_id": event.id, "error": type(exc).__name__},
+            )
+            return False
+        log.debug(
+            "outbox event published",
+            extra={"outbox_id": event.id, "seq": ack.seq, "duplicate": bool(ack.duplicate)},
+        )
+        return True
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        removed = await self._store.prune_published(utcnow() - self._retention)
+        if removed:
+            log.info("outbox pruned", extra={"rows": removed})
