@@ -75,14 +75,18 @@ as_root() {
 }
 
 # --- what is there already -------------------------------------------------------------------
+# find_go: print a `go` new enough for these modules (go 1.26 in their go.mod), if any.
 find_go() {
-	if command -v go >/dev/null; then
-		command -v go
-	elif [[ -x /usr/local/go/bin/go ]]; then
-		echo /usr/local/go/bin/go
-	elif [[ -x $CACHE/$GO_TOOLCHAIN_VERSION/bin/go ]]; then
-		echo "$CACHE/$GO_TOOLCHAIN_VERSION/bin/go"
-	fi
+	local go v
+	for go in "$(command -v go || true)" /usr/local/go/bin/go "$CACHE/$GO_TOOLCHAIN_VERSION/bin/go"; do
+		[[ -n $go && -x $go ]] || continue
+		v=$("$go" env GOVERSION 2>/dev/null) || continue # go1.26.8
+		v=${v#go}
+		if ((${v%%.*} > 1)) || { v=${v#*.} && ((${v%%.*} >= 26)); }; then
+			echo "$go"
+			return
+		fi
+	done
 }
 
 # tool table: name  version  env var  how to build
@@ -164,8 +168,8 @@ ensure_go() {
 	# No Go at all: fetch the official toolchain module from the Go proxy, checked by sha256.
 	local url dir tmp
 	url="${GOPROXY_URL:-https://proxy.golang.org}/golang.org/toolchain/@v/v0.0.1-$GO_TOOLCHAIN_VERSION.linux-amd64.zip"
-	[[ $(uname -m) == x86_64 ]] || die "no Go toolchain found; install Go >= 1.26 (https://go.dev/dl)"
-	say "no go found: downloading $GO_TOOLCHAIN_VERSION from the Go module proxy"
+	[[ $(uname -m) == x86_64 ]] || die "no Go >= 1.26 found; install it (https://go.dev/dl)"
+	say "no Go >= 1.26 found: downloading $GO_TOOLCHAIN_VERSION from the Go module proxy"
 	tmp=$(mktemp -d "$CACHE/.go-XXXXXX")
 	curl -fsSL -o "$tmp/go.zip" "$url"
 	echo "$GO_TOOLCHAIN_SHA256  $tmp/go.zip" | sha256sum -c --quiet - || die "checksum mismatch for $url"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from core_voice_cli import binaries
 from core_voice_cli.binaries import (
     BIN_DIR_ENV,

@@ -92,7 +92,9 @@ class Stack:
         env.update(extra)
         return env
 
-    def _service(self, name: str, module: str, ready_url: str, *args: str, **env: str) -> ManagedProcess:
+    def _service(
+        self, name: str, module: str, ready_url: str, *args: str, **env: str
+    ) -> ManagedProcess:
         return ManagedProcess(
             name,
             [sys.executable, "-m", module, *args],

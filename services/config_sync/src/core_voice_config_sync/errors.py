@@ -22,12 +22,17 @@ class SettingsError(ConfigSyncError):
     code = "invalid_settings"
 
 
+def _shown(value: str) -> str:
+    """A caller-supplied id, shortened so an error body never echoes a huge input."""
+    return repr(value if len(value) <= 64 else value[:61] + "...")
+
+
 class AgentNotFoundError(ConfigSyncError):
     code = "agent_not_found"
     status = 404
 
     def __init__(self, agent_id: str) -> None:
-        super().__init__(f"no agent {agent_id!r}")
+        super().__init__(f"no agent {_shown(agent_id)}")
         self.agent_id = agent_id
 
 
@@ -36,7 +41,7 @@ class AgentExistsError(ConfigSyncError):
     status = 409
 
     def __init__(self, agent_id: str) -> None:
-        super().__init__(f"agent {agent_id!r} already exists")
+        super().__init__(f"agent {_shown(agent_id)} already exists")
         self.agent_id = agent_id
 
 
@@ -67,7 +72,7 @@ class ConcurrentEditError(ConfigSyncError):
     retryable = True
 
     def __init__(self, agent_id: str) -> None:
-        super().__init__(f"agent {agent_id!r} changed concurrently; retry")
+        super().__init__(f"agent {_shown(agent_id)} changed concurrently; retry")
         self.agent_id = agent_id
 
 

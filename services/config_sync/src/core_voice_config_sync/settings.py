@@ -45,12 +45,12 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr = Field(
         min_length=1,
-        description="CONFIG_SYNC_ADMIN_TOKEN (required): bearer token for the admin API."
+        description="CONFIG_SYNC_ADMIN_TOKEN (required): bearer token for the admin API.",
     )
     runtime_token: SecretStr = Field(
         min_length=1,
         description="CONFIG_SYNC_RUNTIME_TOKEN (required): bearer token workers use to read "
-        "runtime configs; it cannot change anything."
+        "runtime configs; it cannot change anything.",
     )
     default_tenant: str = Field(
         default="default",

@@ -4,6 +4,7 @@ Every agent is served by the same entrypoint; what differs per call is only the 
 config it loads. The VAD model loads once per job process, at prewarm.
 """
 
+import functools
 import logging
 
 from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
@@ -20,6 +21,17 @@ VAD_KEY = "vad"
 
 def prewarm(proc: JobProcess) -> None:
     proc.userdata[VAD_KEY] = silero.VAD.load()
+
+
+@functools.cache
+def job_settings() -> WorkerSettings:
+    """Settings inside a job process, read from the environment it inherited."""
+    return WorkerSettings()
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """Module-level (picklable): job processes are forked from a forkserver."""
+    await Call(ctx, job_settings(), ctx.proc.userdata[VAD_KEY]).run()
 
 
 def create_server(settings: WorkerSettings) -> AgentServer:
@@ -45,9 +57,6 @@ def create_server(settings: WorkerSettings) -> AgentServer:
             await request.accept(identity=f"agent-{request.job.id}")
         finally:
             cap.release()
-
-    async def entrypoint(ctx: JobContext) -> None:
-        await Call(ctx, settings, ctx.proc.userdata[VAD_KEY]).run()
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
     return server

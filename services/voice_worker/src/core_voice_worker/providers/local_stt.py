@@ -7,6 +7,7 @@ free-form, so offline agents list what callers are expected to say.
 """
 
 import asyncio
+import contextlib
 from typing import Any, Never
 
 import numpy as np
@@ -39,7 +40,7 @@ class LocalSTT(stt.STT[Never]):
         # and ~0.6 s free-form. `prewarm` (called when a session starts) begins it early.
         self._recognizer: PhraseRecognizer | None = None
         self._recognizer_lock = asyncio.Lock()
-        self._prewarm_task: asyncio.Task[PhraseRecognizer] | None = None
+        self._prewarm_task: asyncio.Task[None] | None = None
 
     @property
     def model(self) -> str:
@@ -56,11 +57,16 @@ class LocalSTT(stt.STT[Never]):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop yet: the first recognition builds it
-        self._prewarm_task = loop.create_task(self._get_recognizer(), name="LocalSTT.prewarm")
+        self._prewarm_task = loop.create_task(self._warm(), name="LocalSTT.prewarm")
 
     async def aclose(self) -> None:
         if self._prewarm_task is not None:
             await utils.aio.cancel_and_wait(self._prewarm_task)
+
+    async def _warm(self) -> None:
+        # a bad grammar is reported by the first recognition, as an STT error
+        with contextlib.suppress(SpeechError):
+            await self._get_recognizer()
 
     async def _get_recognizer(self) -> PhraseRecognizer:
         async with self._recognizer_lock:

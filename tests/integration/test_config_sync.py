@@ -1,0 +1,487 @@
+"""config_sync as a real process: HTTP API, ``voice.config.get``, change events, restarts.
+
+The service runs as ``python -m core_voice_config_sync`` against the session NATS server
+and a throwaway SQLite file; tests isolate themselves with unique agent ids. The relay
+tests at the end run the outbox relay in-process against the same real NATS.
+"""
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.micro.service import ServiceVerb, control_subject
+
+from core_voice_cli.procs import ManagedProcess, free_port, http_ready
+from core_voice_cli.servers import NatsServer
+from core_voice_config_sync.db import create_engine, migrate
+from core_voice_config_sync.nats_service import SERVICE_NAME
+from core_voice_config_sync.relay import OutboxRelay
+from core_voice_config_sync.repository import AgentRepository
+from core_voice_contracts import codec, subjects
+from core_voice_contracts.admin_api import AgentCreate, AgentView, ErrorBody
+from core_voice_contracts.bus import connect
+from core_voice_contracts.events import (
+    ChangeKind,
+    ConfigChanged,
+    ConfigFound,
+    ConfigGetError,
+    ConfigGetRequest,
+    ConfigNotFound,
+)
+from core_voice_contracts.runtime_config import RuntimeConfig
+from core_voice_contracts.streams import VOICE_CONFIG
+
+pytestmark = pytest.mark.integration
+
+ADMIN_TOKEN = "admin-token-canary-7f3a"
+RUNTIME_TOKEN = "runtime-token-canary-91bc"
+API = "/api/v1/agents"
+
+
+@dataclass
+class ConfigSync:
+    """A running config_sync process and how to reach it."""
+
+    process: ManagedProcess
+    base_url: str
+
+
+def start_config_sync(
+    *, nats_url: str, db_path: Path, log_dir: Path, name: str = "config-sync"
+) -> ConfigSync:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "CONFIG_SYNC_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
+        "CONFIG_SYNC_HTTP_PORT": str(port),
+        "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CONFIG_SYNC_RUNTIME_TOKEN": RUNTIME_TOKEN,
+        "CONFIG_SYNC_LOG_LEVEL": "DEBUG",
+    }
+    process = ManagedProcess(
+        name,
+        [sys.executable, "-m", "core_voice_config_sync"],
+        env=env,
+        log_dir=log_dir,
+        cwd=log_dir,
+        ready=http_ready(f"{base_url}/healthz"),
+    )
+    process.start().wait_ready(30)
+    return ConfigSync(process=process, base_url=base_url)
+
+
+def new_agent_id() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def error_of(response: httpx.Response) -> ErrorBody:
+    return msgspec.json.decode(response.content, type=ErrorBody)
+
+
+@pytest.fixture(scope="module")
+def service(
+    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConfigSync]:
+    base = tmp_path_factory.mktemp("config_sync")
+    running = start_config_sync(
+        nats_url=nats_server.url, db_path=base / "config_sync.db", log_dir=base
+    )
+    try:
+        yield running
+    finally:
+        running.process.stop()
+        log = running.process.log_path.read_text(errors="replace")
+        assert ADMIN_TOKEN not in log
+        assert RUNTIME_TOKEN not in log
+
+
+@pytest.fixture
+async def admin(service: ConfigSync) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service.base_url, headers=auth(ADMIN_TOKEN)) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous(service: ConfigSync) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service.base_url) as client:
+        yield client
+
+
+async def create_agent(client: httpx.AsyncClient, agent_id: str, **fields: Any) -> AgentView:
+    response = await client.post(API, json={"id": agent_id, "name": "Test agent", **fields})
+    assert response.status_code == 201, response.text
+    return msgspec.json.decode(response.content, type=AgentView)
+
+
+async def config_get(nc: Client, data: bytes) -> object:
+    reply = await nc.request(subjects.CONFIG_GET, data, timeout=5)
+    return codec.decode_config_reply(reply.data)
+
+
+# --- HTTP API -----------------------------------------------------------------------
+
+
+async def test_edits_make_versions_and_change_events(
+    admin: httpx.AsyncClient, bus: tuple[Client, JetStreamContext]
+) -> None:
+    _, js = bus
+    agent_id = new_agent_id()
+    events: asyncio.Queue[ConfigChanged] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        await events.put(codec.decode_config_event(msg.data))
+
+    sub = await js.subscribe(subjects.config_changed(agent_id), cb=on_event, ordered_consumer=True)
+    try:
+        created = await create_agent(admin, agent_id, instructions="Be brief.")
+        assert (created.version, created.tenant_id, created.status) == (1, "default", "active")
+
+        fetched = await admin.get(f"{API}/{agent_id}")
+        assert fetched.status_code == 200
+        assert msgspec.json.decode(fetched.content, type=AgentView) == created
+
+        versions = [created.version]
+        for patch in ({"instructions": "Be very brief."}, {"greeting": "Hi there."}):
+            response = await admin.patch(f"{API}/{agent_id}", json=patch)
+            assert response.status_code == 200, response.text
+            versions.append(msgspec.json.decode(response.content, type=AgentView).version)
+        assert versions == [1, 2, 3]
+
+        runtime = await admin.get(f"{API}/{agent_id}/runtime-config")
+        assert runtime.status_code == 200
+        assert runtime.headers["cache-control"] == "no-store"
+        config = codec.decode_runtime_config(runtime.content)
+        assert (config.version, config.instructions, config.greeting) == (
+            3,
+            "Be very brief.",
+            "Hi there.",
+        )
+
+        received = [await asyncio.wait_for(events.get(), 5) for _ in range(3)]
+        assert [(e.agent_id, e.version, e.kind) for e in received] == [
+            (agent_id, 1, ChangeKind.CREATED),
+            (agent_id, 2, ChangeKind.UPDATED),
+            (agent_id, 3, ChangeKind.UPDATED),
+        ]
+        assert {e.tenant_id for e in received} == {"default"}
+
+        # Re-applying the same values is a no-op: no new version, no event.
+        same = await admin.patch(f"{API}/{agent_id}", json={"greeting": "Hi there."})
+        assert msgspec.json.decode(same.content, type=AgentView).version == 3
+        await asyncio.sleep(0.3)
+        assert events.empty()
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_edit_to_event_latency_is_milliseconds(
+    admin: httpx.AsyncClient, bus: tuple[Client, JetStreamContext]
+) -> None:
+    nc, _ = bus
+    agent_id = new_agent_id()
+    arrivals: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        await arrivals.put((time.perf_counter(), codec.decode_config_event(msg.data).version))
+
+    sub = await nc.subscribe(subjects.config_changed(agent_id), cb=on_event)
+    try:
+        await create_agent(admin, agent_id)
+        assert (await asyncio.wait_for(arrivals.get(), 5))[1] == 1
+        latencies = []
+        for i in range(10):
+            started = time.perf_counter()
+            response = await admin.patch(f"{API}/{agent_id}", json={"instructions": f"edit {i}"})
+            assert response.status_code == 200
+            arrived, version = await asyncio.wait_for(arrivals.get(), 5)
+            assert version == i + 2
+            latencies.append(arrived - started)
+        latencies.sort()
+        # Includes the HTTP round trip; a relay that only swept (1 s) would fail this.
+        assert latencies[len(latencies) // 2] < 0.25, latencies
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_tokens_and_scopes(
+    service: ConfigSync, admin: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    agent_id = new_agent_id()
+    await create_agent(admin, agent_id)
+    agent_url = f"{API}/{agent_id}"
+
+    for headers in ({}, auth("wrong"), {"Authorization": f"Basic {ADMIN_TOKEN}"}):
+        response = await anonymous.get(agent_url, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        body = error_of(response)
+        assert body.error == "unauthorized"
+        assert "wrong" not in response.text
+        missing = await anonymous.get(f"{agent_url}/runtime-config", headers=headers)
+        assert missing.status_code == 401
+
+    runtime = auth(RUNTIME_TOKEN)
+    read = await anonymous.get(f"{agent_url}/runtime-config", headers=runtime)
+    assert read.status_code == 200
+    assert codec.decode_runtime_config(read.content).agent_id == agent_id
+
+    for response in (
+        await anonymous.post(API, json={"name": "x"}, headers=runtime),
+        await anonymous.patch(agent_url, json={"name": "x"}, headers=runtime),
+        await anonymous.get(agent_url, headers=runtime),
+    ):
+        assert response.status_code == 403
+        assert error_of(response).error == "forbidden"
+
+
+async def test_bad_input_is_refused_with_4xx(
+    service: ConfigSync, admin: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    agent_id = new_agent_id()
+    await create_agent(admin, agent_id)
+
+    unknown = new_agent_id()
+    for response in (
+        await admin.get(f"{API}/{unknown}"),
+        await admin.patch(f"{API}/{unknown}", json={"name": "x"}),
+        await admin.get(f"{API}/{unknown}/runtime-config"),
+        await admin.get(f"{API}/not%20an%20id"),
+    ):
+        assert response.status_code == 404
+        assert error_of(response).error == "agent_not_found"
+
+    duplicate = await admin.post(API, json={"id": agent_id, "name": "again"})
+    assert (duplicate.status_code, error_of(duplicate).error) == (409, "agent_exists")
+
+    json_headers = {"Content-Type": "application/json"}
+    malformed = await admin.patch(f"{API}/{agent_id}", content=b"{nope", headers=json_headers)
+    assert (malformed.status_code, error_of(malformed).error) == (400, "malformed_json")
+
+    unknown_field = await admin.patch(f"{API}/{agent_id}", json={"instructionz": "x"})
+    assert unknown_field.status_code == 422
+    assert error_of(unknown_field).error == "validation_error"
+    assert "instructionz" in error_of(unknown_field).detail
+
+    wrong_type = await admin.post(API, json={"name": "x", "llm": {"provider": 7}})
+    assert wrong_type.status_code == 422
+    assert "llm.provider" in error_of(wrong_type).detail
+
+    bad_id = await admin.post(API, json={"name": "x", "id": "no spaces"})
+    assert (bad_id.status_code, "id" in error_of(bad_id).detail) == (422, True)
+
+    bad_options = await admin.patch(
+        f"{API}/{agent_id}", json={"llm": {"provider": "scripted", "options": {"rulez": []}}}
+    )
+    assert bad_options.status_code == 422
+    assert error_of(bad_options).error == "invalid_config"
+    assert "llm.options" in error_of(bad_options).detail
+
+    empty = await admin.patch(f"{API}/{agent_id}", json={})
+    assert (empty.status_code, error_of(empty).error) == (422, "empty_patch")
+
+    no_body = await admin.post(API, content=b"", headers=json_headers)
+    assert no_body.status_code in (400, 422)
+
+    huge = await admin.post(API, json={"name": "big", "instructions": "x" * 70_000})
+    assert (huge.status_code, error_of(huge).error) == (413, "body_too_large")
+
+    unchanged = await admin.get(f"{API}/{agent_id}")
+    assert msgspec.json.decode(unchanged.content, type=AgentView).version == 1
+
+    health = await anonymous.get("/healthz")
+    assert health.status_code == 200
+    assert service.process.running()
+
+
+async def test_openapi_schema_is_served(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/schema/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {f"{API}", f"{API}/{{agent_id}}", f"{API}/{{agent_id}}/runtime-config"} <= set(paths)
+
+
+# --- voice.config.get -----------------------------------------------------------------
+
+
+async def test_config_get_over_nats(
+    service: ConfigSync, admin: httpx.AsyncClient, bus: tuple[Client, JetStreamContext]
+) -> None:
+    nc, _ = bus
+    agent_id = new_agent_id()
+    await create_agent(admin, agent_id, instructions="first")
+    await admin.patch(f"{API}/{agent_id}", json={"instructions": "second"})
+
+    found = await config_get(nc, codec.encode(ConfigGetRequest(agent_id=agent_id)))
+    assert isinstance(found, ConfigFound)
+    assert isinstance(found.config, RuntimeConfig)
+    assert (found.config.version, found.config.instructions) == (2, "second")
+
+    missing = await config_get(nc, codec.encode(ConfigGetRequest(agent_id=new_agent_id())))
+    assert isinstance(missing, ConfigNotFound)
+
+    too_new = await config_get(nc, codec.encode(ConfigGetRequest(agent_id=agent_id, min_version=9)))
+    assert too_new == ConfigGetError(error="version_unavailable", retryable=True)
+
+    for garbage in (b"\x00\xffgarbage", b"{}", b'{"type":"config.get","agent_id":5}'):
+        assert await config_get(nc, garbage) == ConfigGetError(error="bad_request", retryable=False)
+
+    info = await nc.request(
+        control_subject(ServiceVerb.INFO, name=SERVICE_NAME, id=None), b"", timeout=5
+    )
+    endpoints = msgspec.json.decode(info.data)["endpoints"]
+    assert [e["subject"] for e in endpoints] == [subjects.CONFIG_GET]
+
+    health = await admin.get("/healthz")
+    assert health.status_code == 200
+    assert service.process.running()
+
+
+# --- durability -----------------------------------------------------------------------
+
+
+async def test_restart_keeps_agents_and_versions(nats_server: NatsServer, tmp_path: Path) -> None:
+    db_path = tmp_path / "restart.db"
+    agent_id = new_agent_id()
+    first = start_config_sync(nats_url=nats_server.url, db_path=db_path, log_dir=tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=first.base_url, headers=auth(ADMIN_TOKEN)) as c:
+            await create_agent(c, agent_id)
+            assert (await c.patch(f"{API}/{agent_id}", json={"name": "Renamed"})).status_code == 200
+    finally:
+        assert first.process.stop() == 0, first.process.log_tail()
+
+    second = start_config_sync(
+        nats_url=nats_server.url, db_path=db_path, log_dir=tmp_path, name="config-sync-2"
+    )
+    try:
+        async with httpx.AsyncClient(base_url=second.base_url, headers=auth(ADMIN_TOKEN)) as c:
+            response = await c.get(f"{API}/{agent_id}")
+            assert response.status_code == 200
+            view = msgspec.json.decode(response.content, type=AgentView)
+            assert (view.version, view.name) == (2, "Renamed")
+            again = await c.patch(f"{API}/{agent_id}", json={"instructions": "after restart"})
+            assert msgspec.json.decode(again.content, type=AgentView).version == 3
+    finally:
+        assert second.process.stop() == 0, second.process.log_tail()
+
+
+async def test_edit_during_nats_outage_is_published_after_it(tmp_path: Path) -> None:
+    """A private NATS server is stopped mid-test; the edit commits and its event follows."""
+    nats = NatsServer(data_dir=tmp_path / "nats", log_dir=tmp_path)
+    nats_process = nats.process().start().wait_ready(20)
+    service = start_config_sync(nats_url=nats.url, db_path=tmp_path / "outage.db", log_dir=tmp_path)
+    agent_id = new_agent_id()
+    try:
+        async with httpx.AsyncClient(base_url=service.base_url, headers=auth(ADMIN_TOKEN)) as c:
+            await create_agent(c, agent_id)
+
+            nats_process.stop()
+            deadline = time.monotonic() + 10
+            while (await c.get("/healthz")).status_code != 503:
+                assert time.monotonic() < deadline, "healthz never reported the outage"
+                await asyncio.sleep(0.1)
+
+            edited = await c.patch(f"{API}/{agent_id}", json={"instructions": "during outage"})
+            assert msgspec.json.decode(edited.content, type=AgentView).version == 2
+
+            nats_process = nats.process().start().wait_ready(20)
+            nc, js = await connect(nats.url, name="pytest-outage")
+            try:
+                subject = subjects.config_changed(agent_id)
+                deadline = time.monotonic() + 15
+                latest = None
+                while time.monotonic() < deadline:
+                    try:
+                        stored = await js.get_last_msg(VOICE_CONFIG, subject)
+                        latest = codec.decode_config_event(stored.data or b"")
+                        if latest.version == 2:
+                            break
+                    except Exception:  # noqa: S110 - not there yet
+                        pass
+                    await asyncio.sleep(0.2)
+                assert latest is not None and latest.version == 2
+            finally:
+                await nc.drain()
+
+            deadline = time.monotonic() + 10
+            while (await c.get("/healthz")).status_code != 200:
+                assert time.monotonic() < deadline, "healthz never recovered"
+                await asyncio.sleep(0.1)
+    finally:
+        assert service.process.stop() == 0, service.process.log_tail()
+        nats_process.stop()
+
+
+# --- the outbox relay in-process --------------------------------------------------------
+
+
+@pytest.fixture
+async def repository(tmp_path: Path) -> AsyncIterator[AgentRepository]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}")
+    await migrate(engine)
+    repo = AgentRepository(engine)
+    await repo.ensure_tenant("default")
+    try:
+        yield repo
+    finally:
+        await engine.dispose()
+
+
+async def test_relay_publishes_pending_events_in_order(
+    repository: AgentRepository, bus: tuple[Client, JetStreamContext]
+) -> None:
+    _, js = bus
+    agent_id = new_agent_id()
+    await repository.create("default", AgentCreate(id=agent_id, name="Relay"), author="test")
+    pending = await repository.pending_events()
+    assert [p.subject for p in pending] == [subjects.config_changed(agent_id)]
+
+    relay = OutboxRelay(repository, js)
+    assert await relay.drain_once() == 1
+    assert await repository.pending_events() == []
+    assert await relay.drain_once() == 0
+
+    stored = await js.get_last_msg(VOICE_CONFIG, subjects.config_changed(agent_id))
+    event = codec.decode_config_event(stored.data or b"")
+    assert (event.agent_id, event.version, event.kind) == (agent_id, 1, ChangeKind.CREATED)
+    assert stored.headers is not None
+    assert stored.headers["Nats-Msg-Id"] == pending[0].msg_id
+
+
+async def test_republishing_an_event_is_deduplicated(
+    repository: AgentRepository, bus: tuple[Client, JetStreamContext]
+) -> None:
+    _, js = bus
+    agent_id = new_agent_id()
+    subject = subjects.config_changed(agent_id)
+    await repository.create("default", AgentCreate(id=agent_id, name="Dedup"), author="test")
+    [event] = await repository.pending_events()
+    relay = OutboxRelay(repository, js)
+    assert await relay.drain_once() == 1
+    first = await js.get_last_msg(VOICE_CONFIG, subject)
+
+    # As after a crash between the publish and the commit that marks it published.
+    await repository.mark_unpublished([event.id])
+    assert await relay.drain_once() == 1
+    second = await js.get_last_msg(VOICE_CONFIG, subject)
+    assert second.seq == first.seq, "the second publish was stored as a new message"
+    info = await js.stream_info(VOICE_CONFIG, subjects_filter=subject)
+    assert info.state.subjects == {subject: 1}
