@@ -32,6 +32,8 @@ class RejectReason(StrEnum):
     UNKNOWN_AGENT = "unknown_agent"  # config_sync does not know the agent
     DISABLED_AGENT = "disabled_agent"
     DISPATCH_FAILED = "dispatch_failed"  # LiveKit kept failing past the retry budget
+    NO_ROUTE = "no_route"  # campaign without agents, dialed number without a mapping
+    CONFIG_UNAVAILABLE = "config_unavailable"  # config_sync unreachable past the retry budget
 
 
 class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
@@ -45,6 +47,10 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     lead_id: str | None = None
     webhook_id: str = ""
     trigger: str = "room_started"
+    dialed_number: str | None = None
+    """SIP: the number the caller dialed (``sip.trunkPhoneNumber``), when that routes."""
+    participant_identity: str | None = None
+    """SIP: the caller participant whose arrival triggered the job."""
 
 
 class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
@@ -56,6 +62,9 @@ class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
     dispatch_id: str
     worker_agent_name: str
     already_existed: bool = False
+    target: str = "pool"
+    """``pool`` or ``legacy`` (a gradual migration's share): `routing.Target`."""
+    campaign_id: str | None = None
 
 
 class JobExpired(_Event, frozen=True, kw_only=True, tag="job.expired"):

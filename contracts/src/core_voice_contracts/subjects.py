@@ -65,3 +65,7 @@ def jobs_for_agent(agent_id: str) -> str:
 def calls_for_agent(agent_id: str) -> str:
     """Every call event of one agent."""
     return f"{PREFIX}.calls.*.{_agent_token(agent_id)}"
+
+
+ROUTING_RESOLVE = f"{PREFIX}.routing.resolve"
+"""Request/reply (config_sync micro service): which agent and target serve a room."""
