@@ -221,6 +221,17 @@ async def test_edit_to_event_latency_is_milliseconds(
         await sub.unsubscribe()
 
 
+async def test_concurrent_edits_each_get_their_own_version(admin: httpx.AsyncClient) -> None:
+    agent_id = new_agent_id()
+    await create_agent(admin, agent_id)
+    responses = await asyncio.gather(
+        *(admin.patch(f"{API}/{agent_id}", json={"instructions": f"edit {i}"}) for i in range(8))
+    )
+    assert [r.status_code for r in responses] == [200] * 8
+    versions = sorted(msgspec.json.decode(r.content, type=AgentView).version for r in responses)
+    assert versions == list(range(2, 10))
+
+
 async def test_tokens_and_scopes(
     service: ConfigSync, admin: httpx.AsyncClient, anonymous: httpx.AsyncClient
 ) -> None:

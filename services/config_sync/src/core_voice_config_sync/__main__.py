@@ -11,15 +11,15 @@ import sys
 
 from core_voice_config_sync.app import serve
 from core_voice_config_sync.errors import SettingsError
-from core_voice_config_sync.logs import configure_logging
 from core_voice_config_sync.settings import load_settings
+from core_voice_contracts.logs import setup_logging
 
 log = logging.getLogger("core_voice_config_sync")
 
 
 async def _main() -> None:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    setup_logging("config_sync", settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -28,7 +28,7 @@ async def _main() -> None:
 
 
 def main() -> int:
-    configure_logging()
+    setup_logging("config_sync")
     try:
         asyncio.run(_main())
     except SettingsError as exc:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Generator
+from typing import TypeVar
 
 import uvicorn
 from nats.aio.client import Client
@@ -30,6 +31,8 @@ from core_voice_contracts import bus
 from core_voice_contracts.admin_api import HealthView
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 NATS_CLIENT_NAME = "config-sync"
 HTTP_DRAIN_S = 5
@@ -55,6 +58,26 @@ class HttpServer(uvicorn.Server):
             self._on_started(str(host), int(port))
 
 
+class _StoppedDuringStartup(Exception):
+    """A stop signal arrived while a startup step (e.g. waiting for NATS) was pending."""
+
+
+async def _unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T:
+    """Await ``step`` unless ``stop`` is set first; startup waits on NATS forever."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise _StoppedDuringStartup
+    return task.result()
+
+
 def _health_check(engine: AsyncEngine, nc: Client) -> Callable[[], Awaitable[HealthView]]:
     async def check() -> HealthView:
         checks = {"database": "ok", "nats": "ok" if nc.is_connected else "unavailable"}
@@ -75,11 +98,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     nc: Client | None = None
     getter: ConfigGetService | None = None
     try:
-        await migrate(engine)
+        await _unless_stopped(migrate(engine), stop)
         repository = AgentRepository(engine)
         await repository.ensure_tenant(settings.default_tenant)
 
-        nc, js = await bus.connect(settings.nats_url, name=NATS_CLIENT_NAME)
+        client, js = await _unless_stopped(
+            bus.connect(settings.nats_url, name=NATS_CLIENT_NAME), stop
+        )
+        nc = client
         relay = OutboxRelay(
             repository,
             js,
@@ -88,7 +114,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         cache = RuntimeConfigCache(repository.runtime_config)
         agents = AgentService(repository, cache, on_commit=relay.wake)
-        getter = ConfigGetService(nc, agents, cache)
+        getter = ConfigGetService(client, agents, cache)
         await getter.start()
         tasks.spawn(relay.run(), name="outbox-relay")
 
@@ -99,7 +125,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 runtime=settings.runtime_token,
                 default_tenant=settings.default_tenant,
             ),
-            health=_health_check(engine, nc),
+            health=_health_check(engine, client),
             max_body_bytes=settings.max_body_bytes,
             version=__version__,
         )
@@ -127,6 +153,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         tasks.spawn(_stop_http(), name="http-stopper")
         await server.serve()
         log.info("config_sync stopping")
+    except _StoppedDuringStartup:
+        log.info("config_sync stopped before it was ready")
     finally:
         if getter is not None:
             await getter.stop()
