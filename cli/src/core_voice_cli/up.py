@@ -48,6 +48,7 @@ Core Voice is up (logs in {stack.log_dir}).
   voice worker         agent name "core-voice"
 
   admin token          {stack.base_dir / "admin-token"} (read it from there)
+  process ids          {stack.base_dir / "pids"}
   demo agent           "{DEMO_AGENT_ID}" ({seeded}), offline providers, no API keys
 
 Call the demo agent:
@@ -74,6 +75,8 @@ def main_up(args: argparse.Namespace) -> int:
     print("starting Core Voice ...", flush=True)
     try:
         stack.start()
+        pidfile = stack.base_dir / "pids"
+        pidfile.write_text("".join(f"{p.name} {p.pid}\n" for p in stack.group.processes))
         seeded = seed_demo_agent(stack)
         print(_summary(stack, seeded), flush=True)
         while not stopping:
