@@ -40,12 +40,18 @@ def parse_job(metadata: str) -> JobRequested:
     return event
 
 
-def build_session(config: RuntimeConfig, vad_model: vad.VAD) -> AgentSession[None]:
+def build_session(
+    config: RuntimeConfig, vad_model: vad.VAD, settings: WorkerSettings
+) -> AgentSession[None]:
     return AgentSession(
         stt=build_stt(config.stt, config.keys, vad_model),
         llm=build_llm(config.llm, config.keys),
         tts=build_tts(config.tts, config.keys),
         vad=vad_model,
+        turn_handling={
+            "turn_detection": settings.turn_detection,
+            "endpointing": {"min_delay": settings.min_endpointing_delay_s},
+        },
     )
 
 
@@ -72,7 +78,7 @@ class Call:
                 self.nc, self.job.agent_id, self.job.campaign_id, self.settings.config_timeout_s
             )
             config_load_s = self.stats.duration_s
-            session = build_session(self.config, self.vad)
+            session = build_session(self.config, self.vad, self.settings)
         except WorkerError as exc:
             await self._fail(exc.code, exc.retryable)
             self.ctx.shutdown(reason=exc.code)

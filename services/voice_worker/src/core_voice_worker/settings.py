@@ -2,6 +2,7 @@
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,5 +35,11 @@ class WorkerSettings(BaseSettings):
     """WORKER_NUM_IDLE_PROCESSES: prewarmed job processes kept ready (each ~26 MB USS)."""
     worker_id: str = Field(default_factory=_default_worker_id)
     """WORKER_WORKER_ID: shown in CallStarted; defaults to host-pid."""
+    turn_detection: Literal["vad", "stt"] = "vad"
+    """WORKER_TURN_DETECTION: how end of turn is decided. ``vad`` (silence) answered
+    ~0.8 s after the caller stopped in the e2e test; livekit-agents' auto-selected
+    detector took ~2.7 s there."""
+    min_endpointing_delay_s: float = 0.3
+    """WORKER_MIN_ENDPOINTING_DELAY_S: silence after speech before the turn ends."""
     http_port: int = 0
     """WORKER_HTTP_PORT: livekit-agents' health endpoint (0 = any free port)."""
