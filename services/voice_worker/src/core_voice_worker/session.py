@@ -112,6 +112,8 @@ class Call:
             msg_id=f"{self.call_id}-started",
         )
         await self.nc.subscribe(subjects.config_changed(self.job.agent_id), cb=self._on_change)
+        # Greet someone: a dispatched agent can be in the room before its caller.
+        await self.ctx.wait_for_participant()
         session.say(self.config.greeting, allow_interruptions=False)
         log.info(
             "call started",
