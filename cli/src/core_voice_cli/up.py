@@ -17,6 +17,7 @@ from core_voice_cli.binaries import repo_root
 from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
 from core_voice_cli.procs import ProcessFailedError
 from core_voice_cli.stack import Ports, Stack
+from core_voice_contracts.runtime_config import ScriptedOptions
 
 
 def seed_demo_agent(stack: Stack) -> str:
@@ -35,8 +36,21 @@ def seed_demo_agent(stack: Stack) -> str:
         return "created"
 
 
+def _call_command(stack: Stack) -> str:
+    """The smoke-test call for the demo agent, with its lines as the recognition grammar."""
+    agent = demo_agent()
+    rules = msgspec.convert(agent.llm.options, ScriptedOptions)
+    expect = [agent.greeting, *(r.reply for r in rules.rules), rules.fallback]
+    args = [
+        f"--url {stack.livekit.url}",
+        f"--agent-id {DEMO_AGENT_ID}",
+        f'--say "{DEMO_CALLER_PHRASES[0]}"',
+    ]
+    args += [f'--expect "{line}"' for line in expect]
+    return "uv run corevoice call \\\n      " + " \\\n      ".join(args)
+
+
 def _summary(stack: Stack, seeded: str) -> str:
-    say = DEMO_CALLER_PHRASES[0]
     return f"""
 Core Voice is up (logs in {stack.log_dir}).
 
@@ -52,7 +66,7 @@ Core Voice is up (logs in {stack.log_dir}).
   demo agent           "{DEMO_AGENT_ID}" ({seeded}), offline providers, no API keys
 
 Call the demo agent:
-  uv run corevoice call --url {stack.livekit.url} --agent-id {DEMO_AGENT_ID} --say "{say}"
+  {_call_command(stack)}
 
 Watch the job stream:
   nats --server {stack.nats.url} stream view VOICE_JOBS
