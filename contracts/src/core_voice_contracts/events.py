@@ -65,6 +65,14 @@ class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
     target: str = "pool"
     """``pool`` or ``legacy`` (a gradual migration's share): `routing.Target`."""
     campaign_id: str | None = None
+    via: str = ""
+    """How the agent was found (`routing.RouteResolved.via`): agent, campaign, dialed_number."""
+
+
+class ExpiredDetail(StrEnum):
+    ROOM_GONE = "room_gone"  # no room with this sid when the dispatch was due
+    CALLER_LEFT = "caller_left"  # the SIP caller that triggered the job hung up first
+    ROOM_CLOSED_DURING_DISPATCH = "room_closed_during_dispatch"  # closed while dispatching
 
 
 class JobExpired(_Event, frozen=True, kw_only=True, tag="job.expired"):
@@ -73,6 +81,8 @@ class JobExpired(_Event, frozen=True, kw_only=True, tag="job.expired"):
     job_id: str
     room_name: str
     agent_id: str
+    detail: str = ""
+    """Why, when known: an `ExpiredDetail` value."""
 
 
 class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):

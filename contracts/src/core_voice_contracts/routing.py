@@ -16,6 +16,8 @@ from enum import StrEnum
 
 import msgspec
 
+from core_voice_contracts.errors import DecodeError
+
 
 class Target(StrEnum):
     POOL = "pool"  # the shared Core Voice worker pool
@@ -93,3 +95,23 @@ def goes_to_legacy(room_key: str, agent_id: str, legacy_percent: int) -> bool:
     if legacy_percent >= 100:
         return True
     return bucket(room_key, salt=f"legacy:{agent_id}") * 100 < legacy_percent
+
+
+_request_decoder: msgspec.json.Decoder[RouteRequest] = msgspec.json.Decoder(RouteRequest)
+_reply_decoder: msgspec.json.Decoder[RouteReply] = msgspec.json.Decoder(RouteReply)
+
+
+def decode_route_request(data: bytes) -> RouteRequest:
+    """Raises `DecodeError` for anything but a `RouteRequest`."""
+    try:
+        return _request_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError("route request", str(exc)) from None
+
+
+def decode_route_reply(data: bytes) -> RouteReply:
+    """Raises `DecodeError` for anything but one of the `RouteReply` types."""
+    try:
+        return _reply_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError("route reply", str(exc)) from None

@@ -1,4 +1,5 @@
-"""Client side of ``voice.config.get``: one function so every caller handles failure alike."""
+"""Client side of the request/reply services: one function per service, so every caller
+handles failure alike (transport failures become a typed, retryable error reply)."""
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError, TimeoutError
@@ -7,6 +8,7 @@ from core_voice_contracts import subjects
 from core_voice_contracts.codec import decode_config_reply, encode
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import ConfigGetError, ConfigGetReply, ConfigGetRequest
+from core_voice_contracts.routing import RouteError, RouteReply, RouteRequest, decode_route_reply
 
 
 async def get_runtime_config(
@@ -29,3 +31,21 @@ async def get_runtime_config(
         return decode_config_reply(msg.data)
     except DecodeError:
         return ConfigGetError(error="bad_reply", retryable=True)
+
+
+async def resolve_route(nc: Client, request: RouteRequest, *, timeout: float = 2.0) -> RouteReply:
+    """Ask config_sync which agent and target serve a room (``voice.routing.resolve``).
+
+    The reply never carries provider keys. Transport failures become a retryable
+    `RouteError`: ``routing_unavailable`` (no responder), ``routing_timeout``, ``bad_reply``.
+    """
+    try:
+        msg = await nc.request(subjects.ROUTING_RESOLVE, encode(request), timeout=timeout)
+    except NoRespondersError:
+        return RouteError(error="routing_unavailable", retryable=True)
+    except TimeoutError:
+        return RouteError(error="routing_timeout", retryable=True)
+    try:
+        return decode_route_reply(msg.data)
+    except DecodeError:
+        return RouteError(error="bad_reply", retryable=True)

@@ -12,9 +12,18 @@ import msgspec
 
 from core_voice_contracts.events import ALL_MESSAGES
 from core_voice_contracts.room import RoomMetadata
+from core_voice_contracts.routing import RouteError, RouteRejected, RouteRequest, RouteResolved
 from core_voice_contracts.runtime_config import RuntimeConfig
 
-SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (*ALL_MESSAGES, RuntimeConfig, RoomMetadata)
+SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (
+    *ALL_MESSAGES,
+    RuntimeConfig,
+    RoomMetadata,
+    RouteRequest,
+    RouteResolved,
+    RouteRejected,
+    RouteError,
+)
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
