@@ -1,7 +1,6 @@
 """The demo agent `corevoice up` seeds: offline providers only, no API keys."""
 
-from core_voice_contracts.admin_api import AgentCreate
-from core_voice_contracts.runtime_config import ProviderSpec
+from core_voice_contracts.admin_api import AgentCreate, ProviderChoice
 
 DEMO_AGENT_ID = "demo"
 
@@ -24,10 +23,10 @@ def demo_agent() -> AgentCreate:
         name="Demo receptionist",
         instructions="You are the friendly receptionist of a small clinic.",
         greeting="Hello, thank you for calling the clinic. How can I help you today?",
-        llm=ProviderSpec(
+        llm=ProviderChoice(
             provider="scripted",
             options={"rules": DEMO_RULES, "fallback": "Sorry, could you say that again?"},
         ),
-        stt=ProviderSpec(provider="local", options={"phrases": DEMO_CALLER_PHRASES}),
-        tts=ProviderSpec(provider="local", voice="en-us"),
+        stt=ProviderChoice(provider="local", options={"phrases": DEMO_CALLER_PHRASES}),
+        tts=ProviderChoice(provider="local", voice="en-us"),
     )

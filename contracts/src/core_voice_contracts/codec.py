@@ -1,6 +1,8 @@
 """Encoding and typed decoding of every contract message.
 
-One reusable decoder per subject family; decode failures raise `DecodeError` with the
+One reusable decoder per subject family (the routing pair lives beside its types in
+`routing` and is re-exported here, so every decoder is reachable from one module);
+decode failures raise `DecodeError` with the
 kind, so a consumer can term a poison message instead of crashing on it.
 """
 
@@ -16,7 +18,20 @@ from core_voice_contracts.events import (
     ConfigGetRequest,
     JobEvent,
 )
+from core_voice_contracts.routing import decode_route_reply, decode_route_request
 from core_voice_contracts.runtime_config import RuntimeConfig
+
+__all__ = [
+    "decode_call_event",
+    "decode_config_event",
+    "decode_config_reply",
+    "decode_config_request",
+    "decode_job_event",
+    "decode_route_reply",
+    "decode_route_request",
+    "decode_runtime_config",
+    "encode",
+]
 
 _encoder = msgspec.json.Encoder()
 

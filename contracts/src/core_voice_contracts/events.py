@@ -167,6 +167,8 @@ class ConfigChanged(_Event, frozen=True, kw_only=True, tag="config.changed"):
     tenant_id: str
     version: int
     kind: ChangeKind
+    campaign_id: str | None = None
+    """For ``kind=campaign``: the campaign whose change gave the agent this version."""
 
 
 ConfigEvent = ConfigChanged

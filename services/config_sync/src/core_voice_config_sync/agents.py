@@ -41,7 +41,7 @@ class AgentService:
         if tenant_id is None:
             raise ForbiddenError("a token without a tenant cannot create agents")
         for kind, spec in (("llm", data.llm), ("stt", data.stt), ("tts", data.tts)):
-            check_provider(kind, spec)
+            check_provider(kind, spec.spec())
         record = await self._repo.create(tenant_id, data, author=principal.name)
         self._cache.put(record.runtime())
         self._on_commit()
@@ -71,7 +71,7 @@ class AgentService:
         ):
             raise EmptyPatchError
         for kind, spec in given.items():
-            check_provider(kind, spec)
+            check_provider(kind, spec.spec())
         record, changed = await self._repo.patch(
             agent_id, data, tenant_id=principal.tenant_id, author=principal.name
         )

@@ -135,9 +135,9 @@ class AgentRepository:
             name=data.name,
             instructions=data.instructions,
             greeting=data.greeting,
-            llm=_spec_to_json(data.llm),
-            stt=_spec_to_json(data.stt),
-            tts=_spec_to_json(data.tts),
+            llm=_spec_to_json(data.llm.spec()),
+            stt=_spec_to_json(data.stt.spec()),
+            tts=_spec_to_json(data.tts.spec()),
             created_at=now,
             author=author,
         )
@@ -214,9 +214,9 @@ class AgentRepository:
                     data.instructions if data.instructions is not None else current.instructions
                 ),
                 "greeting": data.greeting if data.greeting is not None else current.greeting,
-                "llm": _spec_to_json(data.llm) if data.llm is not None else current.llm,
-                "stt": _spec_to_json(data.stt) if data.stt is not None else current.stt,
-                "tts": _spec_to_json(data.tts) if data.tts is not None else current.tts,
+                "llm": _spec_to_json(data.llm.spec()) if data.llm is not None else current.llm,
+                "stt": _spec_to_json(data.stt.spec()) if data.stt is not None else current.stt,
+                "tts": _spec_to_json(data.tts.spec()) if data.tts is not None else current.tts,
             }
             if all(getattr(current, key) == value for key, value in fields.items()):
                 return _record(agent, current), False
