@@ -4,6 +4,9 @@ Servers are session-scoped (one nats-server, one livekit-server per test run); t
 isolate themselves with unique agent ids / room names rather than fresh servers.
 """
 
+import shutil
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from core_voice_cli.servers import LiveKitServer, NatsServer
+from core_voice_cli.servers import LiveKitServer, NatsServer, PostgresServer
 from core_voice_contracts.bus import connect
 
 
@@ -35,6 +38,36 @@ def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKit
         yield server
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster per run; tests take a fresh database each (`database_url`).
+
+    The cluster lives under /tmp rather than pytest's tmp dir: as root, PostgreSQL runs as
+    an unprivileged user, which cannot enter pytest's 0700 directories.
+    """
+    base = Path(tempfile.mkdtemp(prefix="corevoice-pg-"))
+    base.chmod(0o755)
+    server = PostgresServer(data_dir=base / "data", log_dir=tmp_path_factory.mktemp("postgres"))
+    process = server.process().start().wait_ready(60)
+    try:
+        yield server
+    finally:
+        process.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty config_sync database, once per backend: SQLite file or PostgreSQL database.
+
+    Module-scoped so a module's service process is started once per backend.
+    """
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'config_sync.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"cs_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

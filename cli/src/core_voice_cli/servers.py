@@ -4,11 +4,23 @@ Used by `corevoice up` and by the test suite alike, so tests run exactly what op
 run. Ports are free loopback ports unless given; data lives in throwaway dirs.
 """
 
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core_voice_cli.binaries import find_binary
-from core_voice_cli.procs import ManagedProcess, free_port, http_ready, tcp_ready
+from core_voice_cli.procs import (
+    ManagedProcess,
+    ProcessFailedError,
+    free_port,
+    http_ready,
+    tcp_ready,
+)
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"  # noqa: S105 - livekit-server --dev's fixed, public dev secret
@@ -98,4 +110,144 @@ class LiveKitServer:
         )
 
 
-__all__ = ["DEV_API_KEY", "DEV_API_SECRET", "LiveKitServer", "NatsServer", "tcp_ready"]
+class PostgresProcess(ManagedProcess):
+    """postgres stops on SIGINT ("fast": running sessions are ended) rather than SIGTERM
+    ("smart": it would wait for every client to disconnect, e.g. a leaked test pool)."""
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self.signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
+        return super().stop(grace)
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster in ``data_dir``, listening on loopback only.
+
+    initdb and postgres refuse to run as root. As root (CI containers) both run as
+    ``run_as`` via ``runuser``: the ``postgres`` user the Debian package creates, else
+    ``nobody``. That user must be able to reach ``data_dir``, so as root pass a directory
+    under a world-traversable parent (``tempfile.mkdtemp()``, not pytest's 0700 tmp).
+    Authentication is ``trust`` on loopback: it is a test and dev database.
+    """
+
+    data_dir: Path
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    superuser: str = "postgres"
+    run_as: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_as is None and os.geteuid() == 0:
+            self.run_as = _unprivileged_user()
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.data_dir / "cluster"
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://{self.superuser}@127.0.0.1:{self.port}/{database}"
+
+    def _as_user(self, argv: list[str]) -> list[str]:
+        if self.run_as is None:
+            return argv
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            raise ProcessFailedError("running as root needs `runuser` to start PostgreSQL")
+        return [runuser, "-u", self.run_as, "--", *argv]
+
+    def init(self) -> None:
+        """initdb once (a no-op when the cluster exists, so a restart keeps the data)."""
+        if (self.cluster_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as is not None:
+            user = pwd.getpwnam(self.run_as)
+            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
+        argv = [
+            str(find_binary("initdb")),
+            "-D", str(self.cluster_dir),
+            "-U", self.superuser,
+            "-A", "trust",
+            "-E", "UTF8",
+            "--locale", "C",
+            "--no-sync",
+        ]  # fmt: skip
+        done = subprocess.run(
+            self._as_user(argv), capture_output=True, text=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            raise ProcessFailedError(f"initdb failed\n{done.stdout}\n{done.stderr}")
+
+    def process(self) -> ManagedProcess:
+        """The server (fsync off: throwaway data, and tests run several times faster)."""
+        self.init()
+        argv = [
+            str(find_binary("postgres")),
+            "-D", str(self.cluster_dir),
+            "-k", str(self.cluster_dir),
+            "-h", "127.0.0.1",
+            "-p", str(self.port),
+            "-F",
+            "-c", "max_connections=200",
+            "-c", "log_min_messages=warning",
+        ]  # fmt: skip
+        process = PostgresProcess(
+            "postgres", self._as_user(argv), log_dir=self.log_dir, cwd=self.data_dir
+        )
+        accepting = tcp_ready("127.0.0.1", self.port)
+        process.ready = lambda: accepting() and self._answers()
+        return process
+
+    def _answers(self) -> bool:
+        try:
+            self.psql("SELECT 1", database="postgres")
+        except ProcessFailedError:
+            return False
+        return True
+
+    def psql(self, sql: str, *, database: str = "postgres") -> str:
+        """Run one statement with the stock client; return its unaligned output."""
+        psql = shutil.which("psql")
+        if psql is None:
+            raise ProcessFailedError("psql not found (Debian package postgresql-client)")
+        argv = [
+            psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+            "-d", database, "-c", sql,
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode != 0:
+            raise ProcessFailedError(f"psql failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (letters, digits, _) and return its asyncpg URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a plain database name: {name!r}")
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _unprivileged_user() -> str:
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise ProcessFailedError("running as root, but no `postgres` or `nobody` user to run as")
+
+
+__all__ = [
+    "DEV_API_KEY",
+    "DEV_API_SECRET",
+    "LiveKitServer",
+    "NatsServer",
+    "PostgresServer",
+    "tcp_ready",
+]

@@ -56,8 +56,32 @@ class Tenant(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ApiToken(Base):
+    """A bearer token, stored as its SHA-256 (tokens are 256-bit random, so a fast hash
+    is enough: there is nothing to brute-force). ``tenant_id`` NULL = every tenant
+    (only for ``runtime`` tokens: the shared worker pool serves all tenants)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(200))
+    scope: Mapped[str] = mapped_column(sa.String(16))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    last4: Mapped[str] = mapped_column(sa.String(4))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Agent(Base):
-    """An agent and a pointer to its current config version (the mutable part)."""
+    """An agent and a pointer to its current config version (the mutable part).
+
+    ``status`` and the ``legacy_*`` fields are routing attributes: they change in place,
+    not by a new version. A deleted agent keeps its row (``deleted_at``) so its id, and
+    with it the version sequence on the bus, is never reused.
+    """
 
     __tablename__ = "agents"
 
@@ -70,10 +94,18 @@ class Agent(Base):
     current_version: Mapped[int] = mapped_column(sa.Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    legacy_agent_name: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    legacy_percent: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AgentConfig(Base):
-    """One immutable config version of an agent; edits add rows, never change them."""
+    """One immutable config version of an agent; edits add rows, never change them.
+
+    Provider keys are part of the version, sealed with AES-GCM (``keys_sealed``, under
+    the master key ``keys_key_id``); ``keys_hint`` holds only provider → last 4 chars.
+    Re-encrypting under a new master key rewrites the sealed bytes, never the keys.
+    """
 
     __tablename__ = "agent_configs"
 
@@ -89,6 +121,71 @@ class AgentConfig(Base):
     tts: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     author: Mapped[str] = mapped_column(sa.String(200))
+    note: Mapped[str] = mapped_column(sa.String(200), default="", server_default="")
+    keys_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    keys_key_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    keys_hint: Mapped[dict[str, str]] = mapped_column(
+        JSONType, default=dict, server_default="{}"
+    )
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(200))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    status: Mapped[str] = mapped_column(sa.String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CampaignAgent(Base):
+    """An agent in a campaign: its routing weight and the campaign's overrides."""
+
+    __tablename__ = "campaign_agents"
+
+    campaign_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("campaigns.id"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("agents.id"), primary_key=True, index=True
+    )
+    weight: Mapped[int] = mapped_column(sa.Integer)
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PhoneNumber(Base):
+    """A dialed number (E.164) routed to a campaign or an agent.
+
+    Numbers are global: a call arrives with only the number, so one number can belong to
+    one tenant only.
+    """
+
+    __tablename__ = "phone_numbers"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(campaign_id IS NULL) <> (agent_id IS NULL)", name="ck_phone_numbers_one_target"
+        ),
+    )
+
+    number: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), index=True
+    )
+    campaign_id: Mapped[str | None] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("campaigns.id"), nullable=True, index=True
+    )
+    agent_id: Mapped[str | None] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("agents.id"), nullable=True, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OutboxRow(Base):
