@@ -1,50 +1,159 @@
-"""Running the dispatcher: webhook endpoint + dispatch consumer in one process."""
+"""Running the dispatcher: webhook endpoint, dispatch consumer and replays in one process.
+
+``DISPATCHER_ROLE`` splits them when ingestion and dispatch should scale apart. SIGTERM
+stops taking webhooks and jobs, lets in-flight ones finish for ``drain_timeout_s``, and
+hands the rest back to JetStream (they are redelivered, never lost).
+"""
 
 import asyncio
 import contextlib
 import logging
 import signal
+import sys
+import warnings
 
+import aiohttp
 from aiohttp import web
+from jwt.warnings import InsecureKeyLengthWarning
 from livekit import api
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from pydantic import ValidationError
 
 from core_voice_contracts.bus import connect
-from core_voice_dispatcher.dispatch import Dispatcher
-from core_voice_dispatcher.ingest import make_app
-from core_voice_dispatcher.settings import DispatcherSettings
+from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_dispatcher.dispatch import Dispatcher, Lane, ensure_consumer
+from core_voice_dispatcher.errors import ConfigurationError
+from core_voice_dispatcher.ingest import Ingest, make_app
+from core_voice_dispatcher.replay import Replays
+from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
 from core_voice_dispatcher.webhook import WebhookVerifier
 
 log = logging.getLogger(__name__)
 
+EXIT_CONFIG = 2
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+
+
+async def _check_stream(settings: DispatcherSettings, js: JetStreamContext) -> None:
+    info = await js.stream_info(VOICE_JOBS)
+    window = info.config.duplicate_window
+    check_against_stream(settings, float(window or 0.0))
+
+
+async def _start_consumer(
+    settings: DispatcherSettings, js: JetStreamContext, dispatcher: Dispatcher
+) -> Lane:
+    await ensure_consumer(settings, js)
+    sub = await js.pull_subscribe_bind(durable=settings.consumer_name, stream=VOICE_JOBS)
+    return Lane(settings.consumer_name, sub, dispatcher.handle, settings.max_concurrency)
+
 
 async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
     nc, js = await connect(settings.nats_url, name="dispatcher")
+    try:
+        await _serve(settings, stop, nc, js)
+    finally:
+        with contextlib.suppress(NatsError, TimeoutError):
+            await nc.drain()
+
+
+async def _serve(
+    settings: DispatcherSettings, stop: asyncio.Event, nc: Client, js: JetStreamContext
+) -> None:
+    await _check_stream(settings, js)
     secret = settings.livekit_api_secret.get_secret_value()
-    lk = api.LiveKitAPI(settings.livekit_http_url, settings.livekit_api_key, secret)
-    verifier = WebhookVerifier(settings.livekit_api_key, secret)
-    runner = web.AppRunner(make_app(verifier, js, settings.max_body_bytes), access_log=None)
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        # Said once here, instead of PyJWT warning on every request (livekit --dev: 6 bytes).
+        log.warning("livekit api secret is short", extra={"min_bytes": MIN_SECRET_BYTES})
+    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+    ingest: Ingest | None = None
+    if settings.role != Role.DISPATCH:
+        verifier = WebhookVerifier(
+            settings.livekit_api_key,
+            secret,
+            max_age_s=settings.webhook_max_age_s,
+            max_skew_s=settings.max_clock_skew_s,
+        )
+        ingest = Ingest(verifier, js)
+
+    lk: api.LiveKitAPI | None = None
+    lane: Lane | None = None
+    replays: Replays | None = None
+    tasks: list[asyncio.Task[None]] = []
+    if settings.role != Role.INGEST:
+        lk = api.LiveKitAPI(
+            settings.livekit_http_url,
+            settings.livekit_api_key,
+            secret,
+            timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
+        )
+        dispatcher = Dispatcher(settings, nc, js, lk)
+        lane = await _start_consumer(settings, js, dispatcher)
+        replays = Replays(settings, js, dispatcher)
+        tasks = [
+            asyncio.create_task(lane.run(), name="dispatch-consumer"),
+            asyncio.create_task(replays.run(), name="replay-watcher"),
+        ]
+
+    def health() -> dict[str, str]:
+        checks = {"nats": "ok" if nc.is_connected else "disconnected"}
+        if tasks:
+            checks["consumer"] = "ok" if not tasks[0].done() else "stopped"
+        return checks
+
+    app = make_app(ingest, max_body_bytes=settings.max_body_bytes, health=health)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout_s
+    )
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=1024)
     await site.start()
-    dispatcher = Dispatcher(settings, nc, js, lk)
-    consumer = asyncio.create_task(dispatcher.run(), name="dispatch-consumer")
-    log.info("dispatcher ready", extra={"host": settings.http_host, "port": settings.http_port})
+    log.info(
+        "dispatcher ready",
+        extra={"host": settings.http_host, "port": settings.http_port, "role": settings.role.value},
+    )
     try:
         await stop.wait()
     finally:
-        dispatcher.stop()
-        await runner.cleanup()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(consumer, timeout=5)
-        await lk.aclose()
-        await nc.drain()
+        log.info("dispatcher stopping")
+        await runner.cleanup()  # no new webhooks; in-flight ones finish
+        if lane is not None and replays is not None:
+            lane.stop()
+            replays.stop()
+            await lane.drain(settings.drain_timeout_s)
+            await replays.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if lk is not None:
+            await lk.aclose()
     log.info("dispatcher stopped")
 
 
+def load_settings() -> DispatcherSettings:
+    """Settings from the environment; exits with a clear message (never a value) if bad."""
+    try:
+        return DispatcherSettings()
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        log.error("invalid configuration", extra={"problems": "; ".join(problems)})
+        sys.exit(EXIT_CONFIG)
+
+
 async def main() -> None:
-    settings = DispatcherSettings()
+    settings = load_settings()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop)
+    try:
+        settings.check()
+        await serve(settings, stop)
+    except ConfigurationError as exc:
+        log.error("invalid configuration", extra={"problems": str(exc)})
+        sys.exit(EXIT_CONFIG)

@@ -1,67 +1,179 @@
 """The durable consumer that turns `JobRequested` into a LiveKit agent dispatch.
 
-Idempotent by construction, so redelivery and stream replay are safe: a room that is
-gone becomes `JobExpired` (never re-created), a room that already has this job's
-dispatch is not dispatched again, and every outcome event has a stable message id.
+Each job ends in exactly one outcome event, published under a stable message id before
+the job message is acknowledged:
+
+- `JobDispatched`: config_sync routed it (directly named agent, campaign pick, or a SIP
+  caller's dialed number; pool or legacy target) and LiveKit holds an explicit dispatch
+  whose metadata is the job; or such a dispatch already existed (a redelivery or replay);
+- `JobExpired`: the room (by sid) or the SIP caller was gone; a room is never re-created;
+- `JobRejected`: unroutable (config_sync's reason), or LiveKit / config_sync kept failing
+  for ``max_deliver`` attempts (retried with exponential backoff meanwhile).
+
+Idempotent by construction, so a crash at any point, redelivery and stream replay are
+safe: a job whose dispatch exists is not dispatched again, and outcome events carry
+``<job_id>-<outcome>`` message ids, so the stream de-duplicates a repeat.
 """
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
+import msgspec
 from livekit import api
+from livekit.protocol.models import ParticipantInfo, Room
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError, NotFoundError
 
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import publish
 from core_voice_contracts.codec import decode_job_event, encode
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
-    ConfigFound,
-    ConfigGetError,
-    ConfigNotFound,
+    ExpiredDetail,
     JobDispatched,
     JobExpired,
     JobRejected,
     JobRequested,
     RejectReason,
 )
-from core_voice_contracts.rpc import get_runtime_config
+from core_voice_contracts.routing import (
+    RouteError,
+    RouteRejected,
+    RouteReply,
+    RouteRequest,
+    RouteResolved,
+    Target,
+)
+from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_dispatcher import intake
+from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.settings import DispatcherSettings
+from core_voice_dispatcher.trace import trace_headers
 
 log = logging.getLogger(__name__)
 
-_RETRY_BASE_S = 0.5
-_RETRY_MAX_S = 15.0
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 15.0
+SERVER_DELIVER_HEADROOM = 4
+"""The server redelivers a few times past our own budget, so that a crash during the last
+attempt still ends in a recorded rejection instead of a silent drop."""
+
+LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError)
+_PERMANENT_LIVEKIT_CODES = frozenset({"invalid_argument", "malformed", "out_of_range"})
+_OUTCOME_LOG = {
+    "dispatched": "job dispatched",
+    "expired": "job expired",
+    "rejected": "job rejected",
+}
 
 
-def consumer_config(settings: DispatcherSettings) -> ConsumerConfig:
+def retry_delay(attempt: int) -> float:
+    """Backoff before attempt ``attempt + 1``: 0.5 s, 1 s, 2 s, ... at most 15 s."""
+    return float(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempt - 1)))
+
+
+def consumer_config(
+    settings: DispatcherSettings, start: dt.datetime | None = None
+) -> ConsumerConfig:
+    """The live consumer; ``start`` only matters when it is created (see lookback)."""
     return ConsumerConfig(
+        name=settings.consumer_name,
         durable_name=settings.consumer_name,
+        description="Core Voice dispatcher: JobRequested -> LiveKit agent dispatch",
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_TIME,
+        opt_start_time=start,
         filter_subject=subjects.JOBS_REQUESTED_ALL,
-        max_deliver=settings.max_deliver,
-        ack_wait=30.0,
-        max_ack_pending=1000,
+        max_deliver=settings.max_deliver + SERVER_DELIVER_HEADROOM,
+        ack_wait=settings.ack_wait_s,
+        max_ack_pending=max(1000, 4 * settings.max_concurrency),
     )
 
 
-def _job_id_of(metadata: str) -> str | None:
+async def ensure_consumer(settings: DispatcherSettings, js: JetStreamContext) -> None:
+    """Create the durable consumer, or bring its editable settings up to date.
+
+    A new one starts ``consumer_lookback_s`` back; an existing one keeps its position.
+    """
+    for _ in range(3):
+        try:
+            info = await js.consumer_info(VOICE_JOBS, settings.consumer_name)
+        except NotFoundError:
+            start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=settings.consumer_lookback_s)
+            try:
+                await js.add_consumer(VOICE_JOBS, consumer_config(settings, start))
+            except BadRequestError:  # another replica created it a moment ago
+                continue
+            return
+        wanted = consumer_config(settings)
+        wanted.deliver_policy = info.config.deliver_policy
+        wanted.opt_start_time = info.config.opt_start_time
+        wanted.opt_start_seq = info.config.opt_start_seq
+        current = info.config
+        if (current.ack_wait, current.max_deliver, current.max_ack_pending) != (
+            wanted.ack_wait,
+            wanted.max_deliver,
+            wanted.max_ack_pending,
+        ):
+            await js.add_consumer(VOICE_JOBS, wanted)
+        return
+    raise ConfigurationError("could not create the dispatcher's durable consumer")
+
+
+def reject_reason(value: str) -> RejectReason:
+    """config_sync's reason as a `RejectReason`; an unknown word is ``no_route``."""
+    try:
+        return RejectReason(value)
+    except ValueError:
+        return RejectReason.NO_ROUTE
+
+
+def job_id_of_dispatch(metadata: str) -> str | None:
+    """The job id in a dispatch's metadata, if the dispatch is one of ours."""
     try:
         event = decode_job_event(metadata.encode())
     except DecodeError:
         return None
-    return event.job_id
+    return event.job_id if isinstance(event, JobRequested) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try again after a backoff; reject with ``reason`` once the budget is spent."""
+
+    reason: RejectReason
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Not yet decidable (a SIP caller may still join): look again in ``delay`` seconds."""
+
+    delay: float
+
+
+Outcome = JobDispatched | JobExpired | JobRejected | Retry | Wait
+
+
+def _livekit_error(exc: BaseException) -> str:
+    if isinstance(exc, api.TwirpError):
+        return f"livekit_{exc.code}"
+    return f"livekit_{type(exc).__name__}"
 
 
 class Dispatcher:
+    """Handles job messages from the live consumer and from operators' replay consumers."""
+
     def __init__(
         self,
         settings: DispatcherSettings,
@@ -73,32 +185,12 @@ class Dispatcher:
         self.nc = nc
         self.js = js
         self.lk = lk
-        self._stopping = asyncio.Event()
+        self._inflight: set[str] = set()
 
-    async def run(self) -> None:
-        """Fetch and handle jobs until `stop`; each batch is handled concurrently."""
-        sub = await self.js.pull_subscribe(
-            subjects.JOBS_REQUESTED_ALL,
-            durable=self.settings.consumer_name,
-            stream=VOICE_JOBS,
-            config=consumer_config(self.settings),
-        )
-        while not self._stopping.is_set():
-            try:
-                msgs = await sub.fetch(batch=50, timeout=1.0)
-            except TimeoutError:
-                continue
-            except NatsError:
-                await asyncio.sleep(0.5)
-                continue
-            await asyncio.gather(*(self.handle(m) for m in msgs))
-        with contextlib.suppress(NatsError):
-            await sub.unsubscribe()
-
-    def stop(self) -> None:
-        self._stopping.set()
+    # --- one job ---------------------------------------------------------------------
 
     async def handle(self, msg: Msg) -> None:
+        """Settle one job message: an outcome event and an ack, or a delayed nak."""
         try:
             event = decode_job_event(msg.data)
         except DecodeError:
@@ -108,94 +200,316 @@ class Dispatcher:
         if not isinstance(event, JobRequested):
             await msg.ack()
             return
-        try:
-            await self._dispatch(event, msg)
-        except (api.TwirpError, aiohttp.ClientError, TimeoutError, NatsError) as exc:
-            await self._retry_or_reject(event, msg, type(exc).__name__)
-
-    async def _dispatch(self, job: JobRequested, msg: Msg) -> None:
-        reply = await get_runtime_config(
-            self.nc,
-            job.agent_id,
-            campaign_id=job.campaign_id,
-            timeout=self.settings.config_timeout_s,
-        )
-        match reply:
-            case ConfigNotFound(reason=reason):
-                await self._reject(job, RejectReason.UNKNOWN_AGENT, reason)
-                await msg.ack()
-                return
-            case ConfigGetError(error=error):
-                await self._retry_or_reject(job, msg, error)
-                return
-            case ConfigFound():
-                pass
-
-        rooms = await self.lk.room.list_rooms(api.ListRoomsRequest(names=[job.room_name]))
-        live = [r for r in rooms.rooms if not job.room_sid or r.sid == job.room_sid]
-        if not live:
-            expired = JobExpired(job_id=job.job_id, room_name=job.room_name, agent_id=job.agent_id)
-            await publish(
-                self.js, subjects.job_expired(job.agent_id), expired, msg_id=f"{job.job_id}-expired"
-            )
-            log.info("job expired", extra={"job_id": job.job_id})
-            await msg.ack()
+        if event.job_id in self._inflight:
+            # The same job is being handled here (a replayed copy): look again shortly.
+            await msg.nak(delay=1.0)
             return
-
-        agent_name = self.settings.worker_agent_name
-        existing = [
-            d
-            for d in await self.lk.agent_dispatch.list_dispatch(job.room_name)
-            if d.agent_name == agent_name and _job_id_of(d.metadata) == job.job_id
-        ]
-        if existing:
-            dispatch_id, already = existing[0].id, True
-        else:
-            created = await self.lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(
-                    agent_name=agent_name, room=job.room_name, metadata=encode(job).decode()
-                )
+        self._inflight.add(event.job_id)
+        try:
+            outcome = await self.decide(event, msg)
+            await self._settle(event, msg, outcome)
+        except (NatsError, TimeoutError) as exc:
+            # The outcome could not be stored: leave the job to a redelivery.
+            log.warning(
+                "job outcome not stored: bus unavailable",
+                extra={"job_id": event.job_id, "error": type(exc).__name__},
             )
-            dispatch_id, already = created.id, False
-        dispatched = JobDispatched(
+            with contextlib.suppress(NatsError, TimeoutError):
+                await msg.nak(delay=retry_delay(msg.metadata.num_delivered))
+        finally:
+            self._inflight.discard(event.job_id)
+
+    async def decide(self, job: JobRequested, msg: Msg) -> Outcome:
+        """Find what should happen to ``job`` now (LiveKit calls, no events yet)."""
+        discover_caller = (
+            job.agent_id == subjects.UNROUTED and not job.campaign_id and not job.dialed_number
+        )
+        route: asyncio.Task[RouteReply] | None = None
+        if not discover_caller:  # route while checking the room: the two are independent
+            route = asyncio.create_task(self._route(job))
+        try:
+            return await self._decide(job, msg, route)
+        except LIVEKIT_ERRORS as exc:
+            if isinstance(exc, api.TwirpError) and exc.code in _PERMANENT_LIVEKIT_CODES:
+                return self._rejected(job, RejectReason.DISPATCH_FAILED, _livekit_error(exc))
+            return Retry(RejectReason.DISPATCH_FAILED, _livekit_error(exc))
+        finally:
+            if route is not None and not route.done():
+                route.cancel()
+
+    async def _decide(
+        self, job: JobRequested, msg: Msg, route: asyncio.Task[RouteReply] | None
+    ) -> Outcome:
+        room = await self._live_room(job)
+        if room is None:
+            return self._expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
+
+        if route is None:  # a room without agent metadata: its SIP caller's number routes it
+            caller = await self._sip_caller(job.room_name)
+            if caller is None:
+                return self._no_caller_yet(job, msg)
+            job = msgspec.structs.replace(
+                job,
+                dialed_number=caller.attributes.get(intake.DIALED_NUMBER_ATTRIBUTE) or None,
+                participant_identity=caller.identity,
+            )
+            route = asyncio.create_task(self._route(job))
+        elif job.participant_identity and not await self._present(job, job.participant_identity):
+            return self._expired(job, job.agent_id, ExpiredDetail.CALLER_LEFT)
+
+        existing = await self._existing_dispatch(job)
+        if existing is not None:
+            return existing
+
+        match await route:
+            case RouteError(error=error, retryable=True):
+                return Retry(RejectReason.CONFIG_UNAVAILABLE, error)
+            case RouteError(error=error):
+                return self._rejected(job, RejectReason.CONFIG_UNAVAILABLE, error)
+            case RouteRejected(reason=reason, detail=detail):
+                return self._rejected(job, reject_reason(reason), detail or reason)
+            case RouteResolved() as resolved:
+                return await self._dispatch(job, resolved)
+
+    async def _dispatch(self, job: JobRequested, route: RouteResolved) -> Outcome:
+        if route.target == Target.LEGACY:
+            if not route.legacy_agent_name:
+                return self._rejected(
+                    job, RejectReason.NO_ROUTE, "legacy target without a legacy agent name"
+                )
+            agent_name = route.legacy_agent_name
+        else:
+            agent_name = self.settings.worker_agent_name
+        # The worker reads the job from the dispatch metadata: it carries the resolved agent.
+        routed = msgspec.structs.replace(
+            job, agent_id=route.agent_id, campaign_id=route.campaign_id
+        )
+        created = await self.lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=agent_name, room=job.room_name, metadata=encode(routed).decode()
+            )
+        )
+        if job.room_sid and await self._live_room(job) is None:
+            # The room closed in between and LiveKit's auto-create made a new one for our
+            # dispatch: take the dispatch back out rather than keep a worker in it.
+            with contextlib.suppress(*LIVEKIT_ERRORS):
+                await self.lk.agent_dispatch.delete_dispatch(created.id, job.room_name)
+            return self._expired(job, route.agent_id, ExpiredDetail.ROOM_CLOSED_DURING_DISPATCH)
+        return JobDispatched(
             job_id=job.job_id,
             room_name=job.room_name,
-            agent_id=job.agent_id,
-            dispatch_id=dispatch_id,
+            agent_id=route.agent_id,
+            dispatch_id=created.id,
             worker_agent_name=agent_name,
-            already_existed=already,
+            target=route.target.value,
+            campaign_id=route.campaign_id,
+            via=route.via,
         )
-        await publish(
-            self.js,
-            subjects.job_dispatched(job.agent_id),
-            dispatched,
-            msg_id=f"{job.job_id}-dispatched",
-        )
-        log.info("job dispatched", extra={"job_id": job.job_id, "dispatch_id": dispatch_id})
-        await msg.ack()
 
-    async def _reject(self, job: JobRequested, reason: RejectReason, detail: str) -> None:
-        rejected = JobRejected(
+    def _no_caller_yet(self, job: JobRequested, msg: Msg) -> Outcome:
+        stored = msg.metadata.timestamp
+        waited = (dt.datetime.now(dt.UTC) - stored).total_seconds()
+        remaining = self.settings.sip_wait_s - waited
+        if remaining > 0 and msg.metadata.num_delivered < self.settings.max_deliver:
+            return Wait(max(0.2, min(remaining, retry_delay(msg.metadata.num_delivered))))
+        return self._rejected(
+            job,
+            RejectReason.NO_AGENT,
+            f"room metadata names no agent and no SIP caller joined "
+            f"within {self.settings.sip_wait_s:g} s",
+        )
+
+    # --- LiveKit and config_sync look-ups ----------------------------------------------
+
+    async def _route(self, job: JobRequested) -> RouteReply:
+        request = RouteRequest(
+            room_key=job.room_sid or job.room_name,
+            agent_id=None if job.agent_id == subjects.UNROUTED else job.agent_id,
+            campaign_id=job.campaign_id,
+            dialed_number=job.dialed_number,
+        )
+        return await resolve_route(self.nc, request, timeout=self.settings.route_timeout_s)
+
+    async def _live_room(self, job: JobRequested) -> Room | None:
+        """The job's room if it is still open (same sid: a reused name is another room)."""
+        listed = await self.lk.room.list_rooms(api.ListRoomsRequest(names=[job.room_name]))
+        for room in listed.rooms:
+            if not job.room_sid or room.sid == job.room_sid:
+                return room
+        return None
+
+    async def _sip_caller(self, room_name: str) -> ParticipantInfo | None:
+        listed = await self.lk.room.list_participants(api.ListParticipantsRequest(room=room_name))
+        callers = [p for p in listed.participants if intake.is_sip_caller(p)]
+        return min(callers, key=lambda p: p.joined_at_ms) if callers else None
+
+    async def _present(self, job: JobRequested, identity: str) -> bool:
+        listed = await self.lk.room.list_participants(
+            api.ListParticipantsRequest(room=job.room_name)
+        )
+        return any(p.identity == identity for p in listed.participants)
+
+    async def _existing_dispatch(self, job: JobRequested) -> JobDispatched | None:
+        """This job's dispatch if LiveKit already holds it (whatever agent name it used)."""
+        for dispatch in await self.lk.agent_dispatch.list_dispatch(job.room_name):
+            if not dispatch.agent_name or job_id_of_dispatch(dispatch.metadata) != job.job_id:
+                continue
+            routed = decode_job_event(dispatch.metadata.encode())
+            assert isinstance(routed, JobRequested)
+            legacy = dispatch.agent_name != self.settings.worker_agent_name
+            return JobDispatched(
+                job_id=job.job_id,
+                room_name=job.room_name,
+                agent_id=routed.agent_id,
+                dispatch_id=dispatch.id,
+                worker_agent_name=dispatch.agent_name,
+                already_existed=True,
+                target=(Target.LEGACY if legacy else Target.POOL).value,
+                campaign_id=routed.campaign_id,
+            )
+        return None
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    @staticmethod
+    def _expired(job: JobRequested, agent_id: str, detail: ExpiredDetail) -> JobExpired:
+        return JobExpired(
+            job_id=job.job_id, room_name=job.room_name, agent_id=agent_id, detail=detail.value
+        )
+
+    @staticmethod
+    def _rejected(job: JobRequested, reason: RejectReason, detail: str) -> JobRejected:
+        return JobRejected(
             job_id=job.job_id,
             room_name=job.room_name,
             agent_id=job.agent_id,
             reason=reason,
             detail=detail,
         )
-        await publish(
-            self.js, subjects.job_rejected(job.agent_id), rejected, msg_id=f"{job.job_id}-rejected"
-        )
-        log.info("job rejected", extra={"job_id": job.job_id, "reason": reason.value})
 
-    async def _retry_or_reject(self, job: JobRequested, msg: Msg, error: str) -> None:
-        delivered = msg.metadata.num_delivered
-        if delivered >= self.settings.max_deliver:
-            with contextlib.suppress(NatsError, TimeoutError):
-                await self._reject(job, RejectReason.DISPATCH_FAILED, error)
-            await msg.term()
-            return
-        delay = min(_RETRY_MAX_S, _RETRY_BASE_S * 2 ** (delivered - 1))
-        log.warning(
-            "dispatch retry", extra={"job_id": job.job_id, "error": error, "attempt": delivered}
+    async def _settle(self, job: JobRequested, msg: Msg, outcome: Outcome) -> None:
+        attempt = msg.metadata.num_delivered
+        match outcome:
+            case Wait(delay=delay):
+                log.debug("job waits for a sip caller", extra={"job_id": job.job_id})
+                await msg.nak(delay=delay)
+                return
+            case Retry(reason=reason, error=error) if attempt < self.settings.max_deliver:
+                log.warning(
+                    "dispatch retry",
+                    extra={"job_id": job.job_id, "error": error, "attempt": attempt},
+                )
+                await msg.nak(delay=retry_delay(attempt))
+                return
+            case Retry(reason=reason, error=error):
+                outcome = self._rejected(job, reason, f"{error} (after {attempt} attempts)")
+            case _:
+                pass
+        assert not isinstance(outcome, Retry | Wait)
+        await self._publish_outcome(outcome, msg)
+        await msg.ack()
+
+    async def _publish_outcome(
+        self, outcome: JobDispatched | JobExpired | JobRejected, msg: Msg
+    ) -> None:
+        match outcome:
+            case JobDispatched():
+                subject, kind = subjects.job_dispatched(outcome.agent_id), "dispatched"
+            case JobExpired():
+                subject, kind = subjects.job_expired(outcome.agent_id), "expired"
+            case JobRejected():
+                subject, kind = subjects.job_rejected(outcome.agent_id), "rejected"
+        await publish(
+            self.js,
+            subject,
+            outcome,
+            msg_id=f"{outcome.job_id}-{kind}",
+            headers=trace_headers(msg.headers),
         )
-        await msg.nak(delay=delay)
+        fields: dict[str, object] = {"job_id": outcome.job_id, "agent_id": outcome.agent_id}
+        match outcome:
+            case JobDispatched():
+                fields |= {
+                    "dispatch_id": outcome.dispatch_id,
+                    "worker_agent_name": outcome.worker_agent_name,
+                    "target": outcome.target,
+                    "already_existed": outcome.already_existed,
+                }
+            case JobExpired():
+                fields["detail"] = outcome.detail
+            case JobRejected():
+                fields["reason"] = outcome.reason.value
+        log.info(_OUTCOME_LOG[kind], extra=fields)
+
+
+# --- pulling ---------------------------------------------------------------------------
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+class Lane:
+    """One pull consumer worked with bounded concurrency; its tasks are owned and awaited."""
+
+    def __init__(
+        self, name: str, sub: JetStreamContext.PullSubscription, handle: Handler, concurrency: int
+    ) -> None:
+        self.name = name
+        self._sub = sub
+        self._handle = handle
+        self._concurrency = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.gone = False
+        """The consumer was deleted under us (a finished or removed replay)."""
+
+    def busy(self) -> int:
+        return sum(1 for t in self._tasks if not t.done())
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            free = self._concurrency - self.busy()
+            if free <= 0:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+            except TimeoutError:
+                continue
+            except NotFoundError:
+                self.gone = True
+                return
+            except NatsError:
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._run_one(msg), name=f"{self.name}-job")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg)
+        except asyncio.CancelledError:
+            # Shutting down mid-job: hand it back now rather than after ack_wait.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception:
+            log.exception("job handler failed", extra={"lane": self.name})
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=RETRY_MAX_S)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Let in-flight jobs finish for up to ``timeout`` s, then cancel the rest."""
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(NatsError, TimeoutError):
+            await self._sub.unsubscribe()

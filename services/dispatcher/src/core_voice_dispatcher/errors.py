@@ -1,8 +1,12 @@
-"""Dispatcher errors: each maps to one HTTP status, and none is ever a 5xx for bad input."""
+"""Dispatcher errors: each has a fixed code; none carries a secret or request data."""
 
 
 class DispatcherError(Exception):
     retryable = False
+
+
+class ConfigurationError(DispatcherError, ValueError):
+    """The settings cannot work; the message names the variables to change."""
 
 
 class WebhookRejectedError(DispatcherError):

@@ -1,67 +1,126 @@
-"""The webhook endpoint: verify, route, store durably on JetStream, then answer.
+"""The webhook endpoint: verify, plan, store durably on JetStream, then answer.
 
 The answer is sent only after JetStream acknowledged the event, so a 200 means the job
-cannot be lost. Bad input is a 4xx; a bus outage is a 503 (LiveKit retries).
+cannot be lost. Bad input is a 4xx with a fixed code; only a bus outage is a 5xx (503,
+which LiveKit retries). A replayed or re-sent webhook answers 200 ``duplicate``: its job
+is already stored and nothing happens twice.
 """
 
 import logging
+from collections import Counter
+from collections.abc import Callable
 
 from aiohttp import web
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from core_voice_contracts.bus import publish
+from core_voice_dispatcher import intake
 from core_voice_dispatcher.errors import WebhookRejectedError
-from core_voice_dispatcher.routing import route_room_started
+from core_voice_dispatcher.trace import TRACEPARENT, trace_headers
 from core_voice_dispatcher.webhook import WebhookVerifier
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhook/livekit"
-
-_verifier_key = web.AppKey("verifier", WebhookVerifier)
-_js_key = web.AppKey("js", JetStreamContext)
+HEALTH_PATH = "/healthz"
 
 
-def _error(status: int, code: str) -> web.Response:
-    return web.json_response({"error": code}, status=status)
+class Ingest:
+    """The endpoint's state: what it verifies with, where it stores, what it has counted."""
+
+    def __init__(self, verifier: WebhookVerifier, js: JetStreamContext) -> None:
+        self.verifier = verifier
+        self.js = js
+        self.counts: Counter[str] = Counter()
+
+    async def handle_webhook(self, request: web.Request) -> web.Response:
+        try:
+            digest = self.verifier.check_token(request.headers.get("Authorization"))
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise WebhookRejectedError(413, "body_too_large") from None
+            event = self.verifier.check_body(body, digest)
+            action = intake.plan(event)
+        except WebhookRejectedError as exc:
+            self.counts[f"rejected_{exc.code}"] += 1
+            log.warning("webhook rejected", extra={"code": exc.code, "status": exc.status})
+            return _answer({"error": exc.code}, exc.status)
+
+        if isinstance(action, intake.Skip):
+            self.counts[f"skipped_{action.reason}"] += 1
+            if action.reason in intake.NOTED_EVENTS:
+                log.info(
+                    "webhook noted",
+                    extra={
+                        "event": event.event,
+                        "room_sid": event.room.sid,
+                        "webhook_id": event.id,
+                    },
+                )
+                return _answer({"status": "noted", "event": event.event})
+            return _answer({"status": "ignored", "event": event.event, "reason": action.reason})
+
+        job_id = action.message.job_id
+        try:
+            ack = await publish(
+                self.js,
+                action.subject,
+                action.message,
+                msg_id=action.msg_id,
+                headers=trace_headers({TRACEPARENT: request.headers.get(TRACEPARENT, "")}),
+            )
+        except (NatsError, TimeoutError) as exc:
+            self.counts["bus_unavailable"] += 1
+            log.warning(
+                "webhook not stored: bus unavailable",
+                extra={"job_id": job_id, "error": type(exc).__name__},
+            )
+            return _answer({"error": "bus_unavailable"}, 503)
+        if ack.duplicate:
+            self.counts["duplicate"] += 1
+            log.info(
+                "webhook duplicate dropped",
+                extra={"job_id": job_id, "webhook_id": event.id, "event": event.event},
+            )
+            return _answer({"status": "duplicate", "job_id": job_id})
+        self.counts["stored"] += 1
+        log.info(
+            "webhook stored",
+            extra={
+                "job_id": job_id,
+                "webhook_id": event.id,
+                "event": event.event,
+                "type": type(action.message).__name__,
+                "seq": ack.seq,
+            },
+        )
+        return _answer({"status": "accepted", "job_id": job_id})
 
 
-async def handle_webhook(request: web.Request) -> web.Response:
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "body_too_large")
-    try:
-        event = request.app[_verifier_key].verify(body, request.headers.get("Authorization"))
-    except WebhookRejectedError as exc:
-        log.warning("webhook rejected", extra={"code": exc.code, "status": exc.status})
-        return _error(exc.status, exc.code)
-    if event.event != "room_started":
-        return web.json_response({"status": "ignored", "event": event.event})
-    routed = route_room_started(event)
-    try:
-        await publish(request.app[_js_key], routed.subject, routed.message, msg_id=routed.msg_id)
-    except (NatsError, TimeoutError):
-        log.warning("webhook not stored: bus unavailable", extra={"job_id": routed.message.job_id})
-        return _error(503, "bus_unavailable")
-    log.info(
-        "webhook stored",
-        extra={"job_id": routed.message.job_id, "type": type(routed.message).__name__},
-    )
-    return web.json_response({"status": "accepted", "job_id": routed.message.job_id})
-
-
-async def handle_health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+def _answer(body: dict[str, str], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
 
 
 def make_app(
-    verifier: WebhookVerifier, js: JetStreamContext, max_body_bytes: int
+    ingest: Ingest | None,
+    *,
+    max_body_bytes: int,
+    health: Callable[[], dict[str, str]],
 ) -> web.Application:
+    """The HTTP app: the webhook endpoint (unless ``ingest`` is None) and ``/healthz``."""
     app = web.Application(client_max_size=max_body_bytes)
-    app[_verifier_key] = verifier
-    app[_js_key] = js
-    app.router.add_post(WEBHOOK_PATH, handle_webhook)
-    app.router.add_get("/healthz", handle_health)
+    if ingest is not None:
+        app.router.add_post(WEBHOOK_PATH, ingest.handle_webhook)
+
+    async def handle_health(request: web.Request) -> web.Response:
+        checks = health()
+        ok = all(v == "ok" for v in checks.values())
+        body: dict[str, object] = {"status": "ok" if ok else "degraded", "checks": checks}
+        if ingest is not None:
+            body["webhooks"] = dict(ingest.counts)
+        return web.json_response(body, status=200 if ok else 503)
+
+    app.router.add_get(HEALTH_PATH, handle_health)
     return app

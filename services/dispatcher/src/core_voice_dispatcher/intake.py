@@ -1,0 +1,132 @@
+"""Turning a verified LiveKit webhook into what to store on VOICE_JOBS.
+
+Pure: no I/O, so every case is unit-tested. One job per room (``job_id`` derives from the
+room sid and is the JetStream message id), so a re-sent or replayed webhook, and the
+several webhooks one room produces, collapse into one job.
+
+- ``room_started`` and a SIP caller's ``participant_joined`` request a job. Room metadata
+  ``{"agent_id", "campaign_id"?, "lead_id"?}`` names the agent or campaign; a room without
+  either is requested under ``_unrouted`` and resolved by the consumer (a SIP caller's
+  dialed number, via config_sync), so a config_sync outage never loses a webhook.
+- Metadata that is not the expected JSON object is rejected here, visibly.
+- ``room_finished`` and ``participant_left`` store nothing: the consumer checks the live
+  room (and the SIP caller) right before dispatching, which is what makes a pending job
+  for a finished room expire. See docs/dispatcher.md.
+"""
+
+from dataclasses import dataclass
+
+import msgspec
+from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.webhook import WebhookEvent
+
+from core_voice_contracts import subjects
+from core_voice_contracts.events import JobRejected, JobRequested, RejectReason
+from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.room import decode_room_metadata
+from core_voice_dispatcher.errors import WebhookRejectedError
+
+DIALED_NUMBER_ATTRIBUTE = "sip.trunkPhoneNumber"
+"""LiveKit SIP: the number the caller dialed (our trunk's number)."""
+
+JOB_EVENTS = frozenset({"room_started", "participant_joined"})
+NOTED_EVENTS = frozenset({"room_finished", "participant_left"})
+_MAX_REF_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Publish ``message`` on ``subject`` under the de-duplication id ``msg_id``."""
+
+    subject: str
+    message: JobRequested | JobRejected
+    msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Nothing to store; ``reason`` is a fixed word for the answer and the log."""
+
+    reason: str
+
+
+def job_id_for_room(room_sid: str) -> str:
+    """Stable per room: every webhook of one room maps to the same job."""
+    return f"job-{room_sid}"
+
+
+def is_sip_caller(participant: ParticipantInfo) -> bool:
+    if participant.kind == ParticipantInfo.Kind.AGENT:
+        return False
+    if participant.kind == ParticipantInfo.Kind.SIP:
+        return True
+    return any(key.startswith("sip.") for key in participant.attributes)
+
+
+def plan(event: WebhookEvent) -> Store | Skip:
+    """What a verified webhook means for VOICE_JOBS; raises 400 for incomplete events."""
+    kind = event.event
+    if kind in NOTED_EVENTS:
+        return Skip(kind)
+    if kind not in JOB_EVENTS:
+        return Skip("not_handled")
+    if not event.id:
+        raise WebhookRejectedError(400, "missing_event_id")
+    if not event.room.sid or not event.room.name:
+        raise WebhookRejectedError(400, "missing_room")
+    caller: ParticipantInfo | None = None
+    if kind == "participant_joined":
+        if not event.participant.identity:
+            raise WebhookRejectedError(400, "missing_participant")
+        if not is_sip_caller(event.participant):
+            return Skip("not_a_sip_caller")
+        caller = event.participant
+    return _job_for_room(event, caller)
+
+
+def _job_for_room(event: WebhookEvent, caller: ParticipantInfo | None) -> Store:
+    room = event.room
+    job_id = job_id_for_room(room.sid)
+
+    def rejected(reason: RejectReason, detail: str) -> Store:
+        message = JobRejected(
+            job_id=job_id,
+            room_name=room.name,
+            agent_id=subjects.UNROUTED,
+            reason=reason,
+            detail=detail,
+        )
+        return Store(subjects.job_rejected(subjects.UNROUTED), message, f"{job_id}-rejected")
+
+    agent_id: str | None = None
+    campaign_id: str | None = None
+    lead_id: str | None = None
+    if room.metadata.strip():
+        try:
+            meta = decode_room_metadata(room.metadata)
+        except msgspec.DecodeError:
+            return rejected(RejectReason.INVALID_METADATA, "room metadata is not a JSON object")
+        if meta.agent_id is not None and not is_valid_id(meta.agent_id):
+            return rejected(RejectReason.INVALID_METADATA, "agent_id is not a valid id")
+        for value in (meta.campaign_id, meta.lead_id):
+            if value is not None and not 0 < len(value) <= _MAX_REF_LENGTH:
+                return rejected(RejectReason.INVALID_METADATA, "campaign_id or lead_id is invalid")
+        agent_id, campaign_id, lead_id = meta.agent_id, meta.campaign_id, meta.lead_id
+
+    dialed_number: str | None = None
+    if caller is not None:
+        dialed_number = caller.attributes.get(DIALED_NUMBER_ATTRIBUTE) or None
+    subject_agent = agent_id or subjects.UNROUTED
+    message = JobRequested(
+        job_id=job_id,
+        room_name=room.name,
+        room_sid=room.sid,
+        agent_id=subject_agent,
+        campaign_id=campaign_id,
+        lead_id=lead_id,
+        webhook_id=event.id,
+        trigger=event.event,
+        dialed_number=dialed_number,
+        participant_identity=caller.identity if caller is not None else None,
+    )
+    return Store(subjects.job_requested(subject_agent), message, job_id)

@@ -1,0 +1,602 @@
+"""The dispatcher on real servers: webhooks in, routing through config_sync, dispatches out.
+
+One rig per module: nats-server, a livekit-server that posts its real webhooks to the
+dispatcher, config_sync and the dispatcher as separate processes. Tests isolate
+themselves with unique agent ids and room names. Signed synthetic webhooks
+(`tests.fakes.webhooks`) are used only where a test needs exact control of the request.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from livekit import api, rtc
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from core_voice_cli.demo import demo_agent
+from core_voice_cli.procs import ManagedProcess, http_ready
+from core_voice_cli.servers import NatsServer
+from core_voice_cli.stack import WORKER_AGENT_NAME, Ports, Stack
+from core_voice_contracts import codec, subjects
+from core_voice_contracts.admin_api import (
+    AgentPatch,
+    AgentStatus,
+    CampaignAgentSet,
+    CampaignCreate,
+    NumberSet,
+)
+from core_voice_contracts.bus import connect, publish
+from core_voice_contracts.events import (
+    JobDispatched,
+    JobEvent,
+    JobExpired,
+    JobRejected,
+    JobRequested,
+    RejectReason,
+)
+from core_voice_contracts.routing import goes_to_legacy, pick_weighted
+from core_voice_contracts.streams import VOICE_JOBS
+from tests.fakes.webhooks import (
+    participant_body,
+    room_finished_body,
+    room_started_body,
+    sign,
+)
+
+pytestmark = pytest.mark.integration
+
+SIP_WAIT_S = 1.5
+
+
+# --- the rig ---------------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    """nats-server + livekit-server + config_sync + dispatcher, all real processes."""
+
+    base: Path
+    nats: NatsServer
+    stack: Stack
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def livekit_url(self) -> str:
+        return self.stack.livekit.http_url
+
+    @property
+    def dispatcher_url(self) -> str:
+        return self.stack.dispatcher_url
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.dispatcher_url}/webhook/livekit"
+
+    def dispatcher_env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            NATS_URL=self.nats.url,
+            LIVEKIT_URL=self.stack.livekit.url,
+            LIVEKIT_API_KEY=self.stack.livekit.api_key,
+            LIVEKIT_API_SECRET=self.stack.livekit.api_secret,
+            WORKER_AGENT_NAME=WORKER_AGENT_NAME,
+            PYTHONUNBUFFERED="1",
+            DISPATCHER_HTTP_PORT=str(self.stack.ports.dispatcher),
+            DISPATCHER_SIP_WAIT_S=str(SIP_WAIT_S),
+            DISPATCHER_CONSUMER_LOOKBACK_S="0",
+        )
+        env.update(extra)
+        return env
+
+    def dispatcher_process(self, name: str = "dispatcher", **env: str) -> ManagedProcess:
+        return ManagedProcess(
+            name,
+            [sys.executable, "-m", "core_voice_dispatcher"],
+            log_dir=self.base / "logs",
+            env=self.dispatcher_env(**env),
+            ready=http_ready(f"{self.dispatcher_url}/healthz"),
+        )
+
+    def start(self, process: ManagedProcess, timeout: float = 60) -> ManagedProcess:
+        self.processes.append(process)
+        return process.start().wait_ready(timeout)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def start_rig(base: Path, **dispatcher_env: str) -> Rig:
+    nats = NatsServer(data_dir=base / "nats", log_dir=base / "logs")
+    stack = Stack(base, Ports(nats=nats.port, nats_monitor=nats.monitor_port), worker=False)
+    rig = Rig(base, nats, stack)
+    try:
+        rig.start(nats.process(), 20)
+        rig.start(stack.livekit.process(), 30)
+        rig.start(stack.config_sync_process())
+        rig.start(rig.dispatcher_process(**dispatcher_env))
+    except BaseException:
+        rig.stop()
+        raise
+    return rig
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    running = start_rig(tmp_path_factory.mktemp("dispatcher"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def lk(rig: Rig) -> AsyncIterator[api.LiveKitAPI]:
+    client = api.LiveKitAPI(
+        rig.livekit_url, rig.stack.livekit.api_key, rig.stack.livekit.api_secret
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def bus(rig: Rig) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+    nc, js = await connect(rig.nats.url, name="test-dispatcher")
+    try:
+        yield nc, js
+    finally:
+        await nc.drain()
+
+
+@pytest.fixture
+def js(bus: tuple[Client, JetStreamContext]) -> JetStreamContext:
+    return bus[1]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def admin(rig: Rig, method: str, path: str, body: object) -> httpx.Response:
+    """One call to config_sync's admin API (the real service), asserting success."""
+    resp = httpx.request(
+        method,
+        f"{rig.stack.config_sync_url}/api/v1{path}",
+        content=msgspec.json.encode(body),
+        headers={
+            "Authorization": f"Bearer {rig.stack.admin_token}",
+            "Content-Type": "application/json",
+        },
+        timeout=10,
+    )
+    assert resp.is_success, (method, path, resp.status_code, resp.text)
+    return resp
+
+
+def create_agent(rig: Rig, agent_id: str, **fields: object) -> None:
+    body = msgspec.structs.replace(demo_agent(), id=agent_id, name=f"agent {agent_id}", **fields)
+    admin(rig, "POST", "/agents", body)
+
+
+def create_campaign(rig: Rig, campaign_id: str, weights: dict[str, int]) -> None:
+    admin(rig, "POST", "/campaigns", CampaignCreate(id=campaign_id, name=campaign_id))
+    for agent_id, weight in weights.items():
+        admin(
+            rig,
+            "PUT",
+            f"/campaigns/{campaign_id}/agents/{agent_id}",
+            CampaignAgentSet(weight=weight),
+        )
+
+
+async def job_events(
+    js: JetStreamContext, subject: str, want: int, timeout: float = 15.0
+) -> list[JobEvent]:
+    """Read the stream for ``subject`` from the start until ``want`` events are there."""
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    out: list[JobEvent] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(out) < want:
+                msg = await sub.next_msg(timeout=timeout)
+                out.append(codec.decode_job_event(msg.data))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def outcome_of(js: JetStreamContext, job_id: str, timeout: float = 15.0) -> JobEvent:
+    """The first dispatched/expired/rejected event of ``job_id`` (any agent)."""
+    sub = await js.subscribe(subjects.JOBS_ALL, ordered_consumer=True)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = codec.decode_job_event((await sub.next_msg(timeout=timeout)).data)
+                if event.job_id == job_id and not isinstance(event, JobRequested):
+                    return event
+    finally:
+        await sub.unsubscribe()
+
+
+async def count(js: JetStreamContext, subject: str) -> int:
+    info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
+    return (info.state.subjects or {}).get(subject, 0)
+
+
+async def named_dispatches(lk: api.LiveKitAPI, room: str) -> list[api.AgentDispatch]:
+    # LiveKit also lists its implicit dispatch for unnamed workers (agent_name "").
+    return [d for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name]
+
+
+def post(rig: Rig, body: bytes, authorization: str | None) -> httpx.Response:
+    headers = {"Content-Type": "application/webhook+json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    return httpx.post(rig.webhook_url, content=body, headers=headers, timeout=10)
+
+
+def signed(rig: Rig, body: bytes) -> str:
+    return sign(body, rig.stack.livekit.api_key, rig.stack.livekit.api_secret)
+
+
+@contextlib.asynccontextmanager
+async def sip_caller(rig: Rig, room: str, *, dialed: str) -> AsyncIterator[rtc.Room]:
+    """A real participant of kind SIP, as LiveKit SIP creates one for an inbound call.
+
+    LiveKit itself then posts ``participant_joined`` with the caller's SIP attributes.
+    """
+    token = (
+        api.AccessToken(rig.stack.livekit.api_key, rig.stack.livekit.api_secret)
+        .with_identity("sip-caller")
+        .with_kind("sip")
+        .with_attributes({"sip.trunkPhoneNumber": dialed, "sip.phoneNumber": "+15550001111"})
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+    caller = rtc.Room()
+    await caller.connect(rig.stack.livekit.url, token)
+    try:
+        yield caller
+    finally:
+        await caller.disconnect()
+
+
+# --- webhooks --------------------------------------------------------------------------
+
+
+def test_bad_input_gets_a_clear_4xx_and_never_a_5xx(rig: Rig) -> None:
+    key, secret = rig.stack.livekit.api_key, rig.stack.livekit.api_secret
+    body = room_started_body("r-bad", "RM_bad", json.dumps({"agent_id": "demo"}))
+    huge = b"x" * (1024 * 1024)
+    stale = room_started_body("r-old", "RM_old", created_at=time.time() - 3600)
+    cases = {
+        "unsigned": (body, None, 401, "missing_signature"),
+        "garbage token": (body, "Bearer not.a.jwt", 401, "bad_signature"),
+        "wrong secret": (body, sign(body, key, "not-the-secret-but-long-0123456789"), 401, None),
+        "wrong key": (body, sign(body, "otherkey", secret), 401, "bad_signature"),
+        "tampered body": (body.replace(b"r-bad", b"r-evil"), sign(body, key, secret), 401, None),
+        "stale event": (stale, sign(stale, key, secret), 401, "stale_event"),
+        "malformed json": (b"{not json", sign(b"{not json", key, secret), 400, "malformed_body"),
+        "not utf-8": (b"\xff\xfe", sign(b"\xff\xfe", key, secret), 400, "malformed_body"),
+        "not an object": (b"[1]", sign(b"[1]", key, secret), 400, "malformed_body"),
+        "oversized": (huge, sign(huge, key, secret), 413, "body_too_large"),
+        "oversized unsigned": (huge, None, 401, "missing_signature"),
+    }
+    for name, (data, auth, status, code) in cases.items():
+        resp = post(rig, data, auth)
+        assert resp.status_code == status, (name, resp.status_code, resp.text)
+        assert resp.json()["error"] == (code or resp.json()["error"]), name
+    assert httpx.get(f"{rig.dispatcher_url}/healthz").status_code == 200
+
+
+async def test_a_replayed_or_resent_webhook_is_stored_once(rig: Rig, js: JetStreamContext) -> None:
+    agent_id = unique("dup")
+    body = room_started_body(
+        f"room-{agent_id}", f"RM_{agent_id}", json.dumps({"agent_id": agent_id})
+    )
+    auth = signed(rig, body)
+    answers = [post(rig, body, auth).json()["status"] for _ in range(3)]
+    assert answers == ["accepted", "duplicate", "duplicate"]
+    # A different event id for the same room (LiveKit re-sending) is the same job too.
+    again = room_started_body(
+        f"room-{agent_id}", f"RM_{agent_id}", json.dumps({"agent_id": agent_id})
+    )
+    assert post(rig, again, signed(rig, again)).json()["status"] == "duplicate"
+    assert await count(js, subjects.job_requested(agent_id)) == 1
+
+
+def test_other_events_are_acknowledged_and_ignored(rig: Rig) -> None:
+    now = str(int(time.time()))
+    body = json.dumps({"event": "track_published", "id": "EV_x", "createdAt": now}).encode()
+    resp = post(rig, body, signed(rig, body))
+    assert resp.status_code == 200 and resp.json()["status"] == "ignored"
+    joined = participant_body(
+        "participant_joined", "r", "RM_y", "user-1", participant_kind="STANDARD"
+    )
+    resp = post(rig, joined, signed(rig, joined))
+    assert resp.json() == {
+        "status": "ignored",
+        "event": "participant_joined",
+        "reason": "not_a_sip_caller",
+    }
+    finished = room_finished_body("r", "RM_y")
+    assert post(rig, finished, signed(rig, finished)).json()["status"] == "noted"
+
+
+# --- routing and dispatch --------------------------------------------------------------
+
+
+async def test_room_naming_an_agent_is_dispatched_to_the_pool(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("a")
+    create_agent(rig, agent_id)
+    room = f"room-{agent_id}"
+    created = await lk.room.create_room(
+        api.CreateRoomRequest(
+            name=room, metadata=json.dumps({"agent_id": agent_id, "lead_id": "L1"})
+        )
+    )
+    (requested,) = await job_events(js, subjects.job_requested(agent_id), 1)
+    (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1)
+    assert isinstance(requested, JobRequested) and requested.room_sid == created.sid
+    assert requested.lead_id == "L1" and requested.trigger == "room_started"
+    assert isinstance(dispatched, JobDispatched) and dispatched.job_id == requested.job_id
+    assert dispatched.worker_agent_name == WORKER_AGENT_NAME and not dispatched.already_existed
+    assert dispatched.target == "pool" and dispatched.via == "agent"
+
+    # LiveKit really holds the dispatch, with the job as its metadata.
+    (dispatch,) = await named_dispatches(lk, room)
+    assert dispatch.agent_name == WORKER_AGENT_NAME and dispatch.id == dispatched.dispatch_id
+    assert codec.decode_job_event(dispatch.metadata.encode()) == requested
+
+
+async def test_unroutable_rooms_become_visible_rejections(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    ghost = unique("ghost")
+    await lk.room.create_room(
+        api.CreateRoomRequest(name=f"room-{ghost}", metadata=json.dumps({"agent_id": ghost}))
+    )
+    (rejected,) = await job_events(js, subjects.job_rejected(ghost), 1)
+    assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.UNKNOWN_AGENT
+    assert await named_dispatches(lk, f"room-{ghost}") == []
+
+    bare, bad = unique("bare"), unique("bad")
+    bare_room = await lk.room.create_room(api.CreateRoomRequest(name=bare))
+    bad_room = await lk.room.create_room(api.CreateRoomRequest(name=bad, metadata="not json"))
+    no_agent = await outcome_of(js, f"job-{bare_room.sid}", timeout=SIP_WAIT_S + 15)
+    invalid = await outcome_of(js, f"job-{bad_room.sid}")
+    assert isinstance(no_agent, JobRejected) and no_agent.reason == RejectReason.NO_AGENT
+    assert "no SIP caller" in no_agent.detail
+    assert isinstance(invalid, JobRejected) and invalid.reason == RejectReason.INVALID_METADATA
+    assert invalid.agent_id == subjects.UNROUTED
+
+
+async def test_a_job_for_a_room_that_is_gone_expires_and_is_never_recreated(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("a")
+    create_agent(rig, agent_id)
+    room = f"gone-{agent_id}"
+    job = JobRequested(
+        job_id=f"job-RM_{agent_id}", room_name=room, room_sid="RM_gone", agent_id=agent_id
+    )
+    await publish(js, subjects.job_requested(agent_id), job, msg_id=job.job_id)
+    (expired,) = await job_events(js, subjects.job_expired(agent_id), 1)
+    assert isinstance(expired, JobExpired) and expired.job_id == job.job_id
+    assert expired.detail == "room_gone"
+    assert list((await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms) == []
+
+
+async def test_room_finished_before_dispatch_expires_the_pending_job(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    # A room without metadata waits for a SIP caller; it finishes first.
+    room = unique("short")
+    created = await lk.room.create_room(api.CreateRoomRequest(name=room))
+    await asyncio.sleep(0.3)
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    expired = await outcome_of(js, f"job-{created.sid}", timeout=SIP_WAIT_S + 15)
+    assert isinstance(expired, JobExpired) and expired.detail == "room_gone"
+    assert list((await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms) == []
+
+
+async def test_a_replayed_job_is_not_dispatched_twice(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("a")
+    create_agent(rig, agent_id)
+    room = f"replay-{agent_id}"
+    created = await lk.room.create_room(
+        api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+    )
+    (first,) = await job_events(js, subjects.job_dispatched(agent_id), 1)
+    # Re-drive the same job as a replay would (new message id, so dedup does not hide it).
+    job = JobRequested(
+        job_id=f"job-{created.sid}", room_name=room, room_sid=created.sid, agent_id=agent_id
+    )
+    for n in range(3):
+        await publish(js, subjects.job_requested(agent_id), job, msg_id=f"{job.job_id}-replay-{n}")
+    await asyncio.sleep(1.5)
+    dispatches = await named_dispatches(lk, room)
+    assert isinstance(first, JobDispatched) and [d.id for d in dispatches] == [first.dispatch_id]
+    assert await count(js, subjects.job_dispatched(agent_id)) == 1
+
+
+async def dispatched_jobs(
+    js: JetStreamContext, rooms: dict[str, str], timeout: float = 30.0
+) -> dict[str, JobDispatched]:
+    """room sid -> its JobDispatched, for every room in ``rooms`` (sid -> name)."""
+    wanted = {f"job-{sid}": sid for sid in rooms}
+    out: dict[str, JobDispatched] = {}
+    sub = await js.subscribe(subjects.JOBS_ALL, ordered_consumer=True)
+    try:
+        async with asyncio.timeout(timeout):
+            while len(out) < len(wanted):
+                event = codec.decode_job_event((await sub.next_msg(timeout=timeout)).data)
+                if event.job_id in wanted and not isinstance(event, JobRequested):
+                    assert isinstance(event, JobDispatched), event
+                    out[wanted[event.job_id]] = event
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def create_rooms(lk: api.LiveKitAPI, prefix: str, n: int, metadata: str) -> dict[str, str]:
+    """``n`` rooms with ``metadata``; returns sid -> name."""
+    created = await asyncio.gather(
+        *(
+            lk.room.create_room(api.CreateRoomRequest(name=f"{prefix}-{i}", metadata=metadata))
+            for i in range(n)
+        )
+    )
+    return {room.sid: room.name for room in created}
+
+
+# --- routing through config_sync ---------------------------------------------------------
+
+
+async def test_campaign_rooms_are_spread_by_weight_the_same_way_every_time(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    light, heavy, campaign = unique("light"), unique("heavy"), unique("camp")
+    create_agent(rig, light)
+    create_agent(rig, heavy)
+    create_campaign(rig, campaign, {light: 1, heavy: 3})
+    rooms = await create_rooms(lk, campaign, 24, json.dumps({"campaign_id": campaign}))
+    jobs = await dispatched_jobs(js, rooms)
+    for sid, job in jobs.items():
+        # Deterministic per room: exactly the contract's weighted pick on the room sid.
+        assert job.agent_id == pick_weighted(sid, [(light, 1), (heavy, 3)]), sid
+        assert job.campaign_id == campaign and job.via == "campaign" and job.target == "pool"
+        (dispatch,) = await named_dispatches(lk, rooms[sid])
+        routed = codec.decode_job_event(dispatch.metadata.encode())
+        assert isinstance(routed, JobRequested) and routed.agent_id == job.agent_id
+    assert {job.agent_id for job in jobs.values()} == {light, heavy}
+
+
+async def test_gradual_migration_sends_its_share_to_the_legacy_worker(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("mig")
+    legacy_name = f"legacy-{agent_id}"
+    create_agent(rig, agent_id, legacy_agent_name=legacy_name, legacy_percent=50)
+    meta = json.dumps({"agent_id": agent_id})
+    rooms = await create_rooms(lk, agent_id, 24, meta)
+    jobs = await dispatched_jobs(js, rooms)
+    for sid, job in jobs.items():
+        legacy = goes_to_legacy(sid, agent_id, 50)
+        assert job.target == ("legacy" if legacy else "pool"), sid
+        assert job.worker_agent_name == (legacy_name if legacy else WORKER_AGENT_NAME)
+        (dispatch,) = await named_dispatches(lk, rooms[sid])
+        assert dispatch.agent_name == job.worker_agent_name
+    assert {job.target for job in jobs.values()} == {"legacy", "pool"}
+
+    # 10% -> 50% -> 100%: at 100 every new room stays on the legacy worker; at 0 none.
+    admin(rig, "PATCH", f"/agents/{agent_id}", AgentPatch(legacy_percent=100))
+    done = await dispatched_jobs(js, await create_rooms(lk, f"{agent_id}-all", 4, meta))
+    assert {job.target for job in done.values()} == {"legacy"}
+    admin(rig, "PATCH", f"/agents/{agent_id}", AgentPatch(legacy_percent=0))
+    done = await dispatched_jobs(js, await create_rooms(lk, f"{agent_id}-none", 4, meta))
+    assert {job.target for job in done.values()} == {"pool"}
+
+
+async def test_disabled_agent_and_unmapped_number_are_rejected_with_the_reason(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("off")
+    create_agent(rig, agent_id, status=AgentStatus.DISABLED)
+    await lk.room.create_room(
+        api.CreateRoomRequest(name=f"room-{agent_id}", metadata=json.dumps({"agent_id": agent_id}))
+    )
+    (rejected,) = await job_events(js, subjects.job_rejected(agent_id), 1)
+    assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.DISABLED_AGENT
+
+    room = unique("sip-unmapped")
+    created = await lk.room.create_room(api.CreateRoomRequest(name=room))
+    async with sip_caller(rig, room, dialed="+15559870000"):
+        outcome = await outcome_of(js, f"job-{created.sid}")
+    assert isinstance(outcome, JobRejected) and outcome.reason == RejectReason.NO_ROUTE
+
+
+async def test_a_sip_caller_is_routed_by_the_number_it_dialed(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("sip")
+    create_agent(rig, agent_id)
+    number = f"+1555{uuid.uuid4().int % 10_000_000:07d}"
+    admin(rig, "PUT", f"/numbers/{number}", NumberSet(agent_id=agent_id))
+    room = unique("call")
+    created = await lk.room.create_room(api.CreateRoomRequest(name=room))  # no metadata
+    async with sip_caller(rig, room, dialed=number):
+        (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1)
+    assert isinstance(dispatched, JobDispatched) and dispatched.job_id == f"job-{created.sid}"
+    assert dispatched.via == "dialed_number" and dispatched.room_name == room
+    (dispatch,) = await named_dispatches(lk, room)
+    job = codec.decode_job_event(dispatch.metadata.encode())
+    assert isinstance(job, JobRequested) and job.agent_id == agent_id
+    assert job.dialed_number == number and job.participant_identity == "sip-caller"
+
+
+async def test_a_job_whose_sip_caller_hung_up_expires(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("a")
+    create_agent(rig, agent_id)
+    room = f"hangup-{agent_id}"
+    created = await lk.room.create_room(
+        api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+    )
+    await job_events(js, subjects.job_dispatched(agent_id), 1)  # the room's own job
+    # A second job for the live room, triggered by a caller who is no longer there.
+    job = JobRequested(
+        job_id=f"job-hangup-{agent_id}",
+        room_name=room,
+        room_sid=created.sid,
+        agent_id=agent_id,
+        trigger="participant_joined",
+        participant_identity="sip_gone",
+    )
+    await publish(js, subjects.job_requested(agent_id), job, msg_id=job.job_id)
+    (expired,) = await job_events(js, subjects.job_expired(agent_id), 1)
+    assert isinstance(expired, JobExpired) and expired.detail == "caller_left"
+    assert len(await named_dispatches(lk, room)) == 1
+
+
+async def test_a_config_sync_outage_delays_dispatch_and_loses_nothing(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("outage")
+    create_agent(rig, agent_id)
+    config_sync = next(p for p in rig.processes if p.name == "config-sync")
+    config_sync.stop()
+    try:
+        room = f"room-{agent_id}"
+        await lk.room.create_room(
+            api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+        )
+        (requested,) = await job_events(js, subjects.job_requested(agent_id), 1)
+        await asyncio.sleep(1.0)  # the consumer is retrying meanwhile
+        assert await count(js, subjects.job_dispatched(agent_id)) == 0
+    finally:
+        config_sync.start().wait_ready(60)
+    (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1, timeout=30)
+    assert dispatched.job_id == requested.job_id
+    assert len(await named_dispatches(lk, room)) == 1
