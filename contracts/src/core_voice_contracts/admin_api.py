@@ -27,15 +27,18 @@ from core_voice_contracts.runtime_config import (
 
 AgentId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 CampaignId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-Text = Annotated[str, msgspec.Meta(max_length=20_000)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Description = Annotated[str, msgspec.Meta(max_length=2_000)]
-ProviderName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-ModelName = Annotated[str, msgspec.Meta(max_length=200)]
-LegacyAgentName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refuse it for every backend
+Text = Annotated[str, msgspec.Meta(max_length=20_000, pattern=_NO_NUL)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
+Description = Annotated[str, msgspec.Meta(max_length=2_000, pattern=_NO_NUL)]
+ProviderName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
+ModelName = Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
+LegacyAgentName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
 Weight = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
-Version = Annotated[int, msgspec.Meta(ge=1)]
+Version = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 ApiKey = Annotated[str, msgspec.Meta(min_length=8, max_length=1024, pattern=r"^[\x21-\x7e]+$")]
 """A provider key: printable ASCII without spaces (what every provider issues)."""
 PhoneNumber = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
@@ -208,7 +211,7 @@ class AgentVersionPage(msgspec.Struct, frozen=True, kw_only=True):
 # --- campaigns ----------------------------------------------------------------------------
 
 
-class ProviderOverride(_Request, frozen=True, kw_only=True):
+class ProviderOverride(_Request, frozen=True, kw_only=True, omit_defaults=True):
     """A campaign's change to one provider of an agent.
 
     Naming a different ``provider`` replaces the agent's choice (model, voice and options

@@ -1,18 +1,53 @@
 """Agent operations as the API and the NATS read path see them.
 
-Sits between the transports and the repository: applies the caller's tenant, checks
-provider choices, and after each commit refreshes the cache and wakes the outbox relay
-(so the change is on the bus within milliseconds).
+Sits between the transports and the repository: applies the caller's tenant, validates
+against the provider catalogue (the agent's own config and its merge with every campaign
+it is in), seals provider keys, and after each commit refreshes the cache and wakes the
+outbox relay (so the change is on the bus within milliseconds).
 """
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import msgspec
 
 from core_voice_config_sync.auth import Principal
-from core_voice_config_sync.cache import RuntimeConfigCache
-from core_voice_config_sync.errors import AgentNotFoundError, EmptyPatchError, ForbiddenError
-from core_voice_config_sync.repository import AgentRepository
-from core_voice_config_sync.validation import check_provider
-from core_voice_contracts.admin_api import AgentCreate, AgentPatch, AgentView
+from core_voice_config_sync.cache import CacheEntry, RuntimeConfigCache
+from core_voice_config_sync.crypto import KeyRing
+from core_voice_config_sync.errors import (
+    AgentNotFoundError,
+    DatabaseUnavailableError,
+    EmptyPatchError,
+    ForbiddenError,
+    InvalidConfigError,
+    VersionNotFoundError,
+)
+from core_voice_config_sync.merge import merge_spec
+from core_voice_config_sync.records import AgentRecord, ConfigFields, LinkRecord
+from core_voice_config_sync.repository import (
+    AgentRepository,
+    Change,
+    KeysState,
+    new_id,
+)
+from core_voice_config_sync.validation import (
+    KINDS,
+    Problems,
+    key_name_problems,
+    key_problems,
+    spec_problems,
+)
+from core_voice_contracts.admin_api import (
+    AgentCreate,
+    AgentPage,
+    AgentPatch,
+    AgentRollback,
+    AgentVersionPage,
+    AgentVersionView,
+    AgentView,
+    CampaignOverrides,
+)
 from core_voice_contracts.events import (
     ConfigFound,
     ConfigGetError,
@@ -21,7 +56,63 @@ from core_voice_contracts.events import (
     ConfigNotFound,
 )
 from core_voice_contracts.ids import is_valid_id
-from core_voice_contracts.runtime_config import RuntimeConfig
+from core_voice_contracts.runtime_config import ProviderKeys, ProviderSpec, RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+NO_MASTER_KEY = "provider keys cannot be stored: no encryption key is configured"
+
+
+def _specs(fields: ConfigFields) -> dict[str, ProviderSpec]:
+    return {"llm": fields.llm, "stt": fields.stt, "tts": fields.tts}
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    """The catalogue checks of an agent config, alone and merged with its campaigns."""
+
+    platform_keys: frozenset[str] = frozenset()
+
+    def config_problems(self, fields: ConfigFields, have_keys: Collection[str]) -> Problems:
+        specs = _specs(fields)
+        problems: Problems = []
+        for kind, spec in specs.items():
+            problems += spec_problems(kind, spec)
+        return problems + key_problems(specs, have_keys, self.platform_keys)
+
+    def merged_problems(
+        self,
+        fields: ConfigFields,
+        have_keys: Collection[str],
+        overrides: CampaignOverrides,
+        *,
+        prefix: str,
+    ) -> Problems:
+        """Problems of ``fields`` ⊕ ``overrides``, named ``<prefix>llm.model`` etc."""
+        merged = {
+            kind: merge_spec(spec, getattr(overrides, kind))
+            for kind, spec in _specs(fields).items()
+        }
+        problems: Problems = []
+        for kind in KINDS:
+            if getattr(overrides, kind) is not None:
+                problems += spec_problems(kind, merged[kind], field=f"{prefix}{kind}")
+        return problems + key_problems(merged, have_keys, self.platform_keys, prefix=prefix)
+
+    def check_agent(
+        self, fields: ConfigFields, have_keys: Collection[str], links: list[LinkRecord]
+    ) -> None:
+        problems = self.config_problems(fields, have_keys)
+        if not problems:
+            for link in links:
+                problems += self.merged_problems(
+                    fields,
+                    have_keys,
+                    link.overrides,
+                    prefix=f"campaign {link.campaign_id}: ",
+                )
+        if problems:
+            raise InvalidConfigError.of(problems)
 
 
 class AgentService:
@@ -30,76 +121,272 @@ class AgentService:
         repository: AgentRepository,
         cache: RuntimeConfigCache,
         *,
+        keyring: KeyRing | None,
+        validator: Validator,
         on_commit: Callable[[], None],
     ) -> None:
         self._repo = repository
         self._cache = cache
+        self._keyring = keyring
+        self.validator = validator
         self._on_commit = on_commit
 
-    async def create(self, principal: Principal, data: AgentCreate) -> AgentView:
-        tenant_id = principal.tenant_id
-        if tenant_id is None:
-            raise ForbiddenError("a token without a tenant cannot create agents")
-        for kind, spec in (("llm", data.llm), ("stt", data.stt), ("tts", data.tts)):
-            check_provider(kind, spec.spec())
-        record = await self._repo.create(tenant_id, data, author=principal.name)
-        self._cache.put(record.runtime())
+    # --- keys ----------------------------------------------------------------------------
+
+    def open_keys(self, agent_id: str, keys: KeysState) -> ProviderKeys:
+        if keys.sealed is None:
+            return ProviderKeys()
+        if self._keyring is None:
+            raise InvalidConfigError("keys", NO_MASTER_KEY)
+        return ProviderKeys(values=self._keyring.open(keys.sealed, agent_id=agent_id))
+
+    def _seal(self, agent_id: str, keys: dict[str, str]) -> KeysState:
+        if not keys:
+            return KeysState()
+        if self._keyring is None:
+            raise InvalidConfigError("keys", NO_MASTER_KEY)
+        sealed = self._keyring.seal(keys, agent_id=agent_id)
+        return KeysState(sealed=sealed, hints={p: k[-4:] for p, k in keys.items()})
+
+    def _patched_keys(
+        self, agent_id: str, current: KeysState, changes: dict[str, str | None]
+    ) -> KeysState:
+        problems = key_name_problems(changes)
+        if problems:
+            raise InvalidConfigError.of(problems)
+        opened = dict(self.open_keys(agent_id, current).values)
+        updated = dict(opened)
+        for provider, key in changes.items():
+            if key is None:
+                updated.pop(provider, None)
+            else:
+                updated[provider] = key
+        return current if updated == opened else self._seal(agent_id, updated)
+
+    # --- cache ---------------------------------------------------------------------------
+
+    def entry_for(self, record: AgentRecord, links: list[LinkRecord]) -> CacheEntry:
+        keys = self.open_keys(record.id, KeysState(sealed=record.sealed, hints=record.key_hints))
+        return CacheEntry(
+            record=record,
+            base=record.runtime(keys),
+            links={link.campaign_id: link.overrides for link in links},
+        )
+
+    async def load_entry(self, agent_id: str) -> CacheEntry | None:
+        """The cache's loader: one read of the agent and its links."""
+        if not is_valid_id(agent_id):
+            return None
+        found = await self._repo.with_links(agent_id)
+        return None if found is None else self.entry_for(*found)
+
+    def _committed(self, record: AgentRecord, links: list[LinkRecord]) -> None:
+        try:
+            self._cache.put(self.entry_for(record, links))
+        except InvalidConfigError:
+            self._cache.forget(record.id)
         self._on_commit()
+
+    # --- admin operations ----------------------------------------------------------------
+
+    @staticmethod
+    def tenant_of(principal: Principal) -> str:
+        if principal.tenant_id is None:
+            raise ForbiddenError("this token belongs to no tenant")
+        return principal.tenant_id
+
+    async def create(self, principal: Principal, data: AgentCreate) -> AgentView:
+        tenant_id = self.tenant_of(principal)
+        agent_id = data.id or new_id("agent")
+        fields = ConfigFields(
+            name=data.name,
+            instructions=data.instructions,
+            greeting=data.greeting,
+            llm=data.llm.spec(),
+            stt=data.stt.spec(),
+            tts=data.tts.spec(),
+        )
+        problems = key_name_problems(data.keys) + self.validator.config_problems(
+            fields, data.keys.keys()
+        )
+        legacy = (data.legacy_agent_name, data.legacy_percent)
+        problems += _legacy_problems(*legacy)
+        if problems:
+            raise InvalidConfigError.of(problems)
+        keys = self._seal(agent_id, dict(data.keys))
+        record = await self._repo.create(
+            tenant_id,
+            agent_id,
+            fields,
+            keys,
+            status=data.status,
+            legacy=legacy,
+            author=principal.name,
+        )
+        self._committed(record, [])
         return record.view()
 
     async def get(self, principal: Principal, agent_id: str) -> AgentView:
-        record = (
-            await self._repo.get(agent_id, tenant_id=principal.tenant_id)
-            if is_valid_id(agent_id)
-            else None
-        )
-        if record is None:
+        """From the database; from the cache while the database is unreachable."""
+        tenant_id = self.tenant_of(principal)
+        if not is_valid_id(agent_id):
+            raise AgentNotFoundError(agent_id)
+        try:
+            record = await self._repo.get(agent_id, tenant_id=tenant_id)
+        except DatabaseUnavailableError:
+            entry = self._cache.peek(agent_id)
+            if entry is None:
+                raise
+            record = entry.record
+        if record is None or record.tenant_id != tenant_id:
             raise AgentNotFoundError(agent_id)
         return record.view()
+
+    async def page(self, principal: Principal, *, limit: int, cursor: str | None) -> AgentPage:
+        records, next_cursor = await self._repo.page(
+            self.tenant_of(principal), limit=limit, cursor=cursor
+        )
+        return AgentPage(items=[r.view() for r in records], next_cursor=next_cursor)
 
     async def patch(self, principal: Principal, agent_id: str, data: AgentPatch) -> AgentView:
-        """A new config version from ``data``; see `AgentRepository.patch` for no-ops."""
+        """A new config version from ``data`` if it changes the config; routing fields
+        (status, legacy) change in place. Equal values are a no-op that keeps the version."""
+        tenant_id = self.tenant_of(principal)
         if not is_valid_id(agent_id):
             raise AgentNotFoundError(agent_id)
-        given = {
-            kind: spec
-            for kind, spec in (("llm", data.llm), ("stt", data.stt), ("tts", data.tts))
-            if spec is not None
-        }
-        if not given and all(
-            value is None for value in (data.name, data.instructions, data.greeting)
-        ):
+        if data == AgentPatch():
             raise EmptyPatchError
-        for kind, spec in given.items():
-            check_provider(kind, spec.spec())
-        record, changed = await self._repo.patch(
-            agent_id, data, tenant_id=principal.tenant_id, author=principal.name
+        seen_links: list[LinkRecord] = []
+
+        async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
+            seen_links[:] = links
+            c = current.config
+            fields = ConfigFields(
+                name=c.name if data.name is None else data.name,
+                instructions=c.instructions if data.instructions is None else data.instructions,
+                greeting=c.greeting if data.greeting is None else data.greeting,
+                llm=c.llm if data.llm is None else data.llm.spec(),
+                stt=c.stt if data.stt is None else data.stt.spec(),
+                tts=c.tts if data.tts is None else data.tts.spec(),
+            )
+            state = KeysState(sealed=current.sealed, hints=current.key_hints)
+            keys = state if data.keys is None else self._patched_keys(current.id, state, data.keys)
+            legacy_name = (
+                current.legacy_agent_name
+                if isinstance(data.legacy_agent_name, msgspec.UnsetType)
+                else data.legacy_agent_name
+            )
+            legacy_percent = (
+                current.legacy_percent if data.legacy_percent is None else data.legacy_percent
+            )
+            problems = _legacy_problems(legacy_name, legacy_percent)
+            if problems:
+                raise InvalidConfigError.of(problems)
+            if fields != c or keys != state:
+                self.validator.check_agent(fields, keys.hints.keys(), links)
+            return Change(
+                config=fields,
+                keys=keys,
+                status=None if data.status is None else data.status.value,
+                legacy=(legacy_name, legacy_percent),
+            )
+
+        record, changed = await self._repo.edit(
+            agent_id, decide, tenant_id=tenant_id, author=principal.name
         )
         if changed:
-            self._cache.put(record.runtime())
-            self._on_commit()
+            self._committed(record, seen_links)
         return record.view()
 
+    async def rollback(self, principal: Principal, agent_id: str, data: AgentRollback) -> AgentView:
+        """A new version equal to ``data.version`` (keys too if ``restore_keys``)."""
+        tenant_id = self.tenant_of(principal)
+        if not is_valid_id(agent_id):
+            raise AgentNotFoundError(agent_id)
+        target = await self._repo.version(agent_id, data.version, tenant_id=tenant_id)
+        seen_links: list[LinkRecord] = []
+
+        async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
+            seen_links[:] = links
+            keys = (
+                KeysState(sealed=target.sealed, hints=target.key_hints)
+                if data.restore_keys
+                else KeysState(sealed=current.sealed, hints=current.key_hints)
+            )
+            self.validator.check_agent(target.config, keys.hints.keys(), links)
+            return Change(config=target.config, keys=keys, note=f"rollback to {data.version}")
+
+        record, changed = await self._repo.edit(
+            agent_id, decide, tenant_id=tenant_id, author=principal.name
+        )
+        if changed:
+            self._committed(record, seen_links)
+        return record.view()
+
+    async def delete(self, principal: Principal, agent_id: str) -> None:
+        tenant_id = self.tenant_of(principal)
+        if not is_valid_id(agent_id):
+            raise AgentNotFoundError(agent_id)
+        await self._repo.delete(agent_id, tenant_id=tenant_id)
+        self._cache.forget(agent_id)
+        self._on_commit()
+
+    async def versions(
+        self, principal: Principal, agent_id: str, *, limit: int, cursor: str | None
+    ) -> AgentVersionPage:
+        if not is_valid_id(agent_id):
+            raise AgentNotFoundError(agent_id)
+        records, next_cursor = await self._repo.versions(
+            agent_id, tenant_id=self.tenant_of(principal), limit=limit, cursor=cursor
+        )
+        return AgentVersionPage(items=[r.view() for r in records], next_cursor=next_cursor)
+
+    async def version(self, principal: Principal, agent_id: str, version: int) -> AgentVersionView:
+        if not is_valid_id(agent_id):
+            raise AgentNotFoundError(agent_id)
+        if version < 1:
+            raise VersionNotFoundError(agent_id, version)
+        record = await self._repo.version(agent_id, version, tenant_id=self.tenant_of(principal))
+        return record.view()
+
+    # --- runtime reads -------------------------------------------------------------------
+
     async def runtime_config(
-        self, agent_id: str, *, tenant_id: str | None = None, min_version: int = 0
+        self,
+        agent_id: str,
+        *,
+        campaign_id: str | None = None,
+        tenant_id: str | None = None,
+        min_version: int = 0,
     ) -> RuntimeConfig | None:
-        """The agent's current runtime config, or None if unknown (to this tenant)."""
+        """The merged runtime config, or None if the agent is unknown (to this tenant)."""
         if not is_valid_id(agent_id):
             return None
-        config = await self._cache.get(agent_id, min_version=min_version)
+        config = await self._cache.get(agent_id, campaign_id=campaign_id, min_version=min_version)
         if config is None or (tenant_id is not None and config.tenant_id != tenant_id):
             return None
         return config
 
     async def resolve(self, request: ConfigGetRequest) -> ConfigGetReply:
-        """Answer a ``voice.config.get`` request.
-
-        Campaigns are not modelled yet, so ``campaign_id`` is ignored and the agent's
-        own config is returned (``campaign_id`` in it stays None to say so).
-        """
-        config = await self.runtime_config(request.agent_id, min_version=request.min_version)
+        """Answer a ``voice.config.get`` request (the caller is a trusted worker)."""
+        try:
+            config = await self.runtime_config(
+                request.agent_id,
+                campaign_id=request.campaign_id,
+                min_version=request.min_version,
+            )
+        except DatabaseUnavailableError:
+            return ConfigGetError(error="database_unavailable", retryable=True)
+        except InvalidConfigError:  # keys sealed under a master key we do not have
+            return ConfigGetError(error="keys_unavailable", retryable=True)
         if config is None:
             return ConfigNotFound(agent_id=request.agent_id)
         if config.version < request.min_version:
             return ConfigGetError(error="version_unavailable", retryable=True)
         return ConfigFound(config=config)
+
+
+def _legacy_problems(name: str | None, percent: int) -> Problems:
+    if percent > 0 and not name:
+        return [("legacy_agent_name", "required while legacy_percent is above 0")]
+    return []

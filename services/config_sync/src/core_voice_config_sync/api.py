@@ -1,18 +1,23 @@
-"""The admin and runtime-config HTTP API (Litestar).
+"""The admin and runtime-config HTTP API (Litestar); OpenAPI at ``/schema/openapi.json``.
 
-Every error body is an `ErrorBody`. Status codes: 401 no/unknown token, 403 a valid token
-without the needed scope, 404 unknown agent (or another tenant's), 409 duplicate id,
-413 body over the limit, 400 malformed JSON, 422 a body that parses but is invalid
-(the detail names the field). A PATCH naming no field is 422 ``empty_patch``; a PATCH
-whose values equal the current ones is a 200 no-op that keeps the version.
+Every error body is an `ErrorBody`. Status codes: 400 malformed JSON or a bad cursor,
+401 no/unknown token, 403 a valid token without the needed scope, 404 unknown (or
+another tenant's) agent, campaign, link, number, version or token, 409 duplicate id /
+number taken / still in use / concurrent edit, 413 body over the limit, 422 a body that
+parses but is invalid (the detail names every failing field), 503 database unavailable
+(writes; reads fall back to the cache). A PATCH naming no field is 422 ``empty_patch``;
+a PATCH whose values equal the current ones is a 200 no-op that keeps the version.
 """
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, Router, get, patch, post
+import msgspec
+from litestar import Controller, Litestar, Request, Response, Router, delete, get, patch, post, put
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import (
     HTTPException,
@@ -29,21 +34,82 @@ from litestar.middleware.authentication import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp
+from litestar.params import Parameter
 
 from core_voice_config_sync.agents import AgentService
 from core_voice_config_sync.auth import Authenticator, Principal, Scope
-from core_voice_config_sync.errors import AgentNotFoundError, ConfigSyncError
-from core_voice_contracts.admin_api import AgentCreate, AgentPatch, AgentView, ErrorBody, HealthView
-from core_voice_contracts.runtime_config import RuntimeConfig
+from core_voice_config_sync.campaigns import CampaignService
+from core_voice_config_sync.errors import (
+    AgentNotFoundError,
+    ConfigSyncError,
+    DatabaseUnavailableError,
+    InvalidConfigError,
+    NumberNotFoundError,
+    TokenNotFoundError,
+    VersionNotFoundError,
+)
+from core_voice_config_sync.tokens import TokenService
+from core_voice_contracts.admin_api import (
+    DEFAULT_PAGE_LIMIT,
+    E164_PATTERN,
+    MAX_PAGE_LIMIT,
+    AgentCreate,
+    AgentPage,
+    AgentPatch,
+    AgentRollback,
+    AgentVersionPage,
+    AgentVersionView,
+    AgentView,
+    CampaignAgentPage,
+    CampaignAgentSet,
+    CampaignAgentView,
+    CampaignCreate,
+    CampaignPage,
+    CampaignPatch,
+    CampaignView,
+    ErrorBody,
+    HealthView,
+    NumberPage,
+    NumberSet,
+    NumberView,
+    TokenCreate,
+    TokenCreated,
+    TokenPage,
+    WhoAmI,
+)
+from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.provider_catalog import CATALOG, ProviderCatalog
+from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 SCOPE_OPT = "scope"
+AUTHENTICATOR_STATE = "authenticator"
+RETRY_AFTER_S = "1"
+MAX_VERSION = 2**31 - 1
+_E164 = re.compile(E164_PATTERN)
 
 HealthCheck = Callable[[], Awaitable[HealthView]]
 AuthedRequest = Request[Principal, None, Any]
+Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE_LIMIT, description="page size", required=False)]
+Cursor = Annotated[
+    str | None,
+    Parameter(
+        max_length=64,
+        pattern=r"^[A-Za-z0-9+][A-Za-z0-9_+-]*$",
+        description="next_cursor of the previous page",
+        required=False,
+    ),
+]
+CampaignFilter = Annotated[
+    str | None,
+    Parameter(
+        max_length=64,
+        description="merge this campaign's overrides (if the agent is in it)",
+        required=False,
+    ),
+]
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -62,11 +128,12 @@ _STATUS_CODES = {
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
-    """Resolves ``Authorization: Bearer <token>`` to a `Principal` (401 if it cannot)."""
+    """Resolves ``Authorization: Bearer <token>`` to a `Principal` (401 if it cannot).
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
-        super().__init__(app)
-        self._authenticator = authenticator
+    The authenticator comes from the app state, not the middleware's arguments: Litestar
+    deep-copies routers (and so middleware arguments), and the authenticator holds the
+    database engine.
+    """
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -74,7 +141,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("a bearer token is required")
-        principal = await self._authenticator.authenticate(token.strip())
+        authenticator: Authenticator = connection.app.state[AUTHENTICATOR_STATE]
+        principal = await authenticator.authenticate(token.strip())
         if principal is None:
             raise NotAuthorizedException("the bearer token is not valid")
         return AuthenticationResult(user=principal, auth=None)
@@ -83,49 +151,297 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: the handler's ``opt["scope"]`` must be among the caller's scopes."""
+    """Guard: the handler's ``opt["scope"]`` must be among the caller's permissions."""
     needed = handler.opt.get(SCOPE_OPT)
     principal = connection.user
     if not isinstance(principal, Principal) or not isinstance(needed, Scope):
         raise PermissionDeniedException("forbidden")
     if not principal.can(needed):
-        raise PermissionDeniedException(f"the token lacks the {needed.value!r} scope")
+        raise PermissionDeniedException(f"the token lacks the {needed.value!r} permission")
+
+
+def _opt(scope: Scope) -> dict[str, Any]:
+    return {SCOPE_OPT: scope}
 
 
 # --- handlers -------------------------------------------------------------------------
 
 
-@post("/agents", status_code=201, opt={SCOPE_OPT: Scope.AGENTS_WRITE})
-async def create_agent(
-    data: AgentCreate, request: AuthedRequest, agents: AgentService
-) -> AgentView:
-    """Create an agent at config version 1."""
-    return await agents.create(request.user, data)
+class AgentController(Controller):
+    path = "/agents"
+    tags = ["agents"]  # noqa: RUF012 - Litestar reads class attributes
+
+    @post("/", status_code=201, opt=_opt(Scope.AGENTS_WRITE))
+    async def create_agent(
+        self, data: AgentCreate, request: AuthedRequest, agents: AgentService
+    ) -> AgentView:
+        """Create an agent at config version 1 (provider choices checked, keys sealed)."""
+        return await agents.create(request.user, data)
+
+    @get("/", opt=_opt(Scope.AGENTS_READ))
+    async def list_agents(
+        self,
+        request: AuthedRequest,
+        agents: AgentService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> AgentPage:
+        """The tenant's agents by id, a page at a time."""
+        return await agents.page(request.user, limit=limit, cursor=cursor)
+
+    @get("/{agent_id:str}", opt=_opt(Scope.AGENTS_READ))
+    async def get_agent(
+        self, agent_id: str, request: AuthedRequest, agents: AgentService
+    ) -> AgentView:
+        """The agent and its current config version (keys shown as last 4 only)."""
+        return await agents.get(request.user, agent_id)
+
+    @patch("/{agent_id:str}", opt=_opt(Scope.AGENTS_WRITE))
+    async def patch_agent(
+        self, agent_id: str, data: AgentPatch, request: AuthedRequest, agents: AgentService
+    ) -> AgentView:
+        """Commit the given fields: config changes make a new immutable version."""
+        return await agents.patch(request.user, agent_id, data)
+
+    @delete("/{agent_id:str}", status_code=204, opt=_opt(Scope.AGENTS_WRITE))
+    async def delete_agent(
+        self, agent_id: str, request: AuthedRequest, agents: AgentService
+    ) -> None:
+        """Delete an agent no campaign or number routes to (its id is never reused)."""
+        await agents.delete(request.user, agent_id)
+
+    @get("/{agent_id:str}/versions", opt=_opt(Scope.AGENTS_READ))
+    async def list_versions(
+        self,
+        agent_id: str,
+        request: AuthedRequest,
+        agents: AgentService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> AgentVersionPage:
+        """The agent's config versions, newest first."""
+        return await agents.versions(request.user, agent_id, limit=limit, cursor=cursor)
+
+    @get("/{agent_id:str}/versions/{version:int}", opt=_opt(Scope.AGENTS_READ))
+    async def get_version(
+        self, agent_id: str, version: int, request: AuthedRequest, agents: AgentService
+    ) -> AgentVersionView:
+        """One config version."""
+        if not 1 <= version <= MAX_VERSION:
+            raise VersionNotFoundError(agent_id, version)
+        return await agents.version(request.user, agent_id, version)
+
+    @post("/{agent_id:str}/rollback", status_code=200, opt=_opt(Scope.AGENTS_WRITE))
+    async def rollback_agent(
+        self, agent_id: str, data: AgentRollback, request: AuthedRequest, agents: AgentService
+    ) -> AgentView:
+        """A new version equal to an old one (keys kept unless ``restore_keys``)."""
+        return await agents.rollback(request.user, agent_id, data)
+
+    @get("/{agent_id:str}/runtime-config", opt=_opt(Scope.RUNTIME_READ))
+    async def runtime_config(
+        self,
+        agent_id: str,
+        request: AuthedRequest,
+        agents: AgentService,
+        campaign_id: CampaignFilter = None,
+    ) -> Response[RuntimeConfig]:
+        """What a voice worker runs for this agent (⊕ the campaign's overrides, defaults
+        filled). Provider keys are included for ``runtime`` tokens only; never cached."""
+        principal = request.user
+        config = await agents.runtime_config(
+            agent_id, campaign_id=campaign_id, tenant_id=principal.tenant_id
+        )
+        if config is None:
+            raise AgentNotFoundError(agent_id)
+        if not principal.can(Scope.RUNTIME_KEYS) and config.keys.values:
+            config = _without_keys(config)
+        return Response(config, headers={"Cache-Control": "no-store"})
 
 
-@get("/agents/{agent_id:str}", opt={SCOPE_OPT: Scope.AGENTS_READ})
-async def get_agent(agent_id: str, request: AuthedRequest, agents: AgentService) -> AgentView:
-    """The agent and its current config version."""
-    return await agents.get(request.user, agent_id)
+def _without_keys(config: RuntimeConfig) -> RuntimeConfig:
+    return msgspec.structs.replace(config, keys=ProviderKeys())
 
 
-@patch("/agents/{agent_id:str}", opt={SCOPE_OPT: Scope.AGENTS_WRITE})
-async def patch_agent(
-    agent_id: str, data: AgentPatch, request: AuthedRequest, agents: AgentService
-) -> AgentView:
-    """Commit the given fields as a new immutable config version (previous + 1)."""
-    return await agents.patch(request.user, agent_id, data)
+class CampaignController(Controller):
+    path = "/campaigns"
+    tags = ["campaigns"]  # noqa: RUF012
+
+    @post("/", status_code=201, opt=_opt(Scope.AGENTS_WRITE))
+    async def create_campaign(
+        self, data: CampaignCreate, request: AuthedRequest, campaigns: CampaignService
+    ) -> CampaignView:
+        return await campaigns.create(request.user, data)
+
+    @get("/", opt=_opt(Scope.AGENTS_READ))
+    async def list_campaigns(
+        self,
+        request: AuthedRequest,
+        campaigns: CampaignService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> CampaignPage:
+        return await campaigns.page(request.user, limit=limit, cursor=cursor)
+
+    @get("/{campaign_id:str}", opt=_opt(Scope.AGENTS_READ))
+    async def get_campaign(
+        self, campaign_id: str, request: AuthedRequest, campaigns: CampaignService
+    ) -> CampaignView:
+        return await campaigns.get(request.user, campaign_id)
+
+    @patch("/{campaign_id:str}", opt=_opt(Scope.AGENTS_WRITE))
+    async def patch_campaign(
+        self,
+        campaign_id: str,
+        data: CampaignPatch,
+        request: AuthedRequest,
+        campaigns: CampaignService,
+    ) -> CampaignView:
+        """Name, description, status (``paused`` stops routing through it)."""
+        return await campaigns.patch(request.user, campaign_id, data)
+
+    @delete("/{campaign_id:str}", status_code=204, opt=_opt(Scope.AGENTS_WRITE))
+    async def delete_campaign(
+        self, campaign_id: str, request: AuthedRequest, campaigns: CampaignService
+    ) -> None:
+        """Delete it and its links (each linked agent gets a new version)."""
+        await campaigns.delete(request.user, campaign_id)
+
+    @get("/{campaign_id:str}/agents", opt=_opt(Scope.AGENTS_READ))
+    async def list_links(
+        self,
+        campaign_id: str,
+        request: AuthedRequest,
+        campaigns: CampaignService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> CampaignAgentPage:
+        return await campaigns.links(request.user, campaign_id, limit=limit, cursor=cursor)
+
+    @get("/{campaign_id:str}/agents/{agent_id:str}", opt=_opt(Scope.AGENTS_READ))
+    async def get_link(
+        self, campaign_id: str, agent_id: str, request: AuthedRequest, campaigns: CampaignService
+    ) -> CampaignAgentView:
+        return await campaigns.link(request.user, campaign_id, agent_id)
+
+    @put("/{campaign_id:str}/agents/{agent_id:str}", opt=_opt(Scope.AGENTS_WRITE))
+    async def set_link(
+        self,
+        campaign_id: str,
+        agent_id: str,
+        data: CampaignAgentSet,
+        request: AuthedRequest,
+        campaigns: CampaignService,
+    ) -> CampaignAgentView:
+        """Link (or re-link) an agent with a weight and overrides; the merged config is
+        validated now. New overrides give the agent a new version."""
+        return await campaigns.set_link(request.user, campaign_id, agent_id, data)
+
+    @delete(
+        "/{campaign_id:str}/agents/{agent_id:str}", status_code=204, opt=_opt(Scope.AGENTS_WRITE)
+    )
+    async def delete_link(
+        self, campaign_id: str, agent_id: str, request: AuthedRequest, campaigns: CampaignService
+    ) -> None:
+        await campaigns.delete_link(request.user, campaign_id, agent_id)
 
 
-@get("/agents/{agent_id:str}/runtime-config", opt={SCOPE_OPT: Scope.RUNTIME_READ})
-async def runtime_config(
-    agent_id: str, request: AuthedRequest, agents: AgentService
-) -> Response[RuntimeConfig]:
-    """What a voice worker runs for this agent. Carries provider keys: never cached."""
-    config = await agents.runtime_config(agent_id, tenant_id=request.user.tenant_id)
-    if config is None:
-        raise AgentNotFoundError(agent_id)
-    return Response(config, headers={"Cache-Control": "no-store"})
+def _number(number: str, *, for_write: bool) -> str:
+    if _E164.fullmatch(number) is None:
+        if for_write:
+            raise InvalidConfigError("number", "must be E.164, e.g. +15551230000")
+        raise NumberNotFoundError(number)
+    return number
+
+
+class NumberController(Controller):
+    path = "/numbers"
+    tags = ["numbers"]  # noqa: RUF012
+
+    @get("/", opt=_opt(Scope.AGENTS_READ))
+    async def list_numbers(
+        self,
+        request: AuthedRequest,
+        campaigns: CampaignService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> NumberPage:
+        return await campaigns.numbers(request.user, limit=limit, cursor=cursor)
+
+    @get("/{number:str}", opt=_opt(Scope.AGENTS_READ))
+    async def get_number(
+        self, number: str, request: AuthedRequest, campaigns: CampaignService
+    ) -> NumberView:
+        return await campaigns.number(request.user, _number(number, for_write=False))
+
+    @put("/{number:str}", opt=_opt(Scope.AGENTS_WRITE))
+    async def set_number(
+        self, number: str, data: NumberSet, request: AuthedRequest, campaigns: CampaignService
+    ) -> NumberView:
+        """Route calls to this dialed number (E.164) to a campaign or an agent."""
+        return await campaigns.set_number(request.user, _number(number, for_write=True), data)
+
+    @delete("/{number:str}", status_code=204, opt=_opt(Scope.AGENTS_WRITE))
+    async def delete_number(
+        self, number: str, request: AuthedRequest, campaigns: CampaignService
+    ) -> None:
+        await campaigns.delete_number(request.user, _number(number, for_write=False))
+
+
+class TokenController(Controller):
+    path = "/tokens"
+    tags = ["tokens"]  # noqa: RUF012
+
+    @post("/", status_code=201, opt=_opt(Scope.TOKENS))
+    async def create_token(
+        self, data: TokenCreate, request: AuthedRequest, tokens: TokenService
+    ) -> Response[TokenCreated]:
+        """A new token in the caller's tenant. Shown once: store it now."""
+        tenant_id = AgentService.tenant_of(request.user)
+        token, record = await tokens.repository.create(
+            tenant_id=tenant_id, name=data.name, scope=data.scope
+        )
+        return Response(
+            TokenCreated(token=token, info=record.view()),
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @get("/", opt=_opt(Scope.TOKENS))
+    async def list_tokens(
+        self,
+        request: AuthedRequest,
+        tokens: TokenService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> TokenPage:
+        """The tenant's live tokens (never their values)."""
+        records, next_cursor = await tokens.repository.page(
+            AgentService.tenant_of(request.user), limit=limit, cursor=cursor
+        )
+        return TokenPage(items=[r.view() for r in records], next_cursor=next_cursor)
+
+    @delete("/{token_id:str}", status_code=204, opt=_opt(Scope.TOKENS))
+    async def revoke_token(
+        self, token_id: str, request: AuthedRequest, tokens: TokenService
+    ) -> None:
+        if not is_valid_id(token_id):
+            raise TokenNotFoundError(token_id)
+        await tokens.revoke(token_id, tenant_id=AgentService.tenant_of(request.user))
+
+
+@get("/providers", opt=_opt(Scope.RUNTIME_READ), tags=["providers"])
+async def providers() -> ProviderCatalog:
+    """The provider catalogue edits are validated against: providers, models, voices,
+    options and which need an API key."""
+    return CATALOG
+
+
+@get("/whoami", opt=_opt(Scope.RUNTIME_READ), tags=["tokens"])
+async def whoami(request: AuthedRequest) -> WhoAmI:
+    """The caller's token: name, scope and tenant."""
+    principal = request.user
+    return WhoAmI(name=principal.name, scope=principal.scope.value, tenant_id=principal.tenant_id)
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -138,6 +454,9 @@ def _error(status: int, code: str, detail: str = "", **headers: str) -> Response
 
 
 def _on_service_error(_: Request[Any, Any, Any], exc: ConfigSyncError) -> Response[ErrorBody]:
+    if isinstance(exc, DatabaseUnavailableError):
+        log.warning("request refused: database unavailable")
+        return _error(exc.status, exc.code, exc.detail, **{"Retry-After": RETRY_AFTER_S})
     return _error(exc.status, exc.code, exc.detail)
 
 
@@ -169,7 +488,7 @@ def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Er
 
 
 def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    log.error("unhandled error", exc_info=exc)
+    log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
     return _error(500, "internal_error")
 
 
@@ -179,6 +498,8 @@ def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorB
 def create_app(
     *,
     agents: AgentService,
+    campaigns: CampaignService,
+    tokens: TokenService,
     authenticator: Authenticator,
     health: HealthCheck,
     max_body_bytes: int,
@@ -186,7 +507,7 @@ def create_app(
 ) -> Litestar:
     """The ASGI app. OpenAPI is served at ``/schema`` (e.g. ``/schema/openapi.json``)."""
 
-    @get("/healthz")
+    @get("/healthz", tags=["health"])
     async def healthz() -> Response[HealthView]:
         """200 when the database and NATS both answer, 503 otherwise."""
         result = await health()
@@ -194,14 +515,25 @@ def create_app(
 
     api = Router(
         path=API_PREFIX,
-        route_handlers=[create_agent, get_agent, patch_agent, runtime_config],
-        middleware=[DefineMiddleware(BearerAuthMiddleware, authenticator=authenticator)],
+        route_handlers=[
+            AgentController,
+            CampaignController,
+            NumberController,
+            TokenController,
+            providers,
+            whoami,
+        ],
+        middleware=[DefineMiddleware(BearerAuthMiddleware)],
         guards=[require_scope],
         security=[{"bearer": []}],
     )
     return Litestar(
         route_handlers=[api, healthz],
-        dependencies={"agents": Provide(lambda: agents, sync_to_thread=False)},
+        dependencies={
+            "agents": Provide(lambda: agents, sync_to_thread=False),
+            "campaigns": Provide(lambda: campaigns, sync_to_thread=False),
+            "tokens": Provide(lambda: tokens, sync_to_thread=False),
+        },
         exception_handlers={
             ConfigSyncError: _on_service_error,
             ValidationException: _on_validation,
@@ -216,6 +548,7 @@ def create_app(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
+        state=State({AUTHENTICATOR_STATE: authenticator}),
         debug=False,
         logging_config=None,
     )

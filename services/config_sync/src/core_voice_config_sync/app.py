@@ -17,16 +17,21 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core_voice_config_sync import __version__
-from core_voice_config_sync.agents import AgentService
+from core_voice_config_sync.agents import AgentService, Validator
 from core_voice_config_sync.api import create_app
-from core_voice_config_sync.auth import StaticTokens
-from core_voice_config_sync.cache import RuntimeConfigCache
-from core_voice_config_sync.db import create_engine, migrate, ping
+from core_voice_config_sync.auth import StaticTokens, StoredTokens
+from core_voice_config_sync.cache import CacheEntry, RuntimeConfigCache
+from core_voice_config_sync.campaign_repository import CampaignRepository
+from core_voice_config_sync.campaigns import CampaignService
+from core_voice_config_sync.crypto import KeyRing
+from core_voice_config_sync.db import Database, create_engine, migrate, ping
 from core_voice_config_sync.nats_service import ConfigGetService
 from core_voice_config_sync.relay import OutboxRelay
 from core_voice_config_sync.repository import AgentRepository
+from core_voice_config_sync.routing import RoutingService
 from core_voice_config_sync.settings import Settings
 from core_voice_config_sync.tasks import TaskSet
+from core_voice_config_sync.tokens import TokenRepository, TokenService
 from core_voice_contracts import bus
 from core_voice_contracts.admin_api import HealthView
 
@@ -91,6 +96,25 @@ def _health_check(engine: AsyncEngine, nc: Client) -> Callable[[], Awaitable[Hea
     return check
 
 
+async def _check_sealed_keys(repository: AgentRepository, keyring: KeyRing | None) -> None:
+    """Say at startup, by key id only, if stored provider keys cannot be opened."""
+    sealed = await repository.sealed_key_ids()
+    known = keyring.ids if keyring is not None else frozenset()
+    missing = sorted(set(sealed) - known)
+    if missing:
+        log.error(
+            "provider keys sealed with master keys not in the key ring",
+            extra={"key_ids": missing, "versions": sum(sealed[k] for k in missing)},
+        )
+    if keyring is not None:
+        stale = sum(n for k, n in sealed.items() if k != keyring.active_id and k in known)
+        if stale:
+            log.info(
+                "provider keys not yet under the active master key; run reencrypt",
+                extra={"active_key_id": keyring.active_id, "versions": stale},
+            )
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set (or the HTTP server exits), then shut down cleanly."""
     engine = create_engine(settings.database_url)
@@ -99,8 +123,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     getter: ConfigGetService | None = None
     try:
         await _unless_stopped(migrate(engine), stop)
-        repository = AgentRepository(engine)
-        await repository.ensure_tenant(settings.default_tenant)
+        db = Database(engine)
+        keyring = settings.keyring()
+        repository = AgentRepository(db)
+        campaign_repository = CampaignRepository(db)
+        token_repository = TokenRepository(db)
+        if await repository.ensure_tenant(settings.default_tenant):
+            log.info("default tenant created", extra={"tenant_id": settings.default_tenant})
+        await _check_sealed_keys(repository, keyring)
 
         client, js = await _unless_stopped(
             bus.connect(settings.nats_url, name=NATS_CLIENT_NAME), stop
@@ -112,19 +142,37 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             sweep_s=settings.outbox_sweep_s,
             retention_s=settings.outbox_retention_s,
         )
-        cache = RuntimeConfigCache(repository.runtime_config)
-        agents = AgentService(repository, cache, on_commit=relay.wake)
-        getter = ConfigGetService(client, agents, cache)
+
+        async def load(agent_id: str) -> CacheEntry | None:
+            return await agents.load_entry(agent_id)
+
+        cache = RuntimeConfigCache(load)
+        agents = AgentService(
+            repository,
+            cache,
+            keyring=keyring,
+            validator=Validator(platform_keys=settings.platform_keys()),
+            on_commit=relay.wake,
+        )
+        campaigns = CampaignService(campaign_repository, agents, cache, on_commit=relay.wake)
+        authenticator = StoredTokens(
+            StaticTokens(
+                admin=settings.admin_token,
+                runtime=settings.runtime_token,
+                default_tenant=settings.default_tenant,
+            ),
+            token_repository.by_hash,
+        )
+        routing = RoutingService(repository, campaign_repository)
+        getter = ConfigGetService(client, agents, cache, routing)
         await getter.start()
         tasks.spawn(relay.run(), name="outbox-relay")
 
         app = create_app(
             agents=agents,
-            authenticator=StaticTokens(
-                admin=settings.admin_token,
-                runtime=settings.runtime_token,
-                default_tenant=settings.default_tenant,
-            ),
+            campaigns=campaigns,
+            tokens=TokenService(token_repository, authenticator),
+            authenticator=authenticator,
             health=_health_check(engine, client),
             max_body_bytes=settings.max_body_bytes,
             version=__version__,

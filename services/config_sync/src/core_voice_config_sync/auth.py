@@ -1,22 +1,56 @@
-"""Who is calling: bearer tokens resolved to a `Principal` with scopes and a tenant.
+"""Who is calling: bearer tokens resolved to a `Principal` with permissions and a tenant.
 
-Today there are two static tokens from the settings (admin and runtime). Scoped,
-per-tenant tokens stored hashed in ``api_tokens`` will be another `Authenticator`;
-nothing that consumes a `Principal` has to change for that.
+Two sources. The bootstrap tokens from the environment (``CONFIG_SYNC_ADMIN_TOKEN``:
+admin of the default tenant, so a fresh stack works with no manual step;
+``CONFIG_SYNC_RUNTIME_TOKEN``: runtime for every tenant, the shared worker pool's) are
+compared in constant time and never stored. Every other token lives in ``api_tokens``
+as its SHA-256, scoped (``admin``, ``read``, ``runtime``) and bound to a tenant.
+
+Database look-ups are cached briefly so a request does not cost a query, and so that
+known tokens keep working while the database is unreachable. A revocation through this
+replica takes effect at once; on other replicas within ``TOKEN_CACHE_S``.
 """
 
+import hashlib
 import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from pydantic import SecretStr
 
+from core_voice_config_sync.errors import DatabaseUnavailableError
+from core_voice_config_sync.records import TokenRecord
+from core_voice_contracts.admin_api import TokenScope
+
+TOKEN_PREFIX = "cvt_"  # noqa: S105 - a public marker, not a secret
+TOKEN_CACHE_S = 30.0
+NEGATIVE_CACHE_S = 2.0
+CACHE_SIZE = 10_000
+
 
 class Scope(StrEnum):
+    """Permissions a handler can require; a token's `TokenScope` grants a set of them."""
+
     AGENTS_READ = "agents:read"
     AGENTS_WRITE = "agents:write"
     RUNTIME_READ = "runtime:read"
+    RUNTIME_KEYS = "runtime:keys"
+    TOKENS = "tokens:manage"
+
+
+GRANTS: dict[TokenScope, frozenset[Scope]] = {
+    TokenScope.ADMIN: frozenset(
+        {Scope.AGENTS_READ, Scope.AGENTS_WRITE, Scope.RUNTIME_READ, Scope.TOKENS}
+    ),
+    TokenScope.READ: frozenset({Scope.AGENTS_READ, Scope.RUNTIME_READ}),
+    TokenScope.RUNTIME: frozenset({Scope.RUNTIME_READ, Scope.RUNTIME_KEYS}),
+}
+"""Provider keys reach only ``runtime`` tokens: an admin can write keys, never read them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +58,12 @@ class Principal:
     """An authenticated caller. ``tenant_id=None`` reaches every tenant (service tokens)."""
 
     name: str
-    scopes: frozenset[Scope]
+    scope: TokenScope
     tenant_id: str | None
+
+    @property
+    def scopes(self) -> frozenset[Scope]:
+        return GRANTS[self.scope]
 
     def can(self, scope: Scope) -> bool:
         return scope in self.scopes
@@ -37,6 +75,15 @@ class Authenticator(Protocol):
         ...
 
 
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """256 random bits, recognisable by its prefix (secret scanners can match it)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
 class StaticTokens:
     """The admin token (everything in the default tenant) and the workers' runtime token."""
 
@@ -44,15 +91,11 @@ class StaticTokens:
         self._tokens: list[tuple[bytes, Principal]] = [
             (
                 admin.get_secret_value().encode(),
-                Principal(
-                    name="admin",
-                    scopes=frozenset(Scope),
-                    tenant_id=default_tenant,
-                ),
+                Principal(name="admin", scope=TokenScope.ADMIN, tenant_id=default_tenant),
             ),
             (
                 runtime.get_secret_value().encode(),
-                Principal(name="runtime", scopes=frozenset({Scope.RUNTIME_READ}), tenant_id=None),
+                Principal(name="runtime", scope=TokenScope.RUNTIME, tenant_id=None),
             ),
         ]
 
@@ -67,3 +110,58 @@ class StaticTokens:
             if hmac.compare_digest(given, secret) and found is None:
                 found = principal
         return found
+
+
+TokenLookup = Callable[[str], Awaitable[TokenRecord | None]]
+
+
+class StoredTokens:
+    """Tokens from ``api_tokens`` by hash, with the static ones tried first."""
+
+    def __init__(self, static: StaticTokens, lookup: TokenLookup) -> None:
+        self._static = static
+        self._lookup = lookup
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"StoredTokens(<{len(self._cache)} cached>)"
+
+    def forget(self, token_hash: str | None = None) -> None:
+        """Drop cached look-ups (one hash, or all): called after a revocation."""
+        if token_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(token_hash, None)
+
+    async def authenticate(self, token: str) -> Principal | None:
+        static = await self._static.authenticate(token)
+        if static is not None:
+            return static
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            record = await self._lookup(digest)
+        except DatabaseUnavailableError:
+            if cached is not None and cached[1] is not None:
+                return cached[1]  # stale but known good: keep serving during an outage
+            raise
+        principal = (
+            None
+            if record is None or record.revoked
+            else Principal(
+                name=f"token:{record.name}",
+                scope=TokenScope(record.scope),
+                tenant_id=record.tenant_id,
+            )
+        )
+        ttl = TOKEN_CACHE_S if principal is not None else NEGATIVE_CACHE_S
+        self._cache[digest] = (now + ttl, principal)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return principal

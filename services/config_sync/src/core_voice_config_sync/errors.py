@@ -46,14 +46,24 @@ class AgentExistsError(ConfigSyncError):
 
 
 class InvalidConfigError(ConfigSyncError):
-    """An edit that parses but describes a config a worker could not run."""
+    """An edit that parses but describes a config a worker could not run.
+
+    Carries every problem found, each naming its field (``llm.model``), so one answer
+    lists all there is to fix. ``field`` is the first one.
+    """
 
     code = "invalid_config"
     status = 422
 
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
+    def __init__(self, field: str, detail: str, *more: tuple[str, str]) -> None:
+        self.problems = [(field, detail), *more]
+        super().__init__("; ".join(f"{f}: {d}" for f, d in self.problems))
         self.field = field
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]]) -> "InvalidConfigError":
+        first, *rest = problems
+        return cls(first[0], first[1], *rest)
 
 
 class EmptyPatchError(ConfigSyncError):
@@ -81,3 +91,100 @@ class ForbiddenError(ConfigSyncError):
 
     code = "forbidden"
     status = 403
+
+
+class CampaignNotFoundError(ConfigSyncError):
+    code = "campaign_not_found"
+    status = 404
+
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"no campaign {_shown(campaign_id)}")
+        self.campaign_id = campaign_id
+
+
+class CampaignExistsError(ConfigSyncError):
+    code = "campaign_exists"
+    status = 409
+
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"campaign {_shown(campaign_id)} already exists")
+        self.campaign_id = campaign_id
+
+
+class LinkNotFoundError(ConfigSyncError):
+    code = "link_not_found"
+    status = 404
+
+    def __init__(self, campaign_id: str, agent_id: str) -> None:
+        super().__init__(f"agent {_shown(agent_id)} is not in campaign {_shown(campaign_id)}")
+
+
+class VersionNotFoundError(ConfigSyncError):
+    code = "version_not_found"
+    status = 404
+
+    def __init__(self, agent_id: str, version: int) -> None:
+        super().__init__(f"agent {_shown(agent_id)} has no version {version}")
+
+
+class NumberNotFoundError(ConfigSyncError):
+    code = "number_not_found"
+    status = 404
+
+    def __init__(self, number: str) -> None:
+        super().__init__(f"no mapping for {_shown(number)}")
+
+
+class NumberTakenError(ConfigSyncError):
+    """Numbers are global (a call carries no tenant), so another tenant may hold it."""
+
+    code = "number_taken"
+    status = 409
+
+    def __init__(self, number: str) -> None:
+        super().__init__(f"{_shown(number)} is mapped by another tenant")
+
+
+class InUseError(ConfigSyncError):
+    """Deleting something that routing still depends on."""
+
+    code = "in_use"
+    status = 409
+
+
+class TokenNotFoundError(ConfigSyncError):
+    code = "token_not_found"
+    status = 404
+
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"no token {_shown(token_id)}")
+
+
+class DatabaseUnavailableError(ConfigSyncError):
+    """The database did not answer. Writes fail with this (503); reads fall back to the
+    cache where they can."""
+
+    code = "database_unavailable"
+    status = 503
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__("the database is unavailable; retry shortly (nothing was changed)")
+
+
+class KeysUnavailableError(ConfigSyncError):
+    """Provider keys cannot be sealed or opened: no or wrong master key configured."""
+
+    code = "keys_unavailable"
+    status = 503
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+
+
+class BadCursorError(ConfigSyncError):
+    code = "bad_cursor"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("cursor is not one this API returned")

@@ -124,9 +124,7 @@ class AgentConfig(Base):
     note: Mapped[str] = mapped_column(sa.String(200), default="", server_default="")
     keys_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     keys_key_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
-    keys_hint: Mapped[dict[str, str]] = mapped_column(
-        JSONType, default=dict, server_default="{}"
-    )
+    keys_hint: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict, server_default="{}")
 
 
 class Campaign(Base):

@@ -1,10 +1,13 @@
-"""``voice.config.get`` as a NATS micro service, so ``nats micro ls/info/stats`` see it.
+"""config_sync's NATS micro service (``config-sync``), visible to ``nats micro ls/info/stats``:
+
+- endpoint ``get`` on ``voice.config.get``: runtime configs for the voice workers;
+- endpoint ``resolve`` on ``voice.routing.resolve``: room routing for the dispatcher.
 
 Replicas share the default micro queue group, so each request is answered once. Every
-request gets a typed reply: a malformed one is answered with
-``ConfigGetError(bad_request)``, an internal failure with a retryable error; the
-endpoint never raises. The service also listens to ``voice.config.changed.*`` so that an
-edit committed by another replica evicts this replica's cached config.
+request gets a typed reply: a malformed one is answered with a non-retryable
+``bad_request`` error, an internal failure with a retryable error; an endpoint never
+raises. The service also listens to ``voice.config.changed.*`` so that an edit committed
+by another replica evicts this replica's cached config.
 """
 
 import logging
@@ -19,21 +22,31 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from core_voice_config_sync import __version__
 from core_voice_config_sync.agents import AgentService
 from core_voice_config_sync.cache import RuntimeConfigCache
+from core_voice_config_sync.routing import RoutingService
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import ConfigGetError, ConfigGetReply
+from core_voice_contracts.routing import RouteError, RouteReply
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "config-sync"
 ENDPOINT_NAME = "get"
+RESOLVE_ENDPOINT_NAME = "resolve"
 
 
 class ConfigGetService:
-    def __init__(self, nc: Client, agents: AgentService, cache: RuntimeConfigCache) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        agents: AgentService,
+        cache: RuntimeConfigCache,
+        routing: RoutingService,
+    ) -> None:
         self._nc = nc
         self._agents = agents
         self._cache = cache
+        self._routing = routing
         self._service: Service | None = None
         self._changes: Subscription | None = None
 
@@ -49,6 +62,13 @@ class ConfigGetService:
         )
         await self._service.add_endpoint(
             EndpointConfig(name=ENDPOINT_NAME, subject=subjects.CONFIG_GET, handler=self._handle)
+        )
+        await self._service.add_endpoint(
+            EndpointConfig(
+                name=RESOLVE_ENDPOINT_NAME,
+                subject=subjects.ROUTING_RESOLVE,
+                handler=self._handle_resolve,
+            )
         )
 
     async def stop(self) -> None:
@@ -72,6 +92,20 @@ class ConfigGetService:
         except Exception:
             log.exception("config get failed", extra={"agent_id": query.agent_id})
             return ConfigGetError(error="internal", retryable=True)
+
+    async def _handle_resolve(self, request: Request) -> None:
+        await request.respond(codec.encode(await self.route(request.data)))
+
+    async def route(self, data: bytes) -> RouteReply:
+        try:
+            query = codec.decode_route_request(data)
+        except DecodeError:
+            return RouteError(error="bad_request", retryable=False)
+        try:
+            return await self._routing.resolve(query)
+        except Exception:
+            log.exception("route resolve failed", extra={"room_key": query.room_key[:200]})
+            return RouteError(error="internal", retryable=True)
 
     async def _on_change(self, msg: Msg) -> None:
         try:

@@ -6,10 +6,12 @@ A missing required variable stops startup with an error that names it.
 """
 
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.errors import SettingsError
 
 ENV_PREFIX = "CONFIG_SYNC_"
@@ -20,8 +22,11 @@ def default_database_url() -> str:
     return f"sqlite+aiosqlite:///{Path.cwd() / '.data' / 'config_sync.db'}"
 
 
-class Settings(BaseSettings):
-    """Everything config_sync reads from its environment."""
+class StoreSettings(BaseSettings):
+    """What reaching the data needs: the database and the provider-key master keys.
+
+    Enough for the admin commands (``python -m core_voice_config_sync tenant ...``).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
@@ -32,6 +37,44 @@ class Settings(BaseSettings):
         description="CONFIG_SYNC_DATABASE_URL: SQLAlchemy async URL "
         "(sqlite+aiosqlite:///path or postgresql+asyncpg://...).",
     )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="CONFIG_SYNC_ENCRYPTION_KEYS: master keys for provider keys at rest, "
+        "'id:base64(32 bytes)[,id:base64...]'; the first seals, all open (rotation). "
+        "Without it, agents cannot be given provider keys.",
+    )
+    encryption_keys_file: Path | None = Field(
+        default=None,
+        description="CONFIG_SYNC_ENCRYPTION_KEYS_FILE: a file (e.g. a mounted Kubernetes "
+        "secret) holding the same as CONFIG_SYNC_ENCRYPTION_KEYS; give one of the two.",
+    )
+    log_level: str = Field(default="INFO", description="CONFIG_SYNC_LOG_LEVEL.")
+
+    def keyring(self) -> KeyRing | None:
+        """The master keys, or None when none are configured."""
+        if self.encryption_keys is not None and self.encryption_keys_file is not None:
+            raise SettingsError(
+                "set CONFIG_SYNC_ENCRYPTION_KEYS or CONFIG_SYNC_ENCRYPTION_KEYS_FILE, not both"
+            )
+        if self.encryption_keys is not None:
+            return KeyRing.parse(self.encryption_keys.get_secret_value())
+        if self.encryption_keys_file is not None:
+            try:
+                text = self.encryption_keys_file.read_text()
+            except OSError as exc:
+                raise SettingsError(
+                    f"CONFIG_SYNC_ENCRYPTION_KEYS_FILE cannot be read ({type(exc).__name__})"
+                ) from None
+            return KeyRing.parse(text.strip())
+        return None
+
+
+S = TypeVar("S", bound=StoreSettings)
+
+
+class Settings(StoreSettings):
+    """Everything config_sync reads from its environment."""
+
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("NATS_URL", "CONFIG_SYNC_NATS_URL"),
@@ -75,7 +118,16 @@ class Settings(BaseSettings):
         description="CONFIG_SYNC_OUTBOX_RETENTION_S: published outbox rows older than this "
         "are deleted.",
     )
-    log_level: str = Field(default="INFO", description="CONFIG_SYNC_LOG_LEVEL.")
+    platform_key_providers: str = Field(
+        default="",
+        pattern=r"^[a-z0-9,_ -]*$",
+        description="CONFIG_SYNC_PLATFORM_KEY_PROVIDERS: comma-separated providers whose "
+        "API key the worker pool itself holds (e.g. OPENAI_API_KEY in its environment); "
+        "agents using them need no key of their own.",
+    )
+
+    def platform_keys(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.platform_key_providers.split(",") if p.strip())
 
 
 def _env_name(field: str) -> str:
@@ -89,8 +141,17 @@ def load_settings(**overrides: object) -> Settings:
 
     The offending values are never echoed: they may be secrets.
     """
+    return _load(Settings, overrides)
+
+
+def load_store_settings(**overrides: object) -> StoreSettings:
+    """`StoreSettings` only: what the admin commands need (no tokens, no NATS)."""
+    return _load(StoreSettings, overrides)
+
+
+def _load(cls: type[S], overrides: dict[str, object]) -> S:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):

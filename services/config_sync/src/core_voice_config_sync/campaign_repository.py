@@ -1,0 +1,445 @@
+"""Reads and writes of campaigns, campaign ↔ agent links and SIP number mappings.
+
+A link change (added, removed, new overrides) changes what the agent's calls in that
+campaign run, so it gives the agent a new version (note ``campaign <id>``, event kind
+``campaign``) in the same transaction: versions stay the one thing workers compare, and
+they only ever increase. A weight change only moves future routing: no new version.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core_voice_config_sync.db import Database
+from core_voice_config_sync.errors import (
+    AgentNotFoundError,
+    CampaignExistsError,
+    CampaignNotFoundError,
+    ConcurrentEditError,
+    InUseError,
+    InvalidConfigError,
+    LinkNotFoundError,
+    NumberNotFoundError,
+    NumberTakenError,
+)
+from core_voice_config_sync.models import (
+    Agent,
+    AgentConfig,
+    Campaign,
+    CampaignAgent,
+    PhoneNumber,
+    utcnow,
+)
+from core_voice_config_sync.records import (
+    AgentRecord,
+    CampaignRecord,
+    LinkRecord,
+    NumberRecord,
+    RouteAgent,
+    RouteCampaign,
+)
+from core_voice_config_sync.repository import (
+    Change,
+    VersionMovedError,
+    agent_record,
+    apply_change,
+    link_record,
+    lock_agents,
+    page_after,
+    route_agent,
+)
+from core_voice_contracts.admin_api import CampaignOverrides, CampaignStatus
+from core_voice_contracts.events import ChangeKind
+
+EDIT_ATTEMPTS = 3
+
+CheckLink = Callable[[AgentRecord, CampaignOverrides], Awaitable[None]]
+"""Validates an agent's runtime config merged with a campaign's overrides (raises 422)."""
+
+
+def campaign_record(c: Campaign) -> CampaignRecord:
+    return CampaignRecord(
+        id=c.id,
+        tenant_id=c.tenant_id,
+        name=c.name,
+        description=c.description,
+        status=c.status,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+    )
+
+
+def number_record(n: PhoneNumber) -> NumberRecord:
+    return NumberRecord(
+        number=n.number,
+        tenant_id=n.tenant_id,
+        campaign_id=n.campaign_id,
+        agent_id=n.agent_id,
+        created_at=n.created_at,
+        updated_at=n.updated_at,
+    )
+
+
+def _overrides_json(overrides: CampaignOverrides) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(overrides)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignFields:
+    name: str
+    description: str
+    status: CampaignStatus
+
+
+class CampaignRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- campaigns -------------------------------------------------------------------------
+
+    async def _campaign(
+        self, session: AsyncSession, campaign_id: str, tenant_id: str, *, lock: bool = False
+    ) -> Campaign:
+        query = sa.select(Campaign).where(
+            Campaign.id == campaign_id, Campaign.tenant_id == tenant_id
+        )
+        if lock:
+            query = query.with_for_update()
+        campaign = (await session.execute(query)).scalar_one_or_none()
+        if campaign is None:
+            raise CampaignNotFoundError(campaign_id)
+        return campaign
+
+    async def create(
+        self, tenant_id: str, campaign_id: str, fields: CampaignFields
+    ) -> CampaignRecord:
+        now = utcnow()
+        campaign = Campaign(
+            id=campaign_id,
+            tenant_id=tenant_id,
+            name=fields.name,
+            description=fields.description,
+            status=fields.status.value,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.db.write() as session:
+                if await session.get(Campaign, campaign_id) is not None:
+                    raise CampaignExistsError(campaign_id)
+                session.add(campaign)
+        except IntegrityError:
+            raise CampaignExistsError(campaign_id) from None
+        return campaign_record(campaign)
+
+    async def get(self, campaign_id: str, *, tenant_id: str) -> CampaignRecord:
+        async with self.db.read() as session:
+            return campaign_record(await self._campaign(session, campaign_id, tenant_id))
+
+    async def page(
+        self, tenant_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[CampaignRecord], str | None]:
+        query = sa.select(Campaign).where(Campaign.tenant_id == tenant_id)
+        if (after := page_after(cursor)) is not None:
+            query = query.where(Campaign.id > after)
+        async with self.db.read() as session:
+            rows = list(await session.scalars(query.order_by(Campaign.id).limit(limit + 1)))
+        records = [campaign_record(c) for c in rows[:limit]]
+        return records, (records[-1].id if len(rows) > limit else None)
+
+    async def patch(
+        self,
+        campaign_id: str,
+        *,
+        tenant_id: str,
+        name: str | None,
+        description: str | None,
+        status: CampaignStatus | None,
+    ) -> CampaignRecord:
+        """Name, description and status are not part of any agent's runtime config."""
+        async with self.db.write() as session:
+            campaign = await self._campaign(session, campaign_id, tenant_id, lock=True)
+            values = {"name": name, "description": description, "status": status}
+            changed = False
+            for key, value in values.items():
+                if value is not None and getattr(campaign, key) != value:
+                    setattr(campaign, key, str(value))
+                    changed = True
+            if changed:
+                campaign.updated_at = utcnow()
+            return campaign_record(campaign)
+
+    async def delete(self, campaign_id: str, *, tenant_id: str, author: str) -> list[AgentRecord]:
+        """Delete the campaign and its links; each linked agent gets a new version.
+
+        Refused while a number routes to the campaign.
+        """
+        for _ in range(EDIT_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    await self._campaign(session, campaign_id, tenant_id, lock=True)
+                    numbers = list(
+                        await session.scalars(
+                            sa.select(PhoneNumber.number)
+                            .where(PhoneNumber.campaign_id == campaign_id)
+                            .order_by(PhoneNumber.number)
+                        )
+                    )
+                    if numbers:
+                        raise InUseError(
+                            f"campaign {campaign_id!r} is still routed to by number(s): "
+                            + ", ".join(numbers)
+                        )
+                    agent_ids = list(
+                        await session.scalars(
+                            sa.select(CampaignAgent.agent_id).where(
+                                CampaignAgent.campaign_id == campaign_id
+                            )
+                        )
+                    )
+                    agents = await lock_agents(session, agent_ids, tenant_id=tenant_id)
+                    await session.execute(
+                        sa.delete(CampaignAgent).where(CampaignAgent.campaign_id == campaign_id)
+                    )
+                    await session.execute(sa.delete(Campaign).where(Campaign.id == campaign_id))
+                    bumped = []
+                    for agent in agents.values():
+                        record, _ = await apply_change(
+                            session, agent, _campaign_change(campaign_id), author=author
+                        )
+                        bumped.append(record)
+                    return bumped
+            except VersionMovedError:
+                continue
+        raise ConcurrentEditError(campaign_id)
+
+    # --- links -----------------------------------------------------------------------------
+
+    async def links(
+        self, campaign_id: str, *, tenant_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[LinkRecord], str | None]:
+        async with self.db.read() as session:
+            await self._campaign(session, campaign_id, tenant_id)
+            query = sa.select(CampaignAgent).where(CampaignAgent.campaign_id == campaign_id)
+            if (after := page_after(cursor)) is not None:
+                query = query.where(CampaignAgent.agent_id > after)
+            rows = list(
+                await session.scalars(query.order_by(CampaignAgent.agent_id).limit(limit + 1))
+            )
+        records = [link_record(r) for r in rows[:limit]]
+        return records, (records[-1].agent_id if len(rows) > limit else None)
+
+    async def link(self, campaign_id: str, agent_id: str, *, tenant_id: str) -> LinkRecord:
+        async with self.db.read() as session:
+            await self._campaign(session, campaign_id, tenant_id)
+            row = await session.get(CampaignAgent, (campaign_id, agent_id))
+        if row is None:
+            raise LinkNotFoundError(campaign_id, agent_id)
+        return link_record(row)
+
+    async def set_link(
+        self,
+        campaign_id: str,
+        agent_id: str,
+        *,
+        tenant_id: str,
+        weight: int,
+        overrides: CampaignOverrides,
+        check: CheckLink,
+        author: str,
+    ) -> tuple[LinkRecord, AgentRecord | None]:
+        """Create or replace a link; return it and the agent's new version if it got one.
+
+        ``check`` sees the locked agent, so the merged config it validates is the one that
+        will be served.
+        """
+        for _ in range(EDIT_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    await self._campaign(session, campaign_id, tenant_id, lock=True)
+                    agent = (await lock_agents(session, [agent_id], tenant_id=tenant_id)).get(
+                        agent_id
+                    )
+                    if agent is None:
+                        raise AgentNotFoundError(agent_id)
+                    current = await session.get(AgentConfig, (agent_id, agent.current_version))
+                    assert current is not None
+                    await check(agent_record(agent, current), overrides)
+                    now = utcnow()
+                    data = _overrides_json(overrides)
+                    link = await session.get(CampaignAgent, (campaign_id, agent_id))
+                    runtime_changed = link is None or link.overrides != data
+                    if link is None:
+                        link = CampaignAgent(
+                            campaign_id=campaign_id,
+                            agent_id=agent_id,
+                            weight=weight,
+                            overrides=data,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        session.add(link)
+                    elif link.weight != weight or runtime_changed:
+                        link.weight, link.overrides, link.updated_at = weight, data, now
+                    await session.flush()
+                    bumped = None
+                    if runtime_changed:
+                        bumped, _ = await apply_change(
+                            session, agent, _campaign_change(campaign_id), author=author
+                        )
+                    return link_record(link), bumped
+            except VersionMovedError:
+                continue
+        raise ConcurrentEditError(agent_id)
+
+    async def delete_link(
+        self, campaign_id: str, agent_id: str, *, tenant_id: str, author: str
+    ) -> AgentRecord | None:
+        for _ in range(EDIT_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    await self._campaign(session, campaign_id, tenant_id, lock=True)
+                    agents = await lock_agents(session, [agent_id], tenant_id=tenant_id)
+                    link = await session.get(CampaignAgent, (campaign_id, agent_id))
+                    if link is None:
+                        raise LinkNotFoundError(campaign_id, agent_id)
+                    await session.delete(link)
+                    await session.flush()
+                    agent = agents.get(agent_id)
+                    if agent is None:
+                        return None
+                    record, _ = await apply_change(
+                        session, agent, _campaign_change(campaign_id), author=author
+                    )
+                    return record
+            except VersionMovedError:
+                continue
+        raise ConcurrentEditError(agent_id)
+
+    # --- SIP numbers -----------------------------------------------------------------------
+
+    async def set_number(
+        self,
+        number: str,
+        *,
+        tenant_id: str,
+        campaign_id: str | None,
+        agent_id: str | None,
+    ) -> NumberRecord:
+        try:
+            async with self.db.write() as session:
+                if campaign_id is not None:
+                    owner = await session.scalar(
+                        sa.select(Campaign.id).where(
+                            Campaign.id == campaign_id, Campaign.tenant_id == tenant_id
+                        )
+                    )
+                    if owner is None:
+                        raise InvalidConfigError("campaign_id", "no such campaign")
+                if agent_id is not None:
+                    owner = await session.scalar(
+                        sa.select(Agent.id).where(
+                            Agent.id == agent_id,
+                            Agent.tenant_id == tenant_id,
+                            Agent.deleted_at.is_(None),
+                        )
+                    )
+                    if owner is None:
+                        raise InvalidConfigError("agent_id", "no such agent")
+                row = (
+                    await session.execute(
+                        sa.select(PhoneNumber).where(PhoneNumber.number == number).with_for_update()
+                    )
+                ).scalar_one_or_none()
+                now = utcnow()
+                if row is None:
+                    row = PhoneNumber(
+                        number=number,
+                        tenant_id=tenant_id,
+                        campaign_id=campaign_id,
+                        agent_id=agent_id,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    session.add(row)
+                elif row.tenant_id != tenant_id:
+                    raise NumberTakenError(number)
+                elif (row.campaign_id, row.agent_id) != (campaign_id, agent_id):
+                    row.campaign_id, row.agent_id, row.updated_at = campaign_id, agent_id, now
+                await session.flush()
+                return number_record(row)
+        except IntegrityError:
+            raise NumberTakenError(number) from None  # a concurrent first mapping won
+
+    async def number(self, number: str, *, tenant_id: str | None) -> NumberRecord:
+        query = sa.select(PhoneNumber).where(PhoneNumber.number == number)
+        if tenant_id is not None:
+            query = query.where(PhoneNumber.tenant_id == tenant_id)
+        async with self.db.read() as session:
+            row = (await session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise NumberNotFoundError(number)
+        return number_record(row)
+
+    async def numbers(
+        self, tenant_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[NumberRecord], str | None]:
+        query = sa.select(PhoneNumber).where(PhoneNumber.tenant_id == tenant_id)
+        if (after := page_after(cursor)) is not None:
+            query = query.where(PhoneNumber.number > after)
+        async with self.db.read() as session:
+            rows = list(await session.scalars(query.order_by(PhoneNumber.number).limit(limit + 1)))
+        records = [number_record(r) for r in rows[:limit]]
+        return records, (records[-1].number if len(rows) > limit else None)
+
+    async def delete_number(self, number: str, *, tenant_id: str) -> None:
+        async with self.db.write() as session:
+            result = await session.execute(
+                sa.delete(PhoneNumber).where(
+                    PhoneNumber.number == number, PhoneNumber.tenant_id == tenant_id
+                )
+            )
+            if int(getattr(result, "rowcount", 0) or 0) != 1:
+                raise NumberNotFoundError(number)
+
+    # --- routing -----------------------------------------------------------------------------
+
+    async def route_campaign(self, campaign_id: str) -> RouteCampaign | None:
+        """The campaign and its live linked agents (any tenant: the caller is routing)."""
+        async with self.db.read() as session:
+            campaign = await session.get(Campaign, campaign_id)
+            if campaign is None:
+                return None
+            rows = (
+                await session.execute(
+                    sa.select(Agent, CampaignAgent.weight)
+                    .join(CampaignAgent, CampaignAgent.agent_id == Agent.id)
+                    .where(CampaignAgent.campaign_id == campaign_id, Agent.deleted_at.is_(None))
+                    .order_by(Agent.id)
+                )
+            ).all()
+        agents: list[tuple[RouteAgent, int]] = [(route_agent(a), int(w)) for a, w in rows]
+        return RouteCampaign(
+            id=campaign.id, tenant_id=campaign.tenant_id, status=campaign.status, agents=agents
+        )
+
+    async def route_number(self, number: str) -> NumberRecord | None:
+        try:
+            return await self.number(number, tenant_id=None)
+        except NumberNotFoundError:
+            return None
+
+
+def _campaign_change(campaign_id: str) -> Change:
+    return Change(
+        note=f"campaign {campaign_id}",
+        kind=ChangeKind.CAMPAIGN,
+        campaign_id=campaign_id,
+        force_version=True,
+    )
