@@ -1,12 +1,15 @@
 """config_sync as a real process: HTTP API, ``voice.config.get``, change events, restarts.
 
-The service runs as ``python -m core_voice_config_sync`` against the session NATS server
-and a throwaway SQLite file; tests isolate themselves with unique agent ids. The relay
-tests at the end run the outbox relay in-process against the same real NATS.
+The service runs as ``python -m core_voice_config_sync`` against the session NATS server,
+once per database backend (a SQLite file, a PostgreSQL database on the session server);
+tests isolate themselves with unique agent ids. This module also holds the harness the
+other config_sync test modules use (`start_config_sync`, `auth`, ...).
 """
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -24,14 +27,11 @@ from nats.js import JetStreamContext
 from nats.micro.service import ServiceVerb, control_subject
 
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
-from core_voice_cli.servers import NatsServer
-from core_voice_config_sync.db import create_engine, migrate
+from core_voice_cli.servers import NatsServer, PostgresServer
+from core_voice_config_sync.crypto import generate_key
 from core_voice_config_sync.nats_service import SERVICE_NAME
-from core_voice_config_sync.relay import OutboxRelay
-from core_voice_config_sync.repository import AgentRepository
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.admin_api import AgentCreate, AgentView, ErrorBody
-from core_voice_contracts.bus import connect
+from core_voice_contracts.admin_api import AgentView, ErrorBody
 from core_voice_contracts.events import (
     ChangeKind,
     ConfigChanged,
@@ -41,7 +41,6 @@ from core_voice_contracts.events import (
     ConfigNotFound,
 )
 from core_voice_contracts.runtime_config import RuntimeConfig
-from core_voice_contracts.streams import VOICE_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -50,28 +49,66 @@ RUNTIME_TOKEN = "runtime-token-canary-91bc"
 API = "/api/v1/agents"
 
 
+def keyring(*ids: str) -> str:
+    """A ``CONFIG_SYNC_ENCRYPTION_KEYS`` value with fresh keys under ``ids``."""
+    return ",".join(f"{key_id}:{generate_key()}" for key_id in ids or ("k1",))
+
+
 @dataclass
 class ConfigSync:
     """A running config_sync process and how to reach it."""
 
     process: ManagedProcess
     base_url: str
+    env: dict[str, str]
+
+    def command(self, *args: str) -> dict[str, Any]:
+        """Run an operator command against the same database; its JSON output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "core_voice_config_sync", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
 
 
-def start_config_sync(
-    *, nats_url: str, db_path: Path, log_dir: Path, name: str = "config-sync"
-) -> ConfigSync:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
+def config_sync_env(
+    *, nats_url: str, database_url: str, port: int, encryption_keys: str | None = None
+) -> dict[str, str]:
     env = {
         **os.environ,
         "NATS_URL": nats_url,
-        "CONFIG_SYNC_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
+        "CONFIG_SYNC_DATABASE_URL": database_url,
         "CONFIG_SYNC_HTTP_PORT": str(port),
         "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
         "CONFIG_SYNC_RUNTIME_TOKEN": RUNTIME_TOKEN,
         "CONFIG_SYNC_LOG_LEVEL": "DEBUG",
     }
+    if encryption_keys is not None:
+        env["CONFIG_SYNC_ENCRYPTION_KEYS"] = encryption_keys
+    return env
+
+
+def start_config_sync(
+    *,
+    nats_url: str,
+    database_url: str,
+    log_dir: Path,
+    name: str = "config-sync",
+    encryption_keys: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> ConfigSync:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = config_sync_env(
+        nats_url=nats_url, database_url=database_url, port=port, encryption_keys=encryption_keys
+    )
+    env.update(extra_env or {})
     process = ManagedProcess(
         name,
         [sys.executable, "-m", "core_voice_config_sync"],
@@ -81,7 +118,15 @@ def start_config_sync(
         ready=http_ready(f"{base_url}/healthz"),
     )
     process.start().wait_ready(30)
-    return ConfigSync(process=process, base_url=base_url)
+    return ConfigSync(process=process, base_url=base_url, env=env)
+
+
+def fresh_database(database_url: str, postgres: PostgresServer | None, directory: Path) -> str:
+    """Another empty database on the same backend as ``database_url``."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite+aiosqlite:///{directory / f'{uuid.uuid4().hex[:8]}.db'}"
+    assert postgres is not None
+    return postgres.create_database(f"cs_{uuid.uuid4().hex[:12]}")
 
 
 def new_agent_id() -> str:
@@ -98,11 +143,14 @@ def error_of(response: httpx.Response) -> ErrorBody:
 
 @pytest.fixture(scope="module")
 def service(
-    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+    nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConfigSync]:
     base = tmp_path_factory.mktemp("config_sync")
     running = start_config_sync(
-        nats_url=nats_server.url, db_path=base / "config_sync.db", log_dir=base
+        nats_url=nats_server.url,
+        database_url=database_url,
+        log_dir=base,
+        encryption_keys=keyring("k1"),
     )
     try:
         yield running
@@ -303,7 +351,7 @@ async def test_bad_input_is_refused_with_4xx(
     )
     assert bad_options.status_code == 422
     assert error_of(bad_options).error == "invalid_config"
-    assert "llm.options" in error_of(bad_options).detail
+    assert "llm.options.rulez" in error_of(bad_options).detail
 
     empty = await admin.patch(f"{API}/{agent_id}", json={})
     assert (empty.status_code, error_of(empty).error) == (422, "empty_patch")
@@ -326,7 +374,17 @@ async def test_openapi_schema_is_served(anonymous: httpx.AsyncClient) -> None:
     response = await anonymous.get("/schema/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    assert {f"{API}", f"{API}/{{agent_id}}", f"{API}/{{agent_id}}/runtime-config"} <= set(paths)
+    assert {
+        f"{API}",
+        f"{API}/{{agent_id}}",
+        f"{API}/{{agent_id}}/runtime-config",
+        f"{API}/{{agent_id}}/versions",
+        f"{API}/{{agent_id}}/rollback",
+        "/api/v1/campaigns/{campaign_id}/agents/{agent_id}",
+        "/api/v1/numbers/{number}",
+        "/api/v1/tokens",
+        "/api/v1/providers",
+    } <= set(paths)
 
 
 # --- voice.config.get -----------------------------------------------------------------
@@ -358,7 +416,7 @@ async def test_config_get_over_nats(
         control_subject(ServiceVerb.INFO, name=SERVICE_NAME, id=None), b"", timeout=5
     )
     endpoints = msgspec.json.decode(info.data)["endpoints"]
-    assert [e["subject"] for e in endpoints] == [subjects.CONFIG_GET]
+    assert [e["subject"] for e in endpoints] == [subjects.CONFIG_GET, subjects.ROUTING_RESOLVE]
 
     health = await admin.get("/healthz")
     assert health.status_code == 200
@@ -368,10 +426,15 @@ async def test_config_get_over_nats(
 # --- durability -----------------------------------------------------------------------
 
 
-async def test_restart_keeps_agents_and_versions(nats_server: NatsServer, tmp_path: Path) -> None:
-    db_path = tmp_path / "restart.db"
+async def test_restart_keeps_agents_and_versions(
+    nats_server: NatsServer, database_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    postgres = (
+        None if database_url.startswith("sqlite") else request.getfixturevalue("postgres_server")
+    )
+    url = fresh_database(database_url, postgres, tmp_path)
     agent_id = new_agent_id()
-    first = start_config_sync(nats_url=nats_server.url, db_path=db_path, log_dir=tmp_path)
+    first = start_config_sync(nats_url=nats_server.url, database_url=url, log_dir=tmp_path)
     try:
         async with httpx.AsyncClient(base_url=first.base_url, headers=auth(ADMIN_TOKEN)) as c:
             await create_agent(c, agent_id)
@@ -380,7 +443,7 @@ async def test_restart_keeps_agents_and_versions(nats_server: NatsServer, tmp_pa
         assert first.process.stop() == 0, first.process.log_tail()
 
     second = start_config_sync(
-        nats_url=nats_server.url, db_path=db_path, log_dir=tmp_path, name="config-sync-2"
+        nats_url=nats_server.url, database_url=url, log_dir=tmp_path, name="config-sync-2"
     )
     try:
         async with httpx.AsyncClient(base_url=second.base_url, headers=auth(ADMIN_TOKEN)) as c:
@@ -392,107 +455,3 @@ async def test_restart_keeps_agents_and_versions(nats_server: NatsServer, tmp_pa
             assert msgspec.json.decode(again.content, type=AgentView).version == 3
     finally:
         assert second.process.stop() == 0, second.process.log_tail()
-
-
-async def test_edit_during_nats_outage_is_published_after_it(tmp_path: Path) -> None:
-    """A private NATS server is stopped mid-test; the edit commits and its event follows."""
-    nats = NatsServer(data_dir=tmp_path / "nats", log_dir=tmp_path)
-    nats_process = nats.process().start().wait_ready(20)
-    service = start_config_sync(nats_url=nats.url, db_path=tmp_path / "outage.db", log_dir=tmp_path)
-    agent_id = new_agent_id()
-    try:
-        async with httpx.AsyncClient(base_url=service.base_url, headers=auth(ADMIN_TOKEN)) as c:
-            await create_agent(c, agent_id)
-
-            nats_process.stop()
-            deadline = time.monotonic() + 10
-            while (await c.get("/healthz")).status_code != 503:
-                assert time.monotonic() < deadline, "healthz never reported the outage"
-                await asyncio.sleep(0.1)
-
-            edited = await c.patch(f"{API}/{agent_id}", json={"instructions": "during outage"})
-            assert msgspec.json.decode(edited.content, type=AgentView).version == 2
-
-            nats_process = nats.process().start().wait_ready(20)
-            nc, js = await connect(nats.url, name="pytest-outage")
-            try:
-                subject = subjects.config_changed(agent_id)
-                deadline = time.monotonic() + 15
-                latest = None
-                while time.monotonic() < deadline:
-                    try:
-                        stored = await js.get_last_msg(VOICE_CONFIG, subject)
-                        latest = codec.decode_config_event(stored.data or b"")
-                        if latest.version == 2:
-                            break
-                    except Exception:  # noqa: S110 - not there yet
-                        pass
-                    await asyncio.sleep(0.2)
-                assert latest is not None and latest.version == 2
-            finally:
-                await nc.drain()
-
-            deadline = time.monotonic() + 10
-            while (await c.get("/healthz")).status_code != 200:
-                assert time.monotonic() < deadline, "healthz never recovered"
-                await asyncio.sleep(0.1)
-    finally:
-        assert service.process.stop() == 0, service.process.log_tail()
-        nats_process.stop()
-
-
-# --- the outbox relay in-process --------------------------------------------------------
-
-
-@pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[AgentRepository]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}")
-    await migrate(engine)
-    repo = AgentRepository(engine)
-    await repo.ensure_tenant("default")
-    try:
-        yield repo
-    finally:
-        await engine.dispose()
-
-
-async def test_relay_publishes_pending_events_in_order(
-    repository: AgentRepository, bus: tuple[Client, JetStreamContext]
-) -> None:
-    _, js = bus
-    agent_id = new_agent_id()
-    await repository.create("default", AgentCreate(id=agent_id, name="Relay"), author="test")
-    pending = await repository.pending_events()
-    assert [p.subject for p in pending] == [subjects.config_changed(agent_id)]
-
-    relay = OutboxRelay(repository, js)
-    assert await relay.drain_once() == 1
-    assert await repository.pending_events() == []
-    assert await relay.drain_once() == 0
-
-    stored = await js.get_last_msg(VOICE_CONFIG, subjects.config_changed(agent_id))
-    event = codec.decode_config_event(stored.data or b"")
-    assert (event.agent_id, event.version, event.kind) == (agent_id, 1, ChangeKind.CREATED)
-    assert stored.headers is not None
-    assert stored.headers["Nats-Msg-Id"] == pending[0].msg_id
-
-
-async def test_republishing_an_event_is_deduplicated(
-    repository: AgentRepository, bus: tuple[Client, JetStreamContext]
-) -> None:
-    _, js = bus
-    agent_id = new_agent_id()
-    subject = subjects.config_changed(agent_id)
-    await repository.create("default", AgentCreate(id=agent_id, name="Dedup"), author="test")
-    [event] = await repository.pending_events()
-    relay = OutboxRelay(repository, js)
-    assert await relay.drain_once() == 1
-    first = await js.get_last_msg(VOICE_CONFIG, subject)
-
-    # As after a crash between the publish and the commit that marks it published.
-    await repository.mark_unpublished([event.id])
-    assert await relay.drain_once() == 1
-    second = await js.get_last_msg(VOICE_CONFIG, subject)
-    assert second.seq == first.seq, "the second publish was stored as a new message"
-    info = await js.stream_info(VOICE_CONFIG, subjects_filter=subject)
-    assert info.state.subjects == {subject: 1}

@@ -1,7 +1,8 @@
-"""``python -m core_voice_config_sync``: run the service until SIGTERM/SIGINT.
+"""``python -m core_voice_config_sync [serve]``: run the service until SIGTERM/SIGINT.
 
 Configuration comes from the environment (see `settings.Settings`); exit status is 0
-after a clean stop and 2 if the settings are unusable.
+after a clean stop and 2 if the settings are unusable. Other arguments are operator
+commands (`cli`): ``tenant create``, ``token create``, ``keys reencrypt``, ...
 """
 
 import asyncio
@@ -10,6 +11,7 @@ import signal
 import sys
 
 from core_voice_config_sync.app import serve
+from core_voice_config_sync.cli import run_command
 from core_voice_config_sync.errors import SettingsError
 from core_voice_config_sync.settings import load_settings
 from core_voice_contracts.logs import setup_logging
@@ -28,6 +30,10 @@ async def _main() -> None:
 
 
 def main() -> int:
+    argv = sys.argv[1:]
+    if argv and argv != ["serve"]:
+        setup_logging("config_sync", "WARNING")
+        return run_command(argv)
     setup_logging("config_sync")
     try:
         asyncio.run(_main())
