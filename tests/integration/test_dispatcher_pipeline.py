@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,8 @@ class Rig:
     base: Path
     nats: NatsServer
     stack: Stack
+    overrides: dict[str, str] = field(default_factory=dict)
+    """Dispatcher environment every (re)start of it gets."""
     processes: list[ManagedProcess] = field(default_factory=list)
 
     @property
@@ -96,6 +98,7 @@ class Rig:
             DISPATCHER_SIP_WAIT_S=str(SIP_WAIT_S),
             DISPATCHER_CONSUMER_LOOKBACK_S="0",
         )
+        env.update(self.overrides)
         env.update(extra)
         return env
 
@@ -117,15 +120,18 @@ class Rig:
             process.stop()
 
 
-def start_rig(base: Path, **dispatcher_env: str) -> Rig:
+def start_rig(base: Path, *, webhooks: bool = True, **dispatcher_env: str) -> Rig:
+    """The rig; without ``webhooks`` LiveKit posts none (the test sends its own)."""
     nats = NatsServer(data_dir=base / "nats", log_dir=base / "logs")
     stack = Stack(base, Ports(nats=nats.port, nats_monitor=nats.monitor_port), worker=False)
-    rig = Rig(base, nats, stack)
+    if not webhooks:
+        stack.livekit.webhook_urls = []
+    rig = Rig(base, nats, stack, overrides=dispatcher_env)
     try:
         rig.start(nats.process(), 20)
         rig.start(stack.livekit.process(), 30)
         rig.start(stack.config_sync_process())
-        rig.start(rig.dispatcher_process(**dispatcher_env))
+        rig.start(rig.dispatcher_process())
     except BaseException:
         rig.stop()
         raise
@@ -221,17 +227,33 @@ async def job_events(
     return out
 
 
-async def outcome_of(js: JetStreamContext, job_id: str, timeout: float = 15.0) -> JobEvent:
-    """The first dispatched/expired/rejected event of ``job_id`` (any agent)."""
+async def outcome_of(
+    js: JetStreamContext,
+    job_id: str,
+    timeout: float = 15.0,
+    kinds: tuple[type[JobEvent], ...] = (JobDispatched, JobExpired, JobRejected),
+) -> JobEvent:
+    """The first event of ``job_id`` of one of ``kinds`` (any agent), read from the start."""
     sub = await js.subscribe(subjects.JOBS_ALL, ordered_consumer=True)
     try:
         async with asyncio.timeout(timeout):
             while True:
                 event = codec.decode_job_event((await sub.next_msg(timeout=timeout)).data)
-                if event.job_id == job_id and not isinstance(event, JobRequested):
+                if event.job_id == job_id and isinstance(event, kinds):
                     return event
     finally:
         await sub.unsubscribe()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.2
+) -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / interval)):
+        if await check():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"not true after {timeout} s: {check.__name__}")
 
 
 async def count(js: JetStreamContext, subject: str) -> int:
