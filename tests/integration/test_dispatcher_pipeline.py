@@ -24,9 +24,10 @@ from livekit import api, rtc
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from core_voice_cli.binaries import find_binary
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, http_ready
-from core_voice_cli.servers import NatsServer
+from core_voice_cli.servers import DEV_API_SECRET, NatsServer
 from core_voice_cli.stack import WORKER_AGENT_NAME, Ports, Stack
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import (
@@ -120,16 +121,40 @@ class Rig:
             process.stop()
 
 
-def start_rig(base: Path, *, webhooks: bool = True, **dispatcher_env: str) -> Rig:
-    """The rig; without ``webhooks`` LiveKit posts none (the test sends its own)."""
+def livekit_process(rig: Rig) -> ManagedProcess:
+    """livekit-server for the rig; with keys of its own unless they are the dev ones."""
+    server = rig.stack.livekit
+    if server.api_secret == DEV_API_SECRET:
+        return server.process()
+    server.config_dir.mkdir(parents=True, exist_ok=True)
+    config = server.config_dir / "livekit.yaml"
+    config.write_text(f"{server.config_yaml()}keys:\n  {server.api_key}: {server.api_secret}\n")
+    config.chmod(0o600)
+    argv = [str(find_binary("livekit-server")), "--dev", "--config", str(config)]
+    return ManagedProcess(
+        "livekit-server", argv, log_dir=rig.base / "logs", ready=http_ready(server.http_url)
+    )
+
+
+def start_rig(
+    base: Path,
+    *,
+    webhooks: bool = True,
+    keys: tuple[str, str] | None = None,
+    **dispatcher_env: str,
+) -> Rig:
+    """The rig; without ``webhooks`` LiveKit posts none (the test sends its own); ``keys``
+    replaces livekit-server's public dev key pair."""
     nats = NatsServer(data_dir=base / "nats", log_dir=base / "logs")
     stack = Stack(base, Ports(nats=nats.port, nats_monitor=nats.monitor_port), worker=False)
     if not webhooks:
         stack.livekit.webhook_urls = []
+    if keys is not None:
+        stack.livekit.api_key, stack.livekit.api_secret = keys
     rig = Rig(base, nats, stack, overrides=dispatcher_env)
     try:
         rig.start(nats.process(), 20)
-        rig.start(stack.livekit.process(), 30)
+        rig.start(livekit_process(rig), 30)
         rig.start(stack.config_sync_process())
         rig.start(rig.dispatcher_process())
     except BaseException:
