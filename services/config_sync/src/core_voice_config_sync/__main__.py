@@ -10,6 +10,8 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from core_voice_config_sync.app import serve
 from core_voice_config_sync.cli import run_command
 from core_voice_config_sync.errors import SettingsError
@@ -36,7 +38,10 @@ def main() -> int:
         return run_command(argv)
     setup_logging("config_sync")
     try:
-        asyncio.run(_main())
+        # uvloop: lower per-message latency on the NATS read path and cheaper wake-ups
+        # from aiosqlite's worker thread on every database round trip.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_main())
     except SettingsError as exc:
         log.error("config_sync cannot start", extra={"error": exc.code, "detail": exc.detail})
         return 2

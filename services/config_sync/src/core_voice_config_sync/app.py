@@ -7,6 +7,7 @@ in-flight replies and acks go out.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Generator
@@ -179,6 +180,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
 
         def ready(host: str, port: int) -> None:
+            # Everything built at startup is long-lived: keep it out of the collector's
+            # full passes, which otherwise show up as multi-ms pauses in p99 latencies.
+            gc.collect()
+            gc.freeze()
             log.info("config_sync ready", extra={"host": host, "port": port})
 
         server = HttpServer(
@@ -187,6 +192,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 host=settings.http_host,
                 port=settings.http_port,
                 lifespan="off",
+                http="httptools",
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=HTTP_DRAIN_S,

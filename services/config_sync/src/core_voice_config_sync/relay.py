@@ -6,6 +6,11 @@ order and a pass stops at the first failure: ``VOICE_CONFIG`` keeps only the lat
 message per agent, so publishing v3 before v2 would leave v2 as the "latest". Each event
 has a stable ``Nats-Msg-Id``, so a re-publish after a crash or by a second replica is
 dropped by JetStream's duplicate window.
+
+Marking events published is a database write, so it is kept off the edit → event path:
+published ids are remembered and marked in one statement once edits pause for
+``MARK_AFTER_S`` (or after ``MARK_MAX`` events / ``MARK_MAX_AGE_S``). A crash before
+the mark only means a re-publish, which the duplicate window drops.
 """
 
 import asyncio
@@ -26,6 +31,9 @@ from core_voice_contracts.errors import DecodeError
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 60.0
+MARK_AFTER_S = 0.05
+MARK_MAX_AGE_S = 0.25
+MARK_MAX = 50
 
 
 class OutboxStore(Protocol):
@@ -54,6 +62,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._wakeup.set()  # publish whatever a previous run left behind, at once
         self._last_prune = 0.0
+        self._unmarked: dict[int, float] = {}  # published, not yet marked: id -> when
 
     def wake(self) -> None:
         """Ask for a pass now (called after every commit that wrote an event)."""
@@ -62,34 +71,62 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until cancelled. Failures are logged and retried on the next pass."""
         while True:
+            woke = False
+            idle = MARK_AFTER_S if self._unmarked else self._sweep_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._sweep_s)
+                await asyncio.wait_for(self._wakeup.wait(), timeout=idle)
+                woke = True
             self._wakeup.clear()
             try:
-                await self.drain_once()
+                await self.drain_once(mark=False)
+                if self._unmarked and (
+                    not woke
+                    or len(self._unmarked) >= MARK_MAX
+                    or time.monotonic() - min(self._unmarked.values()) > MARK_MAX_AGE_S
+                ):
+                    await self._mark()
                 await self._maybe_prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox relay pass failed")
 
-    async def drain_once(self) -> int:
-        """Publish pending events in order; return how many were acknowledged."""
+    async def drain_once(self, *, mark: bool = True) -> int:
+        """Publish pending events in order; return how many were acknowledged.
+
+        With ``mark`` (the default) they are also marked published before returning.
+        """
         total = 0
         while True:
             pending = await self._store.pending_events(self._batch)
-            if not pending:
-                return total
-            done: list[int] = []
-            try:
-                for event in pending:
-                    if await self._publish(event):
-                        done.append(event.id)
-            finally:
-                await self._store.mark_published(done)
-            total += len(done)
-            if len(done) < len(pending):
-                return total  # stopped at a failure; keep order, retry on the next pass
+            fresh = [event for event in pending if event.id not in self._unmarked]
+            if not fresh:
+                if len(pending) == self._batch:  # a full page of unmarked rows hides newer ones
+                    await self._mark()
+                    continue
+                break
+            published: list[int] = []
+            for event in fresh:
+                if not await self._publish(event):
+                    break
+                published.append(event.id)
+            now = time.monotonic()
+            for event_id in published:
+                self._unmarked.setdefault(event_id, now)
+            total += len(published)
+            if len(published) < len(fresh):
+                break  # stopped at a failure; keep order, retry on the next pass
+        if mark:
+            await self._mark()
+        return total
+
+    async def _mark(self) -> None:
+        if not self._unmarked:
+            return
+        ids = sorted(self._unmarked)
+        await self._store.mark_published(ids)
+        for event_id in ids:
+            self._unmarked.pop(event_id, None)
 
     async def _publish(self, event: PendingEvent) -> bool:
         try:

@@ -13,7 +13,7 @@ transaction, from the locked current state: see `AgentRepository.edit`.
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -34,6 +34,7 @@ from core_voice_config_sync.errors import (
 from core_voice_config_sync.models import (
     Agent,
     AgentConfig,
+    Base,
     CampaignAgent,
     OutboxRow,
     PhoneNumber,
@@ -272,7 +273,11 @@ async def lock_agents(
     """Lock live agents in id order (the one lock order everywhere: no deadlocks)."""
     out: dict[str, Agent] = {}
     for agent_id in sorted(set(agent_ids)):
-        query = _alive(sa.select(Agent).where(Agent.id == agent_id)).with_for_update()
+        query = (
+            _alive(sa.select(Agent).where(Agent.id == agent_id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         if tenant_id is not None:
             query = query.where(Agent.tenant_id == tenant_id)
         agent = (await session.execute(query)).scalar_one_or_none()
@@ -281,50 +286,70 @@ async def lock_agents(
     return out
 
 
+def _values(row: Base) -> dict[str, Any]:
+    """A new ORM row as column values for a Core INSERT (the edit path skips the ORM's
+    unit of work: it is most of an edit's cost on SQLite)."""
+    return {
+        column.key: getattr(row, column.key)
+        for column in row.__table__.columns
+        if getattr(row, column.key) is not None
+    }
+
+
 async def apply_change(
-    session: AsyncSession, agent: Agent, change: Change, *, author: str
+    session: AsyncSession,
+    agent: Agent,
+    change: Change,
+    *,
+    author: str,
+    current: AgentConfig | None = None,
 ) -> tuple[AgentRecord, bool]:
     """Write ``change`` for a locked ``agent``: a new version (+ outbox row) if the
     config or keys differ (or it is forced), routing fields in place."""
-    current = await session.get(AgentConfig, (agent.id, agent.current_version))
-    if current is None:  # the FK and the version bump make this impossible
-        raise AgentNotFoundError(agent.id)
+    if current is None:
+        current = await session.get(AgentConfig, (agent.id, agent.current_version))
+        if current is None:  # the FK and the version bump make this impossible
+            raise AgentNotFoundError(agent.id)
     now = utcnow()
-    changed = False
-
-    if change.status is not None and change.status != agent.status:
-        agent.status = change.status
-        changed = True
-    if change.legacy is not None and change.legacy != (
-        agent.legacy_agent_name,
-        agent.legacy_percent,
-    ):
-        agent.legacy_agent_name, agent.legacy_percent = change.legacy
-        changed = True
-
-    old_fields, old_keys = _fields(current), _keys_state(current)
+    record = agent_record(agent, current)
+    status = change.status if change.status is not None else agent.status
+    legacy = change.legacy or (agent.legacy_agent_name, agent.legacy_percent)
+    routing_changed = (status, legacy) != (
+        agent.status,
+        (agent.legacy_agent_name, agent.legacy_percent),
+    )
+    routing = {
+        "status": status,
+        "legacy_agent_name": legacy[0],
+        "legacy_percent": legacy[1],
+        "updated_at": now,
+    }
+    old_fields, old_keys = record.config, KeysState(record.sealed, record.key_hints)
     fields = change.config or old_fields
     keys = change.keys or old_keys
     if fields == old_fields and keys == old_keys and not change.force_version:
-        if changed:
-            agent.updated_at = now
-            await session.flush()
-        record = agent_record(agent, current)
-        return record, changed
+        if not routing_changed:
+            return record, False
+        await session.execute(
+            sa.update(Agent)
+            .where(Agent.id == agent.id)
+            .values(**routing)
+            .execution_options(synchronize_session=False)
+        )
+        return replace(
+            record,
+            status=status,
+            legacy_agent_name=legacy[0],
+            legacy_percent=legacy[1],
+            updated_at=now,
+        ), True
 
     old_version = agent.current_version
     new_version = old_version + 1
     moved = await session.execute(
         sa.update(Agent)
         .where(Agent.id == agent.id, Agent.current_version == old_version)
-        .values(
-            current_version=new_version,
-            name=fields.name,
-            updated_at=now,
-            status=agent.status,
-            legacy_agent_name=agent.legacy_agent_name,
-            legacy_percent=agent.legacy_percent,
-        )
+        .values(current_version=new_version, name=fields.name, **routing)
         .execution_options(synchronize_session=False)
     )
     if getattr(moved, "rowcount", 0) != 1:
@@ -332,13 +357,20 @@ async def apply_change(
     config = _config_row(
         agent.id, new_version, fields, keys, author=author, note=change.note, at=now
     )
-    session.add(config)
-    session.add(outbox_row(agent.id, agent.tenant_id, new_version, change.kind, change.campaign_id))
-    await session.flush()
-    agent.current_version = new_version
-    agent.name = fields.name
-    agent.updated_at = now
-    return agent_record(agent, config), True
+    event = outbox_row(agent.id, agent.tenant_id, new_version, change.kind, change.campaign_id)
+    await session.execute(sa.insert(AgentConfig).values(**_values(config)))
+    await session.execute(sa.insert(OutboxRow).values(**_values(event)))
+    return replace(
+        record,
+        version=new_version,
+        config=fields,
+        status=status,
+        legacy_agent_name=legacy[0],
+        legacy_percent=legacy[1],
+        updated_at=now,
+        key_hints=dict(keys.hints),
+        sealed=keys.sealed,
+    ), True
 
 
 class AgentRepository:
@@ -447,6 +479,9 @@ class AgentRepository:
         for _ in range(EDIT_ATTEMPTS):
             try:
                 async with self.db.write() as session:
+                    # Lock the agent row alone, then read its current version: PostgreSQL
+                    # re-checks a locked row's join conditions against the *old* joined
+                    # row after waiting, so a locking join would lose the row.
                     agent = (await lock_agents(session, [agent_id], tenant_id=tenant_id)).get(
                         agent_id
                     )
@@ -458,7 +493,9 @@ class AgentRepository:
                     change = await decide(
                         agent_record(agent, current), await links_of(session, agent_id)
                     )
-                    return await apply_change(session, agent, change, author=author)
+                    return await apply_change(
+                        session, agent, change, author=author, current=current
+                    )
             except (VersionMovedError, IntegrityError):
                 continue
         raise ConcurrentEditError(agent_id)
