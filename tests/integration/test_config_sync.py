@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.micro.service import ServiceVerb, control_subject
 
+from core_voice_cli.binaries import find_binary
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_config_sync.crypto import generate_key
@@ -391,7 +392,10 @@ async def test_openapi_schema_is_served(anonymous: httpx.AsyncClient) -> None:
 
 
 async def test_config_get_over_nats(
-    service: ConfigSync, admin: httpx.AsyncClient, bus: tuple[Client, JetStreamContext]
+    service: ConfigSync,
+    admin: httpx.AsyncClient,
+    bus: tuple[Client, JetStreamContext],
+    nats_server: NatsServer,
 ) -> None:
     nc, _ = bus
     agent_id = new_agent_id()
@@ -417,6 +421,15 @@ async def test_config_get_over_nats(
     )
     endpoints = msgspec.json.decode(info.data)["endpoints"]
     assert [e["subject"] for e in endpoints] == [subjects.CONFIG_GET, subjects.ROUTING_RESOLVE]
+
+    # What an operator sees with the stock NATS CLI.
+    cli = await asyncio.create_subprocess_exec(
+        str(find_binary("nats")), "--server", nats_server.url, "micro", "ls", "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(cli.communicate(), 30)
+    assert cli.returncode == 0
+    assert SERVICE_NAME in {entry["name"] for entry in json.loads(out)}
 
     health = await admin.get("/healthz")
     assert health.status_code == 200

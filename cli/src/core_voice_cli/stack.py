@@ -4,6 +4,7 @@ Start order follows dependencies (bus, media server, config owner, then its clie
 stop order is the reverse, and every process is stopped by pid whatever happens.
 """
 
+import base64
 import os
 import secrets
 import sys
@@ -33,11 +34,11 @@ class Ports:
         return cls(4222, 8222, 7880, 7882, 8081, 8082, 9464, 8083)
 
 
-def _token(path: Path) -> str:
+def _token(path: Path, value: str | None = None) -> str:
     """A per-data-dir random token, kept so the stack's URLs/tokens survive restarts."""
     if path.exists():
         return path.read_text().strip()
-    value = secrets.token_urlsafe(24)
+    value = value or secrets.token_urlsafe(24)
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value
@@ -52,6 +53,12 @@ class Stack:
         base_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token = _token(base_dir / "admin-token")
         self.runtime_token = _token(base_dir / "runtime-token")
+        # config_sync's master key for provider keys at rest, kept like the tokens (an
+        # operator's key ring; a new one would strand keys sealed under this one).
+        self.encryption_keys_file = base_dir / "config-sync-keys"
+        _token(
+            self.encryption_keys_file, f"local:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+        )
         self.nats = NatsServer(
             data_dir=base_dir / "nats",
             log_dir=self.log_dir,
@@ -112,6 +119,7 @@ class Stack:
             CONFIG_SYNC_DATABASE_URL=f"sqlite+aiosqlite:///{self.base_dir / 'config_sync.db'}",
             CONFIG_SYNC_ADMIN_TOKEN=self.admin_token,
             CONFIG_SYNC_RUNTIME_TOKEN=self.runtime_token,
+            CONFIG_SYNC_ENCRYPTION_KEYS_FILE=str(self.encryption_keys_file),
         )
 
     def dispatcher_process(self) -> ManagedProcess:
