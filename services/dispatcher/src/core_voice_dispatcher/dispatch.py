@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -61,6 +63,7 @@ from core_voice_dispatcher.settings import DispatcherSettings
 from core_voice_dispatcher.trace import trace_headers
 
 log = logging.getLogger(__name__)
+T_ = TypeVar("T_")
 
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 15.0
@@ -68,6 +71,8 @@ SERVER_DELIVER_HEADROOM = 4
 """The server redelivers a few times past our own budget, so that a crash during the last
 attempt still ends in a recorded rejection instead of a silent drop."""
 
+FRESH_JOB_S = 30.0
+"""A job stored less than this ago, on its first delivery, is dispatched the fast way."""
 LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError)
 _PERMANENT_LIVEKIT_CODES = frozenset({"invalid_argument", "malformed", "out_of_range"})
 _OUTCOME_LOG = {
@@ -171,6 +176,15 @@ def _livekit_error(exc: BaseException) -> str:
     return f"livekit_{type(exc).__name__}"
 
 
+def route_request(job: JobRequested) -> RouteRequest:
+    return RouteRequest(
+        room_key=job.room_sid or job.room_name,
+        agent_id=None if job.agent_id == subjects.UNROUTED else job.agent_id,
+        campaign_id=job.campaign_id,
+        dialed_number=job.dialed_number,
+    )
+
+
 class Dispatcher:
     """Handles job messages from the live consumer and from operators' replay consumers."""
 
@@ -205,9 +219,10 @@ class Dispatcher:
             await msg.nak(delay=1.0)
             return
         self._inflight.add(event.job_id)
+        started = time.monotonic()
         try:
             outcome = await self.decide(event, msg)
-            await self._settle(event, msg, outcome)
+            await self._settle(event, msg, outcome, started)
         except (NatsError, TimeoutError) as exc:
             # The outcome could not be stored: leave the job to a redelivery.
             log.warning(
@@ -220,56 +235,73 @@ class Dispatcher:
             self._inflight.discard(event.job_id)
 
     async def decide(self, job: JobRequested, msg: Msg) -> Outcome:
-        """Find what should happen to ``job`` now (LiveKit calls, no events yet)."""
-        discover_caller = (
+        """Find what should happen to ``job`` now (LiveKit calls, no events yet).
+
+        The independent look-ups run at once: routing, the room, its dispatches and (for
+        SIP jobs) its participants. A room that is gone decides at once. LiveKit answers a
+        dispatch listing for a room that is gone only after an internal 3 s timeout, so
+        that listing starts alongside the others only for a fresh job (its room is almost
+        surely open); for a replayed or redelivered one it waits until the room is known.
+        """
+        discover = (
             job.agent_id == subjects.UNROUTED and not job.campaign_id and not job.dialed_number
         )
-        route: asyncio.Task[RouteReply] | None = None
-        if not discover_caller:  # route while checking the room: the two are independent
-            route = asyncio.create_task(self._route(job))
+        lookups: list[asyncio.Task[Any]] = []
+
+        def start(coro: Coroutine[Any, Any, T_]) -> asyncio.Task[T_]:
+            task = asyncio.create_task(coro)
+            lookups.append(task)
+            return task
+
         try:
-            return await self._decide(job, msg, route)
+            route = None if discover else start(self._route(job))
+            room = start(self._live_room(job))
+            age = dt.datetime.now(dt.UTC) - msg.metadata.timestamp
+            fresh = msg.metadata.num_delivered == 1 and age.total_seconds() < FRESH_JOB_S
+            dispatches = start(self._existing_dispatch(job)) if fresh else None
+            participants = (
+                start(self._participants(job)) if discover or job.participant_identity else None
+            )
+            if await room is None:
+                return self._expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
+            if participants is not None:
+                present = await participants
+                if discover:  # no agent metadata: the SIP caller's dialed number routes it
+                    callers = [p for p in present if intake.is_sip_caller(p)]
+                    if not callers:
+                        return self._no_caller_yet(job, msg)
+                    caller = min(callers, key=lambda p: p.joined_at_ms)
+                    job = msgspec.structs.replace(
+                        job,
+                        dialed_number=caller.attributes.get(intake.DIALED_NUMBER_ATTRIBUTE) or None,
+                        participant_identity=caller.identity,
+                    )
+                    route = start(self._route(job))
+                elif not any(p.identity == job.participant_identity for p in present):
+                    return self._expired(job, job.agent_id, ExpiredDetail.CALLER_LEFT)
+            existing = await (dispatches or self._existing_dispatch(job))
+            if existing is not None:
+                return existing
+            assert route is not None
+            match await route:
+                case RouteError(error=error, retryable=True):
+                    return Retry(RejectReason.CONFIG_UNAVAILABLE, error)
+                case RouteError(error=error):
+                    return self._rejected(job, RejectReason.CONFIG_UNAVAILABLE, error)
+                case RouteRejected(reason=reason, detail=detail):
+                    return self._rejected(job, reject_reason(reason), detail or reason)
+                case RouteResolved() as resolved:
+                    return await self._dispatch(job, resolved)
         except LIVEKIT_ERRORS as exc:
             if isinstance(exc, api.TwirpError) and exc.code in _PERMANENT_LIVEKIT_CODES:
                 return self._rejected(job, RejectReason.DISPATCH_FAILED, _livekit_error(exc))
             return Retry(RejectReason.DISPATCH_FAILED, _livekit_error(exc))
         finally:
-            if route is not None and not route.done():
-                route.cancel()
-
-    async def _decide(
-        self, job: JobRequested, msg: Msg, route: asyncio.Task[RouteReply] | None
-    ) -> Outcome:
-        room = await self._live_room(job)
-        if room is None:
-            return self._expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
-
-        if route is None:  # a room without agent metadata: its SIP caller's number routes it
-            caller = await self._sip_caller(job.room_name)
-            if caller is None:
-                return self._no_caller_yet(job, msg)
-            job = msgspec.structs.replace(
-                job,
-                dialed_number=caller.attributes.get(intake.DIALED_NUMBER_ATTRIBUTE) or None,
-                participant_identity=caller.identity,
-            )
-            route = asyncio.create_task(self._route(job))
-        elif job.participant_identity and not await self._present(job, job.participant_identity):
-            return self._expired(job, job.agent_id, ExpiredDetail.CALLER_LEFT)
-
-        existing = await self._existing_dispatch(job)
-        if existing is not None:
-            return existing
-
-        match await route:
-            case RouteError(error=error, retryable=True):
-                return Retry(RejectReason.CONFIG_UNAVAILABLE, error)
-            case RouteError(error=error):
-                return self._rejected(job, RejectReason.CONFIG_UNAVAILABLE, error)
-            case RouteRejected(reason=reason, detail=detail):
-                return self._rejected(job, reject_reason(reason), detail or reason)
-            case RouteResolved() as resolved:
-                return await self._dispatch(job, resolved)
+            for task in lookups:
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()  # retrieved: an unused look-up's failure is not news
 
     async def _dispatch(self, job: JobRequested, route: RouteResolved) -> Outcome:
         if route.target == Target.LEGACY:
@@ -322,12 +354,7 @@ class Dispatcher:
     # --- LiveKit and config_sync look-ups ----------------------------------------------
 
     async def _route(self, job: JobRequested) -> RouteReply:
-        request = RouteRequest(
-            room_key=job.room_sid or job.room_name,
-            agent_id=None if job.agent_id == subjects.UNROUTED else job.agent_id,
-            campaign_id=job.campaign_id,
-            dialed_number=job.dialed_number,
-        )
+        request = route_request(job)
         return await resolve_route(self.nc, request, timeout=self.settings.route_timeout_s)
 
     async def _live_room(self, job: JobRequested) -> Room | None:
@@ -338,16 +365,11 @@ class Dispatcher:
                 return room
         return None
 
-    async def _sip_caller(self, room_name: str) -> ParticipantInfo | None:
-        listed = await self.lk.room.list_participants(api.ListParticipantsRequest(room=room_name))
-        callers = [p for p in listed.participants if intake.is_sip_caller(p)]
-        return min(callers, key=lambda p: p.joined_at_ms) if callers else None
-
-    async def _present(self, job: JobRequested, identity: str) -> bool:
+    async def _participants(self, job: JobRequested) -> list[ParticipantInfo]:
         listed = await self.lk.room.list_participants(
             api.ListParticipantsRequest(room=job.room_name)
         )
-        return any(p.identity == identity for p in listed.participants)
+        return list(listed.participants)
 
     async def _existing_dispatch(self, job: JobRequested) -> JobDispatched | None:
         """This job's dispatch if LiveKit already holds it (whatever agent name it used)."""
@@ -387,7 +409,7 @@ class Dispatcher:
             detail=detail,
         )
 
-    async def _settle(self, job: JobRequested, msg: Msg, outcome: Outcome) -> None:
+    async def _settle(self, job: JobRequested, msg: Msg, outcome: Outcome, started: float) -> None:
         attempt = msg.metadata.num_delivered
         match outcome:
             case Wait(delay=delay):
@@ -406,11 +428,11 @@ class Dispatcher:
             case _:
                 pass
         assert not isinstance(outcome, Retry | Wait)
-        await self._publish_outcome(outcome, msg)
+        await self._publish_outcome(outcome, msg, started)
         await msg.ack()
 
     async def _publish_outcome(
-        self, outcome: JobDispatched | JobExpired | JobRejected, msg: Msg
+        self, outcome: JobDispatched | JobExpired | JobRejected, msg: Msg, started: float
     ) -> None:
         match outcome:
             case JobDispatched():
@@ -426,7 +448,14 @@ class Dispatcher:
             msg_id=f"{outcome.job_id}-{kind}",
             headers=trace_headers(msg.headers),
         )
-        fields: dict[str, object] = {"job_id": outcome.job_id, "agent_id": outcome.agent_id}
+        stored = msg.metadata.timestamp.timestamp()
+        fields: dict[str, object] = {
+            "job_id": outcome.job_id,
+            "agent_id": outcome.agent_id,
+            "attempt": msg.metadata.num_delivered,
+            "handle_ms": round((time.monotonic() - started) * 1000, 2),
+            "since_stored_ms": round((time.time() - stored) * 1000, 2),
+        }
         match outcome:
             case JobDispatched():
                 fields |= {
@@ -466,13 +495,18 @@ class Lane:
         return sum(1 for t in self._tasks if not t.done())
 
     async def run(self) -> None:
+        backlog = 0
         while not self._stopping.is_set():
             free = self._concurrency - self.busy()
             if free <= 0:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
                 continue
+            # One message at a time while idle: a batch request waits for its batch to
+            # fill (or expire) before returning, which would hold a lone job back. With a
+            # backlog, take as many as are waiting and there are free slots for.
+            batch = max(1, min(free, backlog))
             try:
-                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+                msgs = await self._sub.fetch(batch=batch, timeout=1.0)
             except TimeoutError:
                 continue
             except NotFoundError:
@@ -481,6 +515,7 @@ class Lane:
             except NatsError:
                 await asyncio.sleep(0.5)
                 continue
+            backlog = msgs[-1].metadata.num_pending if msgs else 0
             for msg in msgs:
                 task = asyncio.create_task(self._run_one(msg), name=f"{self.name}-job")
                 self._tasks.add(task)
