@@ -48,6 +48,11 @@ class Ingest:
             log.warning("webhook rejected", extra={"code": exc.code, "status": exc.status})
             return _answer({"error": exc.code}, exc.status)
 
+        if event.num_dropped:
+            # LiveKit's webhook queue overflowed: those events are gone; make it visible.
+            self.counts["livekit_dropped"] += event.num_dropped
+            log.warning("livekit dropped webhooks", extra={"dropped": event.num_dropped})
+
         if isinstance(action, intake.Skip):
             self.counts[f"skipped_{action.reason}"] += 1
             if action.reason in intake.NOTED_EVENTS:
