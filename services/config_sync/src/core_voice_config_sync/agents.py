@@ -17,10 +17,12 @@ from core_voice_config_sync.cache import CacheEntry, RuntimeConfigCache
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.errors import (
     AgentNotFoundError,
+    ConfigSyncError,
     DatabaseUnavailableError,
     EmptyPatchError,
     ForbiddenError,
     InvalidConfigError,
+    KeysUnavailableError,
     VersionNotFoundError,
 )
 from core_voice_config_sync.merge import merge_spec
@@ -183,7 +185,7 @@ class AgentService:
     def _committed(self, record: AgentRecord, links: list[LinkRecord]) -> None:
         try:
             self._cache.put(self.entry_for(record, links))
-        except InvalidConfigError:
+        except ConfigSyncError:  # keys it cannot open: the next read reports it
             self._cache.forget(record.id)
         self._on_commit()
 
@@ -377,7 +379,8 @@ class AgentService:
             )
         except DatabaseUnavailableError:
             return ConfigGetError(error="database_unavailable", retryable=True)
-        except InvalidConfigError:  # keys sealed under a master key we do not have
+        except (InvalidConfigError, KeysUnavailableError):  # no (matching) master key
+            log.error("runtime config keys cannot be opened", extra={"agent_id": request.agent_id})
             return ConfigGetError(error="keys_unavailable", retryable=True)
         if config is None:
             return ConfigNotFound(agent_id=request.agent_id)
