@@ -139,6 +139,8 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     superuser: str = "postgres"
     run_as: str | None = None
+    fsync: bool = False
+    """Off by default: throwaway data, and tests run several times faster without it."""
 
     def __post_init__(self) -> None:
         if self.run_as is None and os.geteuid() == 0:
@@ -184,7 +186,7 @@ class PostgresServer:
             raise ProcessFailedError(f"initdb failed\n{done.stdout}\n{done.stderr}")
 
     def process(self) -> ManagedProcess:
-        """The server (fsync off: throwaway data, and tests run several times faster)."""
+        """The server, on loopback only."""
         self.init()
         argv = [
             str(find_binary("postgres")),
@@ -192,7 +194,7 @@ class PostgresServer:
             "-k", str(self.cluster_dir),
             "-h", "127.0.0.1",
             "-p", str(self.port),
-            "-F",
+            *([] if self.fsync else ["-F"]),
             "-c", "max_connections=200",
             "-c", "log_min_messages=warning",
         ]  # fmt: skip

@@ -14,12 +14,15 @@ Measured, in one run:
 - edit → event: ``PATCH`` an agent over HTTP and time until its ``ConfigChanged``
   arrives on ``voice.config.changed.<agent_id>``, p50 / p99.
 
-Targets: NATS read p99 <= 2 ms; edit → event p99 <= 20 ms.
+Targets: NATS read p99 <= 2 ms; edit → event p99 <= 20 ms (SQLite). Edit → event is also
+measured on PostgreSQL (a local server with fsync on), for comparison.
 """
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,7 +34,7 @@ from nats.aio.msg import Msg
 
 from core_voice_cli.bench import Measure, percentile
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
-from core_voice_cli.servers import NatsServer
+from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.db import Database, create_engine
 from core_voice_config_sync.repository import AgentRepository, KeysState
@@ -182,6 +185,8 @@ async def run(workdir: Path) -> list[Measure]:
             http_rate = await _throughput(http_read)
             db_rate = await _throughput(db_read)
             edit_lat = await _edit_to_event(nc, admin)
+        service.stop()
+        pg_edit_lat = await _postgresql_edits(workdir, nats_server.url, nc, keys)
     finally:
         await nc.close()
         await engine.dispose()
@@ -216,7 +221,36 @@ async def run(workdir: Path) -> list[Measure]:
             target=f"<= {EDIT_P99_TARGET_MS:g} ms (SQLite)",
             met=edit_p99 <= EDIT_P99_TARGET_MS,
         ),
+        Measure("edit -> ConfigChanged on PostgreSQL, p50", _ms(pg_edit_lat, 50), "ms"),
+        Measure("edit -> ConfigChanged on PostgreSQL, p99", _ms(pg_edit_lat, 99), "ms"),
     ]
+
+
+def _cluster_dir() -> Path:
+    """Under /tmp, not the (0700) work dir: as root, PostgreSQL runs as another user."""
+    cluster = Path(tempfile.mkdtemp(prefix="corevoice-bench-pg-"))
+    cluster.chmod(0o755)
+    return cluster
+
+
+async def _postgresql_edits(workdir: Path, nats_url: str, nc: Client, keys: str) -> list[float]:
+    """The production backend, for comparison: a local PostgreSQL 15 with fsync on."""
+    cluster = _cluster_dir()
+    postgres = PostgresServer(data_dir=cluster / "data", log_dir=workdir, fsync=True)
+    pg = postgres.process().start().wait_ready(60)
+    try:
+        url = postgres.create_database("bench")
+        service, base_url = _start(workdir, nats_url, url, keys)
+        try:
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with aiohttp.ClientSession(base_url=base_url, headers=headers) as admin:
+                await _seed(admin)
+                return await _edit_to_event(nc, admin)
+        finally:
+            service.stop()
+    finally:
+        pg.stop()
+        shutil.rmtree(cluster, ignore_errors=True)
 
 
 async def _edit_to_event(nc: Client, admin: aiohttp.ClientSession) -> list[float]:
