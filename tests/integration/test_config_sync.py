@@ -340,6 +340,19 @@ async def test_bad_input_is_refused_with_4xx(
     assert error_of(unknown_field).error == "validation_error"
     assert "instructionz" in error_of(unknown_field).detail
 
+    nested = await admin.patch(
+        f"{API}/{agent_id}", json={"llm": {"provider": "scripted", "modle": "x"}}
+    )
+    assert nested.status_code == 422 and "modle" in error_of(nested).detail
+
+    catalogue = await admin.patch(
+        f"{API}/{agent_id}",
+        json={"llm": {"provider": "openai", "model": "gpt-9"}, "tts": {"provider": "nope"}},
+    )
+    assert (catalogue.status_code, error_of(catalogue).error) == (422, "invalid_config")
+    for field in ("llm.model", "tts.provider", "keys.openai"):
+        assert field in error_of(catalogue).detail, field
+
     wrong_type = await admin.post(API, json={"name": "x", "llm": {"provider": 7}})
     assert wrong_type.status_code == 422
     assert "llm.provider" in error_of(wrong_type).detail
@@ -386,6 +399,39 @@ async def test_openapi_schema_is_served(anonymous: httpx.AsyncClient) -> None:
         "/api/v1/tokens",
         "/api/v1/providers",
     } <= set(paths)
+
+
+async def test_versions_are_listed_paginated_and_rolled_back(admin: httpx.AsyncClient) -> None:
+    agent_id = new_agent_id()
+    await create_agent(admin, agent_id, instructions="v1")
+    for n in range(2, 6):
+        edited = await admin.patch(f"{API}/{agent_id}", json={"instructions": f"v{n}"})
+        assert edited.json()["version"] == n
+
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await admin.get(f"{API}/{agent_id}/versions", params=params)).json()
+        seen += [v["version"] for v in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+    one = (await admin.get(f"{API}/{agent_id}/versions/2")).json()
+    assert (one["version"], one["instructions"], one["author"]) == (2, "v2", "admin")
+    assert (await admin.get(f"{API}/{agent_id}/versions/99")).status_code == 404
+    bad_cursor = await admin.get(f"{API}/{agent_id}/versions", params={"cursor": "abc"})
+    assert bad_cursor.status_code == 400
+
+    rolled = await admin.post(f"{API}/{agent_id}/rollback", json={"version": 2})
+    assert rolled.status_code == 200, rolled.text
+    assert (rolled.json()["version"], rolled.json()["instructions"]) == (6, "v2")
+    newest = (await admin.get(f"{API}/{agent_id}/versions", params={"limit": 1})).json()
+    assert newest["items"][0]["note"] == "rollback to 2"
+    same = await admin.post(f"{API}/{agent_id}/rollback", json={"version": 2})
+    assert same.json()["version"] == 6  # already equal: no new version
+    assert (await admin.post(f"{API}/{agent_id}/rollback", json={"version": 42})).status_code == 404
 
 
 # --- voice.config.get -----------------------------------------------------------------
