@@ -62,4 +62,3 @@ def test_every_catalogue_default_builds_in_the_worker() -> None:
             )
             keys = ProviderKeys(values={info.name: "sk-dummy-0000000000"})
             REGISTRIES[kind].build(spec, keys)
-
