@@ -482,6 +482,33 @@ async def test_config_get_over_nats(
     assert service.process.running()
 
 
+async def test_a_second_replica_serves_the_first_ones_edits_at_once(
+    service: ConfigSync, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Replica B caches v1; replica A commits v2; A's event evicts B's entry."""
+    replica = start_config_sync(
+        nats_url=service.env["NATS_URL"],
+        database_url=service.env["CONFIG_SYNC_DATABASE_URL"],
+        log_dir=tmp_path,
+        name="config-sync-b",
+        encryption_keys=service.env["CONFIG_SYNC_ENCRYPTION_KEYS"],
+    )
+    agent_id = new_agent_id()
+    try:
+        async with httpx.AsyncClient(base_url=replica.base_url, headers=auth(RUNTIME_TOKEN)) as b:
+            await create_agent(admin, agent_id, instructions="v1")
+            url = f"{API}/{agent_id}/runtime-config"
+            assert codec.decode_runtime_config((await b.get(url)).content).version == 1
+            await admin.patch(f"{API}/{agent_id}", json={"instructions": "v2"})
+            deadline = time.monotonic() + 5
+            while (config := codec.decode_runtime_config((await b.get(url)).content)).version < 2:
+                assert time.monotonic() < deadline, "replica B kept serving v1"
+                await asyncio.sleep(0.01)
+            assert config.instructions == "v2"
+    finally:
+        assert replica.process.stop() == 0, replica.process.log_tail()
+
+
 # --- durability -----------------------------------------------------------------------
 
 
