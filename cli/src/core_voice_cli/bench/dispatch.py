@@ -1,0 +1,463 @@
+"""dispatch: LiveKit webhook -> JetStream -> dispatcher -> LiveKit agent dispatch.
+
+Everything is real and local: nats-server, livekit-server posting its webhooks to the
+dispatcher, config_sync answering ``voice.routing.resolve``, the dispatcher as its own
+process. Baselines, in the same run, are LiveKit's own two ways to dispatch: the agent in
+the room's configuration at creation (``room_config``, the target's reference), and an
+explicit dispatch the room's creator makes itself right away (``explicit``, the LiveKit
+call our path ends in, without the webhook, JetStream and routing before it).
+
+Every path ends at the same place: a probe agent worker (LiveKit's agent protocol over
+its websocket, as livekit-agents speaks it) notes when LiveKit offers it the job, then
+ends the job at once. So "room created -> job offered to a worker" is measured the same
+way for all, and the difference is what our path adds.
+
+Measured:
+
+- latency: rooms created one at a time, the three paths in rotating order; p50 / p99,
+  and the dispatcher's own view, webhook verified -> dispatch created (event times);
+- throughput: a burst of rooms per path; jobs offered per second at the probe, and the
+  dispatches our dispatcher created per second;
+- ingestion: signed webhooks posted as fast as the endpoint answers, each verified and
+  acknowledged by JetStream before the 200; rate and loss (stored jobs vs 200s), for the
+  all-in-one dispatcher and for an ingest-only node (``DISPATCHER_ROLE=ingest``).
+"""
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import aiohttp
+import msgspec
+from livekit import api
+from livekit.protocol import agent as agent_pb
+
+from core_voice_cli.bench import Measure, percentile
+from core_voice_cli.demo import demo_agent
+from core_voice_cli.procs import ManagedProcess, free_port, http_ready
+from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
+from core_voice_contracts import codec, subjects
+from core_voice_contracts.bus import connect
+from core_voice_contracts.events import JobDispatched, JobRequested
+from core_voice_contracts.streams import VOICE_JOBS
+
+BASELINE_AGENT = "bench-baseline"
+WARMUP_ROOMS = 10
+LATENCY_ROOMS = 200
+BURST_ROOMS = 300
+INGEST_WEBHOOKS = 10_000
+INGEST_CONCURRENCY = 64
+ADDED_P99_TARGET_MS = 10.0
+LIVEKIT_AGENT_CACHE_REFRESH_S = 5.5
+INGEST_TARGET_PER_S = 1000.0
+
+
+class ProbeWorker:
+    """A LiveKit agent worker that records when each job is offered, then ends it."""
+
+    def __init__(self, url: str, api_key: str, api_secret: str, agent_name: str) -> None:
+        self._url = url.replace("http", "ws", 1).rstrip("/") + "/agent"
+        self._token = api.AccessToken(api_key, api_secret).with_grants(api.VideoGrants(agent=True))
+        self.agent_name = agent_name
+        self.offered: dict[str, float] = {}
+        self._waiting: dict[str, asyncio.Future[float]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> "ProbeWorker":
+        self._session = aiohttp.ClientSession()
+        ws = await self._session.ws_connect(
+            self._url, headers={"Authorization": f"Bearer {self._token.to_jwt()}"}, heartbeat=10
+        )
+        register = agent_pb.WorkerMessage()
+        register.register.type = agent_pb.JobType.JT_ROOM
+        register.register.agent_name = self.agent_name
+        register.register.version = "bench"
+        await ws.send_bytes(register.SerializeToString())
+        first = agent_pb.ServerMessage()
+        first.ParseFromString(await ws.receive_bytes(timeout=10))
+        if not first.HasField("register"):
+            raise RuntimeError("livekit did not register the probe worker")
+        self._reader = asyncio.create_task(self._read(ws))
+        return self
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            if frame.type != aiohttp.WSMsgType.BINARY:
+                continue
+            now = time.perf_counter()
+            msg = agent_pb.ServerMessage()
+            msg.ParseFromString(frame.data)
+            if not msg.HasField("availability"):
+                continue
+            job = msg.availability.job
+            self.offered.setdefault(job.room.name, now)
+            waiter = self._waiting.pop(job.room.name, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(now)
+            answer = agent_pb.WorkerMessage()
+            answer.availability.job_id = job.id
+            answer.availability.available = True
+            answer.availability.terminate = True  # done at once: LiveKit marks it succeeded
+            await ws.send_bytes(answer.SerializeToString())
+
+    async def offered_at(self, room: str, timeout: float = 30.0) -> float:
+        if room in self.offered:
+            return self.offered[room]
+        future = self._waiting.setdefault(room, asyncio.get_running_loop().create_future())
+        return await asyncio.wait_for(future, timeout)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._session is not None:
+            await self._session.close()
+
+
+def dispatcher_process(stack: Stack, name: str, port: int, **env: str) -> ManagedProcess:
+    environment = dict(os.environ)
+    environment.update(
+        NATS_URL=stack.nats.url,
+        LIVEKIT_URL=stack.livekit.url,
+        LIVEKIT_API_KEY=stack.livekit.api_key,
+        LIVEKIT_API_SECRET=stack.livekit.api_secret,
+        WORKER_AGENT_NAME=WORKER_AGENT_NAME,
+        DISPATCHER_HTTP_PORT=str(port),
+        DISPATCHER_SIP_WAIT_S="0",  # baseline rooms have no metadata: settle them at once
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    environment.update(env)
+    return ManagedProcess(
+        name,
+        [sys.executable, "-m", "core_voice_dispatcher"],
+        log_dir=stack.log_dir,
+        env=environment,
+        ready=http_ready(f"http://127.0.0.1:{port}/healthz"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def probes(stack: Stack) -> AsyncIterator[tuple[ProbeWorker, ProbeWorker]]:
+    key, secret = stack.livekit.api_key, stack.livekit.api_secret
+    ours = await ProbeWorker(stack.livekit.http_url, key, secret, WORKER_AGENT_NAME).start()
+    base = await ProbeWorker(stack.livekit.http_url, key, secret, BASELINE_AGENT).start()
+    try:
+        yield ours, base
+    finally:
+        await ours.close()
+        await base.close()
+
+
+class Route(StrEnum):
+    """How a room gets its agent: ours, and LiveKit's own two ways as baselines."""
+
+    OURS = "ours"  # metadata names the agent; webhook -> dispatcher -> explicit dispatch
+    ROOM_CONFIG = "room_config"  # the agent in the room's configuration at creation
+    EXPLICIT = "explicit"  # the caller itself creates the explicit dispatch right away
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Rooms for each `Route`, each ending at a probe worker."""
+
+    lk: api.LiveKitAPI
+    ours: ProbeWorker
+    base: ProbeWorker
+    agent_id: str
+
+    def probe(self, route: Route) -> ProbeWorker:
+        return self.ours if route == Route.OURS else self.base
+
+    async def start(self, route: Route, name: str) -> float:
+        """Create the room (and for EXPLICIT its dispatch); return when it began."""
+        started = time.perf_counter()
+        match route:
+            case Route.OURS:
+                metadata = json.dumps({"agent_id": self.agent_id})
+                await self.lk.room.create_room(api.CreateRoomRequest(name=name, metadata=metadata))
+            case Route.ROOM_CONFIG:
+                agents = [api.RoomAgentDispatch(agent_name=BASELINE_AGENT)]
+                await self.lk.room.create_room(api.CreateRoomRequest(name=name, agents=agents))
+            case Route.EXPLICIT:
+                await self.lk.room.create_room(api.CreateRoomRequest(name=name))
+                await self.lk.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=BASELINE_AGENT, room=name)
+                )
+        return started
+
+
+async def latencies(paths: Paths, prefix: str, n: int) -> dict[Route, list[float]]:
+    """Rooms one at a time, the routes in rotating order; ms from creation to the job offer."""
+    out: dict[Route, list[float]] = {route: [] for route in Route}
+    routes = list(Route)
+    for i in range(n):
+        for route in routes[i % 3 :] + routes[: i % 3]:
+            room = f"{prefix}-{route}-{i}"
+            started = await paths.start(route, room)
+            offered = await paths.probe(route).offered_at(room)
+            out[route].append((offered - started) * 1000)
+            await asyncio.sleep(0.02)  # let the previous room's follow-up work settle
+    return out
+
+
+async def burst(paths: Paths, route: Route, prefix: str, n: int) -> tuple[float, float, float]:
+    """Create ``n`` rooms as fast as LiveKit takes them (32 at a time).
+
+    Returns (wall-clock start, rooms/s created, jobs/s offered to the probe). LiveKit re-learns
+    which agent names have workers at most once a minute, taking it 5 s
+    (``CheckEnabledTimeout``), and job launches in that window queue; one room first
+    triggers any due refresh and the burst starts after it.
+    """
+    probe = paths.probe(route)
+    await paths.start(route, f"{prefix}-prime")
+    await probe.offered_at(f"{prefix}-prime")
+    await asyncio.sleep(LIVEKIT_AGENT_CACHE_REFRESH_S)
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await paths.start(route, f"{prefix}-{i}")
+
+    wall, started = time.time(), time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    created = time.perf_counter()
+    offered = await asyncio.gather(*(probe.offered_at(f"{prefix}-{i}", 120) for i in range(n)))
+    return wall, n / (created - started), n / (max(offered) - started)
+
+
+async def dispatch_rate(nats_url: str, agent_id: str, since: float) -> float:
+    """Dispatches created per second from ``since`` (wall clock) on, from the events."""
+    times = [t for t in await _dispatched_at(nats_url, agent_id) if t >= since]
+    return len(times) / (max(times) - since) if times else 0.0
+
+
+async def _dispatched_at(nats_url: str, agent_id: str) -> list[float]:
+    nc, js = await connect(nats_url, name="bench-dispatched", ensure=False)
+    try:
+        subject = subjects.job_dispatched(agent_id)
+        info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
+        total = (info.state.subjects or {}).get(subject, 0)
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        out = [
+            codec.decode_job_event((await sub.next_msg(timeout=10)).data).at.timestamp()
+            for _ in range(total)
+        ]
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.drain()
+
+
+async def dispatcher_view(nats_url: str, agent_id: str) -> list[float]:
+    """ms from JobRequested.at (webhook verified) to JobDispatched.at (dispatch created)."""
+    nc, js = await connect(nats_url, name="bench-events", ensure=False)
+    requested: dict[str, float] = {}
+    out: list[float] = []
+    try:
+        subject = subjects.jobs_for_agent(agent_id)
+        info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
+        total = sum((info.state.subjects or {}).values())
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        for _ in range(total):
+            event = codec.decode_job_event((await sub.next_msg(timeout=10)).data)
+            if isinstance(event, JobRequested):
+                requested[event.job_id] = event.at.timestamp()
+            elif isinstance(event, JobDispatched) and event.job_id in requested:
+                out.append((event.at.timestamp() - requested[event.job_id]) * 1000)
+        await sub.unsubscribe()
+    finally:
+        await nc.drain()
+    return out
+
+
+def signed_webhooks(stack: Stack, n: int, agent_id: str) -> list[tuple[bytes, str]]:
+    """``n`` distinct room_started webhooks, signed as LiveKit signs them (before timing)."""
+    out = []
+    meta = json.dumps({"agent_id": agent_id})
+    for _ in range(n):
+        sid = f"RM_{uuid.uuid4().hex[:12]}"
+        event = {
+            "event": "room_started",
+            "id": f"EV_{uuid.uuid4().hex[:12]}",
+            "createdAt": str(int(time.time())),
+            "room": {"sid": sid, "name": f"ingest-{sid}", "metadata": meta},
+        }
+        body = json.dumps(event).encode()
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        token = api.AccessToken(stack.livekit.api_key, stack.livekit.api_secret).with_sha256(digest)
+        out.append((body, token.to_jwt()))
+    return out
+
+
+async def ingest(url: str, webhooks: list[tuple[bytes, str]]) -> tuple[float, Counter[str]]:
+    """Post every webhook (``INGEST_CONCURRENCY`` at a time); rate of 200s and answers."""
+    answers: Counter[str] = Counter()
+    pending = iter(webhooks)
+    connector = aiohttp.TCPConnector(limit=INGEST_CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for body, token in pending:
+                async with session.post(
+                    url,
+                    data=body,
+                    headers={"Authorization": token, "Content-Type": "application/webhook+json"},
+                ) as resp:
+                    status = (await resp.json()).get("status") if resp.status == 200 else None
+                    answers[status or f"http_{resp.status}"] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(INGEST_CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return answers["accepted"] / elapsed, answers
+
+
+async def stored_jobs(nats_url: str, agent_id: str) -> int:
+    nc, js = await connect(nats_url, name="bench-count", ensure=False)
+    try:
+        subject = subjects.job_requested(agent_id)
+        info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
+        return (info.state.subjects or {}).get(subject, 0)
+    finally:
+        await nc.drain()
+
+
+async def create_agent(stack: Stack, agent_id: str) -> None:
+    body = msgspec.structs.replace(demo_agent(), id=agent_id, name="bench agent")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{stack.config_sync_url}/api/v1/agents",
+            data=msgspec.json.encode(body),
+            headers={
+                "Authorization": f"Bearer {stack.admin_token}",
+                "Content-Type": "application/json",
+            },
+        ) as resp,
+    ):
+        if resp.status != 201:
+            raise RuntimeError(f"config_sync refused the bench agent: {resp.status}")
+
+
+async def run(workdir: Path) -> list[Measure]:
+    stack = Stack(workdir, worker=False)
+    with stack.group as group:
+        group.start(stack.nats.process(), timeout=20)
+        group.start(stack.livekit.process(), timeout=30)
+        group.start(stack.config_sync_process(), timeout=60)
+        main = group.start(dispatcher_process(stack, "dispatcher", stack.ports.dispatcher))
+        agent_id = f"bench-{uuid.uuid4().hex[:6]}"
+        await create_agent(stack, agent_id)
+        lk = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
+        try:
+            async with probes(stack) as (ours, base):
+                paths = Paths(lk, ours, base, agent_id)
+                await latencies(paths, "warm", WARMUP_ROOMS)
+                lat = await latencies(paths, "lat", LATENCY_ROOMS)
+                inside_ms = await dispatcher_view(stack.nats.url, agent_id)
+                rates = {
+                    route: await burst(paths, route, f"burst-{route}", BURST_ROOMS)
+                    for route in Route
+                }
+                burst_began = rates[Route.OURS][0]
+                created_rate = await dispatch_rate(stack.nats.url, agent_id, burst_began)
+        finally:
+            await lk.aclose()
+
+        # Ingestion, first into the all-in-one dispatcher (its consumer settles the same
+        # jobs meanwhile), then into an ingest-only node with the all-in-one one stopped.
+        all_agent = f"ingest-all-{uuid.uuid4().hex[:6]}"
+        webhooks = await asyncio.to_thread(signed_webhooks, stack, INGEST_WEBHOOKS, all_agent)
+        all_rate, all_answers = await ingest(f"{stack.dispatcher_url}/webhook/livekit", webhooks)
+        all_lost = all_answers["accepted"] - await stored_jobs(stack.nats.url, all_agent)
+        main.stop()
+        port = free_port()
+        group.start(dispatcher_process(stack, "dispatcher-ingest", port, DISPATCHER_ROLE="ingest"))
+        only_agent = f"ingest-only-{uuid.uuid4().hex[:6]}"
+        webhooks = await asyncio.to_thread(signed_webhooks, stack, INGEST_WEBHOOKS, only_agent)
+        only_rate, only_answers = await ingest(f"http://127.0.0.1:{port}/webhook/livekit", webhooks)
+        only_lost = only_answers["accepted"] - await stored_jobs(stack.nats.url, only_agent)
+    return _measures(
+        lat,
+        inside_ms,
+        rates=rates,
+        created_rate=created_rate,
+        all_in_one=(all_rate, all_answers, all_lost),
+        ingest_only=(only_rate, only_answers, only_lost),
+    )
+
+
+Ingested = tuple[float, Counter[str], int]
+
+
+def _measures(
+    lat: dict[Route, list[float]],
+    inside_ms: list[float],
+    *,
+    rates: dict[Route, tuple[float, float, float]],
+    created_rate: float,
+    all_in_one: Ingested,
+    ingest_only: Ingested,
+) -> list[Measure]:
+    def p(route: Route, pct: float) -> float:
+        return percentile(lat[route], pct)
+
+    def ingestion(label: str, result: Ingested) -> Measure:
+        rate, answers, lost = result
+        refused = sum(v for k, v in answers.items() if k != "accepted")
+        return Measure(
+            f"webhooks/s verified+stored, {label} ({refused + lost} lost or refused)",
+            rate,
+            "1/s",
+            target=f">= {INGEST_TARGET_PER_S:g}/s, none lost",
+            met=rate >= INGEST_TARGET_PER_S and refused == 0 and lost == 0,
+        )
+
+    added_p99 = p(Route.OURS, 99) - p(Route.ROOM_CONFIG, 99)
+    return [
+        Measure(
+            "room created -> job offered, p50", p(Route.OURS, 50), "ms", p(Route.ROOM_CONFIG, 50)
+        ),
+        Measure(
+            "room created -> job offered, p99", p(Route.OURS, 99), "ms", p(Route.ROOM_CONFIG, 99)
+        ),
+        Measure("  added by our path, p50", p(Route.OURS, 50) - p(Route.ROOM_CONFIG, 50), "ms"),
+        Measure(
+            "  added by our path, p99",
+            added_p99,
+            "ms",
+            target=f"<= {ADDED_P99_TARGET_MS:g} ms",
+            met=added_p99 <= ADDED_P99_TARGET_MS,
+        ),
+        Measure("  LiveKit explicit dispatch by the caller, p50", p(Route.EXPLICIT, 50), "ms"),
+        Measure("  LiveKit explicit dispatch by the caller, p99", p(Route.EXPLICIT, 99), "ms"),
+        Measure("webhook verified -> dispatch created, p50", percentile(inside_ms, 50), "ms"),
+        Measure("webhook verified -> dispatch created, p99", percentile(inside_ms, 99), "ms"),
+        Measure(
+            f"jobs offered/s, burst of {BURST_ROOMS} rooms",
+            rates[Route.OURS][2],
+            "1/s",
+            rates[Route.ROOM_CONFIG][2],
+        ),
+        Measure("  LiveKit explicit dispatch by the caller", rates[Route.EXPLICIT][2], "1/s"),
+        Measure("  dispatches created/s by the dispatcher", created_rate, "1/s"),
+        Measure(
+            "  rooms created/s (the load)", rates[Route.OURS][1], "1/s", rates[Route.ROOM_CONFIG][1]
+        ),
+        ingestion("all-in-one", all_in_one),
+        ingestion("ingest-only node", ingest_only),
+    ]
