@@ -97,7 +97,6 @@ class Rig:
             PYTHONUNBUFFERED="1",
             DISPATCHER_HTTP_PORT=str(self.stack.ports.dispatcher),
             DISPATCHER_SIP_WAIT_S=str(SIP_WAIT_S),
-            DISPATCHER_CONSUMER_LOOKBACK_S="0",
         )
         env.update(self.overrides)
         env.update(extra)
@@ -651,4 +650,22 @@ async def test_a_config_sync_outage_delays_dispatch_and_loses_nothing(
         config_sync.start().wait_ready(60)
     (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1, timeout=30)
     assert dispatched.job_id == requested.job_id
+    assert len(await named_dispatches(lk, room)) == 1
+
+
+# Last in the module: re-creating the consumer re-drives the module's recent jobs.
+async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    agent_id = unique("again")
+    create_agent(rig, agent_id)
+    await js.delete_consumer(VOICE_JOBS, "dispatcher")  # an operator's slip
+    room = f"room-{agent_id}"
+    await lk.room.create_room(
+        api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+    )
+    (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1, timeout=30)
+    assert isinstance(dispatched, JobDispatched) and dispatched.room_name == room
+    assert (await js.consumer_info(VOICE_JOBS, "dispatcher")).name == "dispatcher"
+    assert "dispatch consumer deleted" in (rig.base / "logs" / "dispatcher.log").read_text()
     assert len(await named_dispatches(lk, room)) == 1

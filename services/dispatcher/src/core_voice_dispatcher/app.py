@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from core_voice_contracts.bus import connect
 from core_voice_contracts.streams import VOICE_JOBS
-from core_voice_dispatcher.dispatch import Dispatcher, Lane, ensure_consumer
+from core_voice_dispatcher.dispatch import Dispatcher, LiveConsumer
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.ingest import Ingest, make_app
 from core_voice_dispatcher.replay import Replays
@@ -40,14 +40,6 @@ async def _check_stream(settings: DispatcherSettings, js: JetStreamContext) -> N
     info = await js.stream_info(VOICE_JOBS)
     window = info.config.duplicate_window
     check_against_stream(settings, float(window or 0.0))
-
-
-async def _start_consumer(
-    settings: DispatcherSettings, js: JetStreamContext, dispatcher: Dispatcher
-) -> Lane:
-    await ensure_consumer(settings, js)
-    sub = await js.pull_subscribe_bind(durable=settings.consumer_name, stream=VOICE_JOBS)
-    return Lane(settings.consumer_name, sub, dispatcher.handle, settings.max_concurrency)
 
 
 async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
@@ -79,7 +71,7 @@ async def _serve(
         ingest = Ingest(verifier, js)
 
     lk: api.LiveKitAPI | None = None
-    lane: Lane | None = None
+    live: LiveConsumer | None = None
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
     if settings.role != Role.INGEST:
@@ -90,10 +82,11 @@ async def _serve(
             timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
-        lane = await _start_consumer(settings, js, dispatcher)
+        live = LiveConsumer(settings, js, dispatcher)
+        await live.start()
         replays = Replays(settings, js, dispatcher)
         tasks = [
-            asyncio.create_task(lane.run(), name="dispatch-consumer"),
+            asyncio.create_task(live.run(), name="dispatch-consumer"),
             asyncio.create_task(replays.run(), name="replay-watcher"),
         ]
 
@@ -119,10 +112,10 @@ async def _serve(
     finally:
         log.info("dispatcher stopping")
         await runner.cleanup()  # no new webhooks; in-flight ones finish
-        if lane is not None and replays is not None:
-            lane.stop()
+        if live is not None and replays is not None:
+            live.stop()
             replays.stop()
-            await lane.drain(settings.drain_timeout_s)
+            await live.drain(settings.drain_timeout_s)
             await replays.wait()
             for task in tasks:
                 task.cancel()

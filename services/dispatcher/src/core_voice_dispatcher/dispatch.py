@@ -480,16 +480,22 @@ class Lane:
     """One pull consumer worked with bounded concurrency; its tasks are owned and awaited."""
 
     def __init__(
-        self, name: str, sub: JetStreamContext.PullSubscription, handle: Handler, concurrency: int
+        self,
+        js: JetStreamContext,
+        name: str,
+        sub: JetStreamContext.PullSubscription,
+        handle: Handler,
+        concurrency: int,
     ) -> None:
         self.name = name
+        self._js = js
         self._sub = sub
         self._handle = handle
         self._concurrency = concurrency
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.gone = False
-        """The consumer was deleted under us (a finished or removed replay)."""
+        """The consumer was deleted under us (a finished or removed replay, an accident)."""
 
     def busy(self) -> int:
         return sum(1 for t in self._tasks if not t.done())
@@ -509,10 +515,11 @@ class Lane:
                 msgs = await self._sub.fetch(batch=batch, timeout=1.0)
             except TimeoutError:
                 continue
-            except NotFoundError:
-                self.gone = True
-                return
             except NatsError:
+                # A bus outage (retry) or the consumer deleted (stop): ask which.
+                if await self._deleted():
+                    self.gone = True
+                    return
                 await asyncio.sleep(0.5)
                 continue
             backlog = msgs[-1].metadata.num_pending if msgs else 0
@@ -520,6 +527,15 @@ class Lane:
                 task = asyncio.create_task(self._run_one(msg), name=f"{self.name}-job")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _deleted(self) -> bool:
+        try:
+            await self._js.consumer_info(VOICE_JOBS, self.name)
+        except NotFoundError:
+            return True
+        except (NatsError, TimeoutError):
+            return False
+        return False
 
     async def _run_one(self, msg: Msg) -> None:
         try:
@@ -548,3 +564,68 @@ class Lane:
             await asyncio.wait(pending, timeout=5)
         with contextlib.suppress(NatsError, TimeoutError):
             await self._sub.unsubscribe()
+
+
+class LiveConsumer:
+    """The durable consumer's lane; if the consumer is deleted under it, it is re-created.
+
+    Deleting it by accident (``nats consumer rm``) must not silently stop dispatching: it
+    comes back with ``consumer_lookback_s`` of history, so jobs stored meanwhile are seen.
+    """
+
+    def __init__(
+        self, settings: DispatcherSettings, js: JetStreamContext, dispatcher: Dispatcher
+    ) -> None:
+        self._settings = settings
+        self._js = js
+        self._dispatcher = dispatcher
+        self._stopping = asyncio.Event()
+        self._lane: Lane | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Create or update the consumer and bind to it (startup fails if it cannot)."""
+        await ensure_consumer(self._settings, self._js)
+        sub = await self._js.pull_subscribe_bind(
+            durable=self._settings.consumer_name, stream=VOICE_JOBS
+        )
+        self._lane = Lane(
+            self._js,
+            self._settings.consumer_name,
+            sub,
+            self._dispatcher.handle,
+            self._settings.max_concurrency,
+        )
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            if self._lane is None:
+                try:
+                    await self.start()
+                except (NatsError, TimeoutError):
+                    await asyncio.sleep(1.0)
+                    continue
+            assert self._lane is not None
+            await self._lane.run()
+            if not self._lane.gone:
+                return
+            log.error(
+                "dispatch consumer deleted: re-creating it", extra={"consumer": self._lane.name}
+            )
+            # Jobs in flight finish on their own (their acks go nowhere; the new consumer
+            # sees them again and finds them settled) while the new lane starts.
+            retiring = asyncio.create_task(self._lane.drain(self._settings.drain_timeout_s))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+            self._lane = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._lane is not None:
+            self._lane.stop()
+
+    async def drain(self, timeout: float) -> None:
+        if self._lane is not None:
+            await self._lane.drain(timeout)
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=timeout)

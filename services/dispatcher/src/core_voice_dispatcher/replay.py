@@ -139,7 +139,7 @@ class Replays:
         except (NatsError, TimeoutError):
             return
         log.info("replay started", extra={"consumer": name, "bounded": end.bounded})
-        lane = Lane(name, sub, handle, self._settings.replay_concurrency)
+        lane = Lane(self._js, name, sub, handle, self._settings.replay_concurrency)
         pulling = asyncio.create_task(lane.run(), name=f"{name}-pull")
         try:
             while not self._stopping.is_set() and not pulling.done():
