@@ -2,8 +2,9 @@
 
 A livekit-server with a distinctive key pair of its own posts real webhooks; the test then
 drives the dispatcher through everything that logs: good and forged webhooks, unknown
-agents, a LiveKit outage with retries, a bad configuration that refuses to start, and a
-graceful stop. Then it scans every byte the dispatcher wrote and every event it stored.
+agents, a LiveKit outage it retries through, one that outlasts the retry budget (the job
+is rejected with the reason), a bad configuration that refuses to start, and graceful
+stops. Then it scans every byte the dispatcher wrote and every event it stored.
 """
 
 import asyncio
@@ -14,12 +15,19 @@ import signal
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import pytest
 from livekit import api
 
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect, publish
-from core_voice_contracts.events import JobDispatched, JobExpired, JobRejected, JobRequested
+from core_voice_contracts.events import (
+    JobDispatched,
+    JobExpired,
+    JobRejected,
+    JobRequested,
+    RejectReason,
+)
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.fakes.webhooks import room_started_body, sign
 from tests.integration.test_dispatcher_pipeline import (
@@ -107,6 +115,23 @@ async def test_the_livekit_secret_appears_nowhere(rig: Rig) -> None:
         await asyncio.sleep(2.0)
         rig.processes[rig.processes.index(livekit)] = livekit_process(rig).start().wait_ready(30)
         assert isinstance(await outcome_of(js, job.job_id, timeout=30), JobExpired)
+
+        # LiveKit down for longer than the retry budget (here 2 attempts): the job is
+        # rejected, with the reason and the last error recorded.
+        first = next(p for p in rig.processes if p.name == "dispatcher")
+        first.signal(signal.SIGTERM)
+        assert first.stop() == 0  # a graceful stop
+        rig.processes.remove(first)
+        rig.start(rig.dispatcher_process(DISPATCHER_MAX_DELIVER="2"))
+        livekit = next(p for p in rig.processes if p.name == "livekit-server")
+        livekit.stop()
+        job = msgspec.structs.replace(job, job_id=f"job-budget-{agent_id}")
+        await publish(js, subjects.job_requested(agent_id), job, msg_id=job.job_id)
+        rejected = await outcome_of(js, job.job_id, timeout=30)
+        rig.processes[rig.processes.index(livekit)] = livekit_process(rig).start().wait_ready(30)
+        assert isinstance(rejected, JobRejected)
+        assert rejected.reason == RejectReason.DISPATCH_FAILED
+        assert rejected.detail == "livekit_ClientConnectorError (after 2 attempts)"
 
         # Every event the dispatcher stored.
         stored: list[bytes] = []
