@@ -412,6 +412,14 @@ async def test_room_naming_an_agent_is_dispatched_to_the_pool(
     assert dispatched.worker_agent_name == WORKER_AGENT_NAME and not dispatched.already_existed
     assert dispatched.target == "pool" and dispatched.via == "agent"
 
+    # One trace runs from the webhook through the job to its dispatch.
+    traces = [
+        (await js.get_last_msg(VOICE_JOBS, subject)).headers or {}
+        for subject in (subjects.job_requested(agent_id), subjects.job_dispatched(agent_id))
+    ]
+    trace_ids = {h["traceparent"].split("-")[1] for h in traces}
+    assert len(trace_ids) == 1 and traces[0]["traceparent"] != traces[1]["traceparent"]
+
     # LiveKit really holds the dispatch, with the job as its metadata.
     (dispatch,) = await named_dispatches(lk, room)
     assert dispatch.agent_name == WORKER_AGENT_NAME and dispatch.id == dispatched.dispatch_id
