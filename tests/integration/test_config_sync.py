@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,32 +140,6 @@ def auth(token: str) -> dict[str, str]:
 
 def error_of(response: httpx.Response) -> ErrorBody:
     return msgspec.json.decode(response.content, type=ErrorBody)
-
-
-@pytest.fixture(scope="module")
-def service(
-    nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ConfigSync]:
-    base = tmp_path_factory.mktemp("config_sync")
-    running = start_config_sync(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        log_dir=base,
-        encryption_keys=keyring("k1"),
-    )
-    try:
-        yield running
-    finally:
-        running.process.stop()
-        log = running.process.log_path.read_text(errors="replace")
-        assert ADMIN_TOKEN not in log
-        assert RUNTIME_TOKEN not in log
-
-
-@pytest.fixture
-async def admin(service: ConfigSync) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.base_url, headers=auth(ADMIN_TOKEN)) as client:
-        yield client
 
 
 @pytest.fixture

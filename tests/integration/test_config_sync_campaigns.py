@@ -4,7 +4,6 @@ real config_sync process per database backend and the session NATS server."""
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +13,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from core_voice_cli.servers import NatsServer
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import (
     AgentVersionPage,
@@ -36,45 +34,19 @@ from core_voice_contracts.routing import (
 )
 from core_voice_contracts.rpc import get_runtime_config, resolve_route
 from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
     API,
     RUNTIME_TOKEN,
     ConfigSync,
     auth,
     create_agent,
     error_of,
-    keyring,
     new_agent_id,
-    start_config_sync,
 )
 
 pytestmark = pytest.mark.integration
 
 CAMPAIGNS = "/api/v1/campaigns"
 NUMBERS = "/api/v1/numbers"
-
-
-@pytest.fixture(scope="module")
-def service(
-    nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ConfigSync]:
-    base = tmp_path_factory.mktemp("config_sync_campaigns")
-    running = start_config_sync(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        log_dir=base,
-        encryption_keys=keyring("k1"),
-    )
-    try:
-        yield running
-    finally:
-        assert running.process.stop() == 0, running.process.log_tail()
-
-
-@pytest.fixture
-async def admin(service: ConfigSync) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.base_url, headers=auth(ADMIN_TOKEN)) as client:
-        yield client
 
 
 async def create_campaign(client: httpx.AsyncClient, **fields: Any) -> str:

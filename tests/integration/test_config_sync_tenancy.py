@@ -9,7 +9,6 @@ while the service keeps serving.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +43,6 @@ pytestmark = pytest.mark.integration
 
 CANARY = "sk-canary-CORE-VOICE-do-not-leak-7a1f"
 OPENAI_LLM = {"provider": "openai", "model": "gpt-4o-mini"}
-
-
-@pytest.fixture(scope="module")
-def service(
-    nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ConfigSync]:
-    base = tmp_path_factory.mktemp("config_sync_tenancy")
-    running = start_config_sync(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        log_dir=base,
-        encryption_keys=keyring("k1"),
-    )
-    try:
-        yield running
-    finally:
-        assert running.process.stop() == 0, running.process.log_tail()
-
-
-@pytest.fixture
-async def admin(service: ConfigSync) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.base_url, headers=auth(ADMIN_TOKEN)) as client:
-        yield client
 
 
 def client_for(service: ConfigSync, token: str) -> httpx.AsyncClient:

@@ -79,17 +79,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 @pytest.fixture
-async def lk(rig: Rig) -> AsyncIterator[api.LiveKitAPI]:
-    client = api.LiveKitAPI(
-        rig.livekit_url, rig.stack.livekit.api_key, rig.stack.livekit.api_secret
-    )
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
     nc, js = await connect(rig.nats.url, name="test-nats-cli")
     try:
