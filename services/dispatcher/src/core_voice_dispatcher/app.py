@@ -7,6 +7,7 @@ hands the rest back to JetStream (they are redelivered, never lost).
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -15,7 +16,6 @@ import warnings
 import aiohttp
 from aiohttp import web
 from jwt.warnings import InsecureKeyLengthWarning
-from livekit import api
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -26,6 +26,7 @@ from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_dispatcher.dispatch import Dispatcher, LiveConsumer
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.ingest import Ingest, make_app
+from core_voice_dispatcher.livekit_client import LiveKitClient
 from core_voice_dispatcher.replay import Replays
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
 from core_voice_dispatcher.webhook import WebhookVerifier
@@ -70,12 +71,12 @@ async def _serve(
         )
         ingest = Ingest(verifier, js)
 
-    lk: api.LiveKitAPI | None = None
+    lk: LiveKitClient | None = None
     live: LiveConsumer | None = None
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
     if settings.role != Role.INGEST:
-        lk = api.LiveKitAPI(
+        lk = LiveKitClient(
             settings.livekit_http_url,
             settings.livekit_api_key,
             secret,
@@ -107,6 +108,10 @@ async def _serve(
         "dispatcher ready",
         extra={"host": settings.http_host, "port": settings.http_port, "role": settings.role.value},
     )
+    # The startup heap (~65k objects: livekit, protobuf, aiohttp, pydantic) stays for the
+    # life of the process; a full collection scanning it stalled every job in flight for
+    # 25-35 ms here. Frozen, later full collections scan only what was created since.
+    gc.freeze()
     try:
         await stop.wait()
     finally:

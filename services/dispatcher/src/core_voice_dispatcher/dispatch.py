@@ -59,6 +59,7 @@ from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_dispatcher import intake
 from core_voice_dispatcher.errors import ConfigurationError
+from core_voice_dispatcher.livekit_client import LiveKitClient
 from core_voice_dispatcher.settings import DispatcherSettings
 from core_voice_dispatcher.trace import trace_headers
 
@@ -193,7 +194,7 @@ class Dispatcher:
         settings: DispatcherSettings,
         nc: Client,
         js: JetStreamContext,
-        lk: api.LiveKitAPI,
+        lk: LiveKitClient,
     ) -> None:
         self.settings = settings
         self.nc = nc

@@ -1,0 +1,136 @@
+"""The dispatcher's LiveKit API client: livekit-api's services, with their tokens reused.
+
+livekit-api signs a new JWT for every call; on this path that is ~40% of a call's CPU
+(0.39 -> 0.24 ms per ListRooms measured here), and the dispatcher makes four calls per
+job on the critical path of every room. Tokens carry the same least-privilege grants
+livekit-api asks for (``room_list``; ``room_admin`` for one room), so one room's token
+serves its ListDispatch, ListParticipants, CreateDispatch and DeleteDispatch.
+"""
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import timedelta
+
+import aiohttp
+from livekit import api
+from livekit.api._service import Service
+from livekit.api.access_token import SIPGrants
+from livekit.api.agent_dispatch_service import AgentDispatchService
+from livekit.api.room_service import RoomService
+
+TOKEN_TTL_S = 600.0
+"""Lifetime of a signed token; one is reused for at most half of it, so a token in use
+always has minutes left (LiveKit's clock may differ from ours)."""
+MAX_TOKENS = 4096
+"""Tokens kept (one per recent room, plus the listing one); the oldest go first."""
+
+_GrantKey = tuple[bool | None, bool | None, bool | None, str]
+
+
+class TokenCache:
+    """Signed API tokens by grant, reused while fresh. Never shows a token in its repr."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        ttl_s: float = TOKEN_TTL_S,
+        max_tokens: int = MAX_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self._ttl_s = ttl_s
+        self._max = max_tokens
+        self._clock = clock
+        self._tokens: OrderedDict[_GrantKey, tuple[float, str]] = OrderedDict()
+        self.signed = 0
+        """Tokens signed so far (for tests and curiosity)."""
+
+    def __repr__(self) -> str:
+        return f"TokenCache(api_key={self._api_key!r}, tokens={len(self._tokens)})"
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def token(self, grants: api.VideoGrants) -> str:
+        """A token with exactly ``grants``; cached if they are a room or listing grant."""
+        key = _key(grants)
+        if key is None:
+            return self._sign(grants)
+        now = self._clock()
+        cached = self._tokens.get(key)
+        if cached is not None and now - cached[0] < self._ttl_s / 2:
+            self._tokens.move_to_end(key)
+            return cached[1]
+        token = self._sign(grants)
+        self._tokens[key] = (now, token)
+        self._tokens.move_to_end(key)
+        while len(self._tokens) > self._max:
+            self._tokens.popitem(last=False)
+        return token
+
+    def _sign(self, grants: api.VideoGrants) -> str:
+        self.signed += 1
+        return (
+            api.AccessToken(self._api_key, self._api_secret)
+            .with_grants(grants)
+            .with_ttl(timedelta(seconds=self._ttl_s))
+            .to_jwt()
+        )
+
+
+def _key(grants: api.VideoGrants) -> _GrantKey | None:
+    """The grants livekit-api's room and dispatch calls use, or None for anything else."""
+    plain = api.VideoGrants(
+        room_list=grants.room_list,
+        room_admin=grants.room_admin,
+        room_create=grants.room_create,
+        room=grants.room,
+    )
+    if plain != grants:
+        return None
+    return (grants.room_list, grants.room_admin, grants.room_create, grants.room)
+
+
+class _CachedAuth(Service):
+    """Overrides livekit-api's per-call signing with a `TokenCache` look-up."""
+
+    tokens: TokenCache
+
+    def _auth_header(
+        self, grants: api.VideoGrants | None, sip: SIPGrants | None = None
+    ) -> dict[str, str]:
+        if grants is None or sip is not None:
+            return super()._auth_header(grants, sip)
+        return {"authorization": f"Bearer {self.tokens.token(grants)}"}
+
+
+class RoomApi(_CachedAuth, RoomService):
+    """livekit-api's RoomService with cached tokens."""
+
+
+class DispatchApi(_CachedAuth, AgentDispatchService):
+    """livekit-api's AgentDispatchService with cached tokens."""
+
+
+class LiveKitClient:
+    """The two LiveKit services the dispatcher calls, on one HTTP session."""
+
+    def __init__(
+        self, url: str, api_key: str, api_secret: str, *, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        self.tokens = TokenCache(api_key, api_secret)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        self.room = RoomApi(self._session, url, api_key, api_secret)
+        self.room.tokens = self.tokens
+        self.agent_dispatch = DispatchApi(self._session, url, api_key, api_secret)
+        self.agent_dispatch.tokens = self.tokens
+
+    def __repr__(self) -> str:
+        return f"LiveKitClient({self.tokens!r})"
+
+    async def aclose(self) -> None:
+        await self._session.close()
