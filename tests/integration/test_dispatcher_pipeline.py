@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 
 from core_voice_cli.binaries import find_binary
 from core_voice_cli.demo import demo_agent
-from core_voice_cli.procs import ManagedProcess, http_ready
+from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import DEV_API_SECRET, NatsServer
 from core_voice_cli.stack import WORKER_AGENT_NAME, Ports, Stack
 from core_voice_contracts import codec, subjects
@@ -48,6 +48,7 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.routing import goes_to_legacy, pick_weighted
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_dispatcher.dispatch import PREFETCH_TTL_S
 from tests.fakes.webhooks import (
     participant_body,
     room_finished_body,
@@ -413,6 +414,64 @@ async def test_room_naming_an_agent_is_dispatched_to_the_pool(
     (dispatch,) = await named_dispatches(lk, room)
     assert dispatch.agent_name == WORKER_AGENT_NAME and dispatch.id == dispatched.dispatch_id
     assert codec.decode_job_event(dispatch.metadata.encode()) == requested
+
+
+def prefetch_counts(url: str) -> dict[str, int]:
+    counts: dict[str, int] = httpx.get(f"{url}/healthz", timeout=5).json()["prefetch"]
+    return counts
+
+
+async def test_a_job_uses_the_lookups_prefetched_when_its_webhook_was_stored(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    before = prefetch_counts(rig.dispatcher_url)
+    agent_id = unique("pre")
+    create_agent(rig, agent_id)
+    room = f"room-{agent_id}"
+    await lk.room.create_room(
+        api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+    )
+    (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1)
+    assert isinstance(dispatched, JobDispatched) and not dispatched.already_existed
+    after = prefetch_counts(rig.dispatcher_url)
+    assert after.get("started", 0) == before.get("started", 0) + 1
+    assert after.get("used", 0) == before.get("used", 0) + 1
+    assert len(await named_dispatches(lk, room)) == 1
+
+
+async def test_with_two_replicas_prefetches_go_unused_and_every_room_is_dispatched_once(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    # LiveKit posts every webhook to the first replica; the shared durable consumer hands
+    # the jobs to both. The first one's prefetches for jobs the second one got expire.
+    second_port = free_port()
+    second = rig.dispatcher_process("dispatcher-2", DISPATCHER_HTTP_PORT=str(second_port))
+    second.ready = http_ready(f"http://127.0.0.1:{second_port}/healthz")
+    rig.start(second)
+    try:
+        before = prefetch_counts(rig.dispatcher_url)
+        agent_id = unique("two")
+        create_agent(rig, agent_id)
+        rooms = [f"room-{agent_id}-{i}" for i in range(24)]
+        for room in rooms:
+            await lk.room.create_room(
+                api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+            )
+        events = await job_events(js, subjects.job_dispatched(agent_id), len(rooms), timeout=30)
+        assert sorted(e.room_name for e in events) == sorted(rooms)
+        await asyncio.sleep(PREFETCH_TTL_S + 1)
+        after = prefetch_counts(rig.dispatcher_url)
+        started, used, expired = (
+            after.get(k, 0) - before.get(k, 0) for k in ("started", "used", "expired")
+        )
+        assert started == len(rooms) and used + expired == started
+        assert expired > 0, "the second replica settled none of the jobs"
+        assert prefetch_counts(f"http://127.0.0.1:{second_port}") == {}
+        for room in rooms:
+            assert len(await named_dispatches(lk, room)) == 1
+    finally:
+        second.stop()
+        rig.processes.remove(second)
 
 
 async def test_unroutable_rooms_become_visible_rejections(

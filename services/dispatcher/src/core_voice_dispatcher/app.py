@@ -72,6 +72,7 @@ async def _serve(
         ingest = Ingest(verifier, js)
 
     lk: LiveKitClient | None = None
+    dispatcher: Dispatcher | None = None
     live: LiveConsumer | None = None
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -83,6 +84,8 @@ async def _serve(
             timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
+        if ingest is not None and settings.prefetch:
+            ingest.on_stored = dispatcher.prefetch
         live = LiveConsumer(settings, js, dispatcher)
         await live.start()
         replays = Replays(settings, js, dispatcher)
@@ -97,7 +100,10 @@ async def _serve(
             checks["consumer"] = "ok" if not tasks[0].done() else "stopped"
         return checks
 
-    app = make_app(ingest, max_body_bytes=settings.max_body_bytes, health=health)
+    def details() -> dict[str, object]:
+        return {} if dispatcher is None else {"prefetch": dict(dispatcher.prefetch_counts)}
+
+    app = make_app(ingest, max_body_bytes=settings.max_body_bytes, health=health, details=details)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout_s
     )

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -74,6 +75,9 @@ attempt still ends in a recorded rejection instead of a silent drop."""
 
 FRESH_JOB_S = 30.0
 """A job stored less than this ago, on its first delivery, is dispatched the fast way."""
+PREFETCH_TTL_S = 5.0
+"""A prefetch its job's delivery did not claim by then (another replica got the message)
+is dropped."""
 LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError)
 _PERMANENT_LIVEKIT_CODES = frozenset({"invalid_argument", "malformed", "out_of_range"})
 _OUTCOME_LOG = {
@@ -154,6 +158,29 @@ def job_id_of_dispatch(metadata: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Lookups:
+    """The look-ups that decide a job, started together (None: not needed)."""
+
+    route: "asyncio.Task[RouteReply] | None"
+    room: "asyncio.Task[Room | None]"
+    dispatches: "asyncio.Task[JobDispatched | None] | None"
+    participants: "asyncio.Task[list[ParticipantInfo]] | None"
+
+    def tasks(self) -> list["asyncio.Task[Any]"]:
+        found = (self.route, self.room, self.dispatches, self.participants)
+        return [task for task in found if task is not None]
+
+
+def _settle_tasks(tasks: list["asyncio.Task[Any]"]) -> None:
+    """Cancel what still runs; an unused look-up's failure is not news (retrieved)."""
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Try again after a backoff; reject with ``reason`` once the budget is spent."""
 
@@ -175,6 +202,11 @@ def _livekit_error(exc: BaseException) -> str:
     if isinstance(exc, api.TwirpError):
         return f"livekit_{exc.code}"
     return f"livekit_{type(exc).__name__}"
+
+
+def _discovers(job: JobRequested) -> bool:
+    """No agent, campaign or number yet: the room's SIP caller will name the route."""
+    return job.agent_id == subjects.UNROUTED and not job.campaign_id and not job.dialed_number
 
 
 def route_request(job: JobRequested) -> RouteRequest:
@@ -201,6 +233,61 @@ class Dispatcher:
         self.js = js
         self.lk = lk
         self._inflight: set[str] = set()
+        self._prefetched: dict[str, tuple[JobRequested, Lookups]] = {}
+        self.prefetch_counts: Counter[str] = Counter()
+        """``started``, ``used``, ``expired``: how prefetches ended (for /healthz)."""
+
+    # --- prefetch ----------------------------------------------------------------------
+
+    def prefetch(self, job: JobRequested) -> None:
+        """Start ``job``'s look-ups now, as its webhook is stored, for its delivery to use.
+
+        Called by this process's webhook endpoint once JetStream acknowledged the job: the
+        look-ups then run while the message travels to the consumer (its delivery takes
+        ~0.7 ms and more under load), instead of after it. Only a first, fresh delivery
+        uses them (see `decide`); if the message went to another replica, they are
+        dropped after ``PREFETCH_TTL_S``. Nothing is created here: the dispatch itself
+        is still made only by the durable consumer.
+        """
+        if job.job_id in self._prefetched or len(self._prefetched) >= self.settings.max_concurrency:
+            return
+        lookups = self._lookups(job)
+        self._prefetched[job.job_id] = (job, lookups)
+        self.prefetch_counts["started"] += 1
+        asyncio.get_running_loop().call_later(PREFETCH_TTL_S, self._drop_prefetch, job.job_id)
+
+    def _drop_prefetch(self, job_id: str) -> None:
+        dropped = self._prefetched.pop(job_id, None)
+        if dropped is not None:
+            self.prefetch_counts["expired"] += 1
+            _settle_tasks(dropped[1].tasks())
+
+    def _claim_prefetch(self, job: JobRequested, fresh: bool) -> Lookups | None:
+        claimed = self._prefetched.pop(job.job_id, None)
+        if claimed is None:
+            return None
+        prefetched_job, lookups = claimed
+        if not fresh or prefetched_job != job:
+            _settle_tasks(lookups.tasks())
+            return None
+        self.prefetch_counts["used"] += 1
+        return lookups
+
+    def _lookups(self, job: JobRequested, *, fresh: bool = True) -> Lookups:
+        """Start the look-ups ``job`` needs. LiveKit answers a dispatch listing for a room
+        that is gone only after an internal 3 s timeout, so that listing starts at once
+        only for a fresh job (its room is almost surely open)."""
+        discover = _discovers(job)
+        return Lookups(
+            route=None if discover else asyncio.create_task(self._route(job)),
+            room=asyncio.create_task(self._live_room(job)),
+            dispatches=asyncio.create_task(self._existing_dispatch(job)) if fresh else None,
+            participants=(
+                asyncio.create_task(self._participants(job))
+                if discover or job.participant_identity
+                else None
+            ),
+        )
 
     # --- one job ---------------------------------------------------------------------
 
@@ -238,16 +325,16 @@ class Dispatcher:
     async def decide(self, job: JobRequested, msg: Msg) -> Outcome:
         """Find what should happen to ``job`` now (LiveKit calls, no events yet).
 
-        The independent look-ups run at once: routing, the room, its dispatches and (for
-        SIP jobs) its participants. A room that is gone decides at once. LiveKit answers a
-        dispatch listing for a room that is gone only after an internal 3 s timeout, so
-        that listing starts alongside the others only for a fresh job (its room is almost
-        surely open); for a replayed or redelivered one it waits until the room is known.
+        The independent look-ups run at once (or already ran: see `prefetch`): routing,
+        the room, its dispatches (a fresh job only, see `_lookups`) and for SIP jobs its
+        participants. A room that is gone decides at once; for a replayed or redelivered
+        job the dispatch listing waits until the room is known to be open.
         """
-        discover = (
-            job.agent_id == subjects.UNROUTED and not job.campaign_id and not job.dialed_number
-        )
-        lookups: list[asyncio.Task[Any]] = []
+        discover = _discovers(job)
+        age = dt.datetime.now(dt.UTC) - msg.metadata.timestamp
+        fresh = msg.metadata.num_delivered == 1 and age.total_seconds() < FRESH_JOB_S
+        started = self._claim_prefetch(job, fresh) or self._lookups(job, fresh=fresh)
+        lookups = started.tasks()
 
         def start(coro: Coroutine[Any, Any, T_]) -> asyncio.Task[T_]:
             task = asyncio.create_task(coro)
@@ -255,14 +342,8 @@ class Dispatcher:
             return task
 
         try:
-            route = None if discover else start(self._route(job))
-            room = start(self._live_room(job))
-            age = dt.datetime.now(dt.UTC) - msg.metadata.timestamp
-            fresh = msg.metadata.num_delivered == 1 and age.total_seconds() < FRESH_JOB_S
-            dispatches = start(self._existing_dispatch(job)) if fresh else None
-            participants = (
-                start(self._participants(job)) if discover or job.participant_identity else None
-            )
+            route, room = started.route, started.room
+            dispatches, participants = started.dispatches, started.participants
             if await room is None:
                 return self._expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
             if participants is not None:
@@ -298,11 +379,7 @@ class Dispatcher:
                 return self._rejected(job, RejectReason.DISPATCH_FAILED, _livekit_error(exc))
             return Retry(RejectReason.DISPATCH_FAILED, _livekit_error(exc))
         finally:
-            for task in lookups:
-                if not task.done():
-                    task.cancel()
-                elif not task.cancelled():
-                    task.exception()  # retrieved: an unused look-up's failure is not news
+            _settle_tasks(lookups)
 
     async def _dispatch(self, job: JobRequested, route: RouteResolved) -> Outcome:
         if route.target == Target.LEGACY:

@@ -15,6 +15,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from core_voice_contracts.bus import publish
+from core_voice_contracts.events import JobRequested
 from core_voice_dispatcher import intake
 from core_voice_dispatcher.errors import WebhookRejectedError
 from core_voice_dispatcher.trace import TRACEPARENT, trace_headers
@@ -29,9 +30,17 @@ HEALTH_PATH = "/healthz"
 class Ingest:
     """The endpoint's state: what it verifies with, where it stores, what it has counted."""
 
-    def __init__(self, verifier: WebhookVerifier, js: JetStreamContext) -> None:
+    def __init__(
+        self,
+        verifier: WebhookVerifier,
+        js: JetStreamContext,
+        *,
+        on_stored: Callable[[JobRequested], None] | None = None,
+    ) -> None:
         self.verifier = verifier
         self.js = js
+        self.on_stored = on_stored
+        """Told of each newly stored job (the local dispatcher prefetches its look-ups)."""
         self.counts: Counter[str] = Counter()
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
@@ -91,6 +100,8 @@ class Ingest:
             )
             return _answer({"status": "duplicate", "job_id": job_id})
         self.counts["stored"] += 1
+        if self.on_stored is not None and isinstance(action.message, JobRequested):
+            self.on_stored(action.message)
         log.info(
             "webhook stored",
             extra={
@@ -113,8 +124,10 @@ def make_app(
     *,
     max_body_bytes: int,
     health: Callable[[], dict[str, str]],
+    details: Callable[[], dict[str, object]] | None = None,
 ) -> web.Application:
-    """The HTTP app: the webhook endpoint (unless ``ingest`` is None) and ``/healthz``."""
+    """The HTTP app: the webhook endpoint (unless ``ingest`` is None) and ``/healthz``
+    (its checks, the webhook counts and any ``details``)."""
     app = web.Application(client_max_size=max_body_bytes)
     if ingest is not None:
         app.router.add_post(WEBHOOK_PATH, ingest.handle_webhook)
@@ -125,6 +138,8 @@ def make_app(
         body: dict[str, object] = {"status": "ok" if ok else "degraded", "checks": checks}
         if ingest is not None:
             body["webhooks"] = dict(ingest.counts)
+        if details is not None:
+            body |= details()
         return web.json_response(body, status=200 if ok else 503)
 
     app.router.add_get(HEALTH_PATH, handle_health)

@@ -75,6 +75,12 @@ class DispatcherSettings(BaseSettings):
     sip_wait_s: float = Field(default=10.0, ge=0)
     """DISPATCHER_SIP_WAIT_S: a room without agent metadata waits this long for a SIP caller
     whose dialed number routes it, then is rejected as ``no_agent``."""
+    prefetch: bool = True
+    """DISPATCHER_PREFETCH: with ``role=all``, start a job's look-ups (routing, ListRooms,
+    ListDispatch) as soon as its webhook is stored, not when the consumer receives it
+    (~1 ms sooner). With several replicas the consumer may hand the job to another one,
+    whose own look-ups then run too: up to two extra LiveKit reads per job. Off: look-ups
+    start at delivery only."""
     drain_timeout_s: float = Field(default=10.0, ge=0)
     """DISPATCHER_DRAIN_TIMEOUT_S: on SIGTERM, how long in-flight webhooks and jobs may finish."""
 
