@@ -19,6 +19,7 @@ from core_voice_contracts.events import (
     JobRejected,
     JobRequested,
     RejectReason,
+    RoutingChanged,
 )
 from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 from core_voice_contracts.streams import stream_configs
@@ -44,6 +45,7 @@ def test_every_subject_streams_into_exactly_one_stream() -> None:
         subjects.call_ended,
         subjects.call_failed,
         subjects.config_changed,
+        subjects.routing_changed,
     ]
 
     def matches(pattern: str, subject: str) -> bool:
@@ -106,6 +108,18 @@ def test_call_and_config_events_round_trip() -> None:
         assert codec.decode_call_event(codec.encode(event)) == event
     change = ConfigChanged(agent_id="a", tenant_id="t", version=2, kind=ChangeKind.UPDATED)
     assert codec.decode_config_event(codec.encode(change)) == change
+
+
+def test_routing_events_are_their_own_family_on_the_config_stream() -> None:
+    routing = RoutingChanged(tenant_id="t", campaign_id="c")
+    config = ConfigChanged(agent_id="a", tenant_id="t", version=2, kind=ChangeKind.CAMPAIGN)
+    assert codec.decode_routing_event(codec.encode(routing)) == routing
+    for event in (routing, config):  # the outbox relay reads both
+        assert codec.decode_config_stream_event(codec.encode(event)) == event
+    with pytest.raises(DecodeError):  # readers of voice.config.changed.* never get one
+        codec.decode_config_event(codec.encode(routing))
+    assert subjects.routing_changed("t") == "voice.config.routing.t"
+    assert subjects.routing_changed("t") != subjects.ROUTING_RESOLVE
 
 
 def test_decoders_reject_other_families_and_garbage_with_a_typed_error() -> None:

@@ -1,7 +1,7 @@
 """Connecting to NATS and publishing contract messages the same way everywhere."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 import nats
@@ -17,14 +17,30 @@ log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
-async def connect(url: str, *, name: str, ensure: bool = True) -> tuple[Client, JetStreamContext]:
-    """Connect with unlimited reconnects (a bus outage is waited out, not fatal)."""
+async def connect(
+    url: str,
+    *,
+    name: str,
+    ensure: bool = True,
+    on_disconnected: Callable[[], None] | None = None,
+    on_reconnected: Callable[[], None] | None = None,
+) -> tuple[Client, JetStreamContext]:
+    """Connect with unlimited reconnects (a bus outage is waited out, not fatal).
+
+    Core subscriptions miss whatever is published while the connection is down: a
+    caller that keeps state derived from them clears it in ``on_disconnected`` /
+    ``on_reconnected`` (plain functions, called on the client's loop; they must not block).
+    """
 
     async def _disconnected() -> None:
         log.warning("nats disconnected", extra={"client": name})
+        if on_disconnected is not None:
+            on_disconnected()
 
     async def _reconnected() -> None:
         log.info("nats reconnected", extra={"client": name})
+        if on_reconnected is not None:
+            on_reconnected()
 
     async def _error(exc: Exception) -> None:
         log.warning("nats error", extra={"client": name, "error": type(exc).__name__})

@@ -16,7 +16,9 @@ from core_voice_contracts.events import (
     ConfigEvent,
     ConfigGetReply,
     ConfigGetRequest,
+    ConfigStreamEvent,
     JobEvent,
+    RoutingEvent,
 )
 from core_voice_contracts.routing import decode_route_reply, decode_route_request
 from core_voice_contracts.runtime_config import RuntimeConfig
@@ -26,9 +28,11 @@ __all__ = [
     "decode_config_event",
     "decode_config_reply",
     "decode_config_request",
+    "decode_config_stream_event",
     "decode_job_event",
     "decode_route_reply",
     "decode_route_request",
+    "decode_routing_event",
     "decode_runtime_config",
     "encode",
 ]
@@ -55,6 +59,8 @@ class _Decoder:
 _jobs = _Decoder("job event", JobEvent)
 _calls = _Decoder("call event", CallEvent)
 _config = _Decoder("config event", ConfigEvent)
+_routing = _Decoder("routing event", RoutingEvent)
+_config_stream = _Decoder("config stream event", ConfigStreamEvent)
 _get_request = _Decoder("config request", ConfigGetRequest)
 _get_reply = _Decoder("config reply", ConfigGetReply)
 _runtime = _Decoder("runtime config", RuntimeConfig)
@@ -72,6 +78,17 @@ def decode_call_event(data: bytes) -> CallEvent:
 
 def decode_config_event(data: bytes) -> ConfigEvent:
     result: ConfigEvent = _config(data)
+    return result
+
+
+def decode_routing_event(data: bytes) -> RoutingEvent:
+    result: RoutingEvent = _routing(data)
+    return result
+
+
+def decode_config_stream_event(data: bytes) -> ConfigStreamEvent:
+    """Any ``VOICE_CONFIG`` message: for readers of both families (the outbox relay)."""
+    result: ConfigStreamEvent = _config_stream(data)
     return result
 
 

@@ -174,6 +174,28 @@ class ConfigChanged(_Event, frozen=True, kw_only=True, tag="config.changed"):
 ConfigEvent = ConfigChanged
 
 
+# --- voice.config.routing.* (VOICE_CONFIG) ---------------------------------------------
+
+
+class RoutingChanged(_Event, frozen=True, kw_only=True, tag="routing.changed"):
+    """Routing data changed without giving any agent a new version (an agent's status or
+    legacy share, a campaign's status or link weight, a number mapping, a campaign
+    created or deleted): holders of routing answers drop them all. The ids say what
+    changed, for people and tools; a holder does not need them to stay correct."""
+
+    tenant_id: str
+    agent_id: str | None = None
+    campaign_id: str | None = None
+    number: str | None = None
+    """The dialed number (E.164) whose mapping was set or removed."""
+
+
+RoutingEvent = RoutingChanged
+
+ConfigStreamEvent = ConfigChanged | RoutingChanged
+"""Everything on ``VOICE_CONFIG``, i.e. everything config_sync's outbox holds."""
+
+
 # --- voice.config.get (request / reply) ------------------------------------------------
 
 
@@ -218,6 +240,7 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     CallEnded,
     CallFailed,
     ConfigChanged,
+    RoutingChanged,
     ConfigGetRequest,
     ConfigFound,
     ConfigNotFound,

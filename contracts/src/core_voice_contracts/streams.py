@@ -44,14 +44,14 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=VOICE_CONFIG,
-            subjects=[subjects.CONFIG_CHANGED_ALL],
+            subjects=[subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_msgs_per_subject=1,
             discard=DiscardPolicy.OLD,
             duplicate_window=120.0,
             num_replicas=replicas,
-            description="Latest config change per agent",
+            description="Latest config change per agent, latest routing change per tenant",
         ),
     ]
 

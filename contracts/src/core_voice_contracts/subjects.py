@@ -2,7 +2,9 @@
 
 Decision: subjects carry the agent id, not the tenant id. Agent ids are globally unique
 and the tenant is in every message; per-tenant NATS permissions are not needed because
-tenants never hold NATS credentials (only our services do).
+tenants never hold NATS credentials (only our services do). The one exception is
+`routing_changed`: a campaign or number change belongs to no single agent, so it carries
+the tenant id.
 """
 
 from core_voice_contracts.ids import check_id
@@ -12,6 +14,7 @@ PREFIX = "voice"
 JOBS_ALL = f"{PREFIX}.jobs.>"
 CALLS_ALL = f"{PREFIX}.calls.>"
 CONFIG_CHANGED_ALL = f"{PREFIX}.config.changed.*"
+ROUTING_CHANGED_ALL = f"{PREFIX}.config.routing.*"
 CONFIG_GET = f"{PREFIX}.config.get"
 
 # Jobs for a room that names no valid agent still need a subject to be visible on.
@@ -55,6 +58,12 @@ def call_failed(agent_id: str) -> str:
 
 def config_changed(agent_id: str) -> str:
     return f"{PREFIX}.config.changed.{_agent_token(agent_id)}"
+
+
+def routing_changed(tenant_id: str) -> str:
+    """`RoutingChanged` of one tenant (on ``VOICE_CONFIG``, not the request subject
+    `ROUTING_RESOLVE`)."""
+    return f"{PREFIX}.config.routing.{check_id(tenant_id, what='tenant id')}"
 
 
 def jobs_for_agent(agent_id: str) -> str:

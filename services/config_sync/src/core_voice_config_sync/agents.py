@@ -2,8 +2,9 @@
 
 Sits between the transports and the repository: applies the caller's tenant, validates
 against the provider catalogue (the agent's own config and its merge with every campaign
-it is in), seals provider keys, and after each commit refreshes the cache and wakes the
-outbox relay (so the change is on the bus within milliseconds).
+it is in), seals provider keys, and after each commit refreshes the cache and calls
+``on_commit``, which clears the routing answers (a patch may disable the agent or move
+its legacy share) and wakes the outbox relay (the change is on the bus within ms).
 """
 
 import logging
@@ -183,11 +184,11 @@ class AgentService:
         return None if found is None else self.entry_for(*found)
 
     def _committed(self, record: AgentRecord, links: list[LinkRecord]) -> None:
+        self._on_commit()
         try:
             self._cache.put(self.entry_for(record, links))
         except ConfigSyncError:  # keys it cannot open: the next read reports it
             self._cache.forget(record.id)
-        self._on_commit()
 
     # --- admin operations ----------------------------------------------------------------
 

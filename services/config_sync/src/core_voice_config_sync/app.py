@@ -3,6 +3,9 @@
 Start order: database (migrate) → NATS (streams ensured) → ``voice.config.get`` micro
 service → outbox relay → HTTP. Stop order is the reverse; NATS is drained last so
 in-flight replies and acks go out.
+
+Every commit made through the API is followed by ``committed`` before the API answers:
+the routing answers are cleared and the outbox relay is woken.
 """
 
 import asyncio
@@ -132,9 +135,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         if await repository.ensure_tenant(settings.default_tenant):
             log.info("default tenant created", extra={"tenant_id": settings.default_tenant})
         await _check_sealed_keys(repository, keyring)
+        routing = RoutingService(repository, campaign_repository)
 
         client, js = await _unless_stopped(
-            bus.connect(settings.nats_url, name=NATS_CLIENT_NAME), stop
+            bus.connect(
+                settings.nats_url,
+                name=NATS_CLIENT_NAME,
+                on_disconnected=routing.invalidate,  # change events may be missed meanwhile
+                on_reconnected=routing.invalidate,
+            ),
+            stop,
         )
         nc = client
         relay = OutboxRelay(
@@ -147,15 +157,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         async def load(agent_id: str) -> CacheEntry | None:
             return await agents.load_entry(agent_id)
 
+        def committed() -> None:
+            routing.invalidate()
+            relay.wake()
+
         cache = RuntimeConfigCache(load)
         agents = AgentService(
             repository,
             cache,
             keyring=keyring,
             validator=Validator(platform_keys=settings.platform_keys()),
-            on_commit=relay.wake,
+            on_commit=committed,
         )
-        campaigns = CampaignService(campaign_repository, agents, cache, on_commit=relay.wake)
+        campaigns = CampaignService(campaign_repository, agents, cache, on_commit=committed)
         authenticator = StoredTokens(
             StaticTokens(
                 admin=settings.admin_token,
@@ -164,7 +178,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             ),
             token_repository.by_hash,
         )
-        routing = RoutingService(repository, campaign_repository)
         getter = ConfigGetService(client, agents, cache, routing)
         await getter.start()
         tasks.spawn(relay.run(), name="outbox-relay")

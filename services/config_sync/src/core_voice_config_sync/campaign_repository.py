@@ -4,6 +4,10 @@ A link change (added, removed, new overrides) changes what the agent's calls in 
 campaign run, so it gives the agent a new version (note ``campaign <id>``, event kind
 ``campaign``) in the same transaction: versions stay the one thing workers compare, and
 they only ever increase. A weight change only moves future routing: no new version.
+
+Every write that changes routing announces it in its transaction: the new versions'
+`ConfigChanged`, or else one `RoutingChanged` (campaign created, status changed or
+deleted without links; weight changed; number set or removed).
 """
 
 from collections.abc import Awaitable, Callable
@@ -52,6 +56,7 @@ from core_voice_config_sync.repository import (
     lock_agents,
     page_after,
     route_agent,
+    routing_outbox_row,
 )
 from core_voice_contracts.admin_api import CampaignOverrides, CampaignStatus
 from core_voice_contracts.events import ChangeKind
@@ -134,6 +139,7 @@ class CampaignRepository:
                 if await session.get(Campaign, campaign_id) is not None:
                     raise CampaignExistsError(campaign_id)
                 session.add(campaign)
+                session.add(routing_outbox_row(tenant_id, campaign_id=campaign_id))
         except IntegrityError:
             raise CampaignExistsError(campaign_id) from None
         return campaign_record(campaign)
@@ -162,7 +168,8 @@ class CampaignRepository:
         description: str | None,
         status: CampaignStatus | None,
     ) -> CampaignRecord:
-        """Name, description and status are not part of any agent's runtime config."""
+        """Name, description and status are not part of any agent's runtime config; the
+        status is routing."""
         async with self.db.write() as session:
             campaign = await self._campaign(session, campaign_id, tenant_id, lock=True)
             values = {"name": name, "description": description, "status": status}
@@ -171,6 +178,8 @@ class CampaignRepository:
                 if value is not None and getattr(campaign, key) != value:
                     setattr(campaign, key, str(value))
                     changed = True
+                    if key == "status":
+                        session.add(routing_outbox_row(tenant_id, campaign_id=campaign_id))
             if changed:
                 campaign.updated_at = utcnow()
             return campaign_record(campaign)
@@ -214,6 +223,8 @@ class CampaignRepository:
                             session, agent, _campaign_change(campaign_id), author=author
                         )
                         bumped.append(record)
+                    if not bumped:
+                        session.add(routing_outbox_row(tenant_id, campaign_id=campaign_id))
                     return bumped
             except VersionMovedError:
                 continue
@@ -275,6 +286,7 @@ class CampaignRepository:
                     data = _overrides_json(overrides)
                     link = await session.get(CampaignAgent, (campaign_id, agent_id))
                     runtime_changed = link is None or link.overrides != data
+                    weight_changed = link is not None and link.weight != weight
                     if link is None:
                         link = CampaignAgent(
                             campaign_id=campaign_id,
@@ -292,6 +304,12 @@ class CampaignRepository:
                     if runtime_changed:
                         bumped, _ = await apply_change(
                             session, agent, _campaign_change(campaign_id), author=author
+                        )
+                    elif weight_changed:
+                        session.add(
+                            routing_outbox_row(
+                                tenant_id, agent_id=agent_id, campaign_id=campaign_id
+                            )
                         )
                     return link_record(link), bumped
             except VersionMovedError:
@@ -313,6 +331,11 @@ class CampaignRepository:
                     await session.flush()
                     agent = agents.get(agent_id)
                     if agent is None:
+                        session.add(
+                            routing_outbox_row(
+                                tenant_id, agent_id=agent_id, campaign_id=campaign_id
+                            )
+                        )
                         return None
                     record, _ = await apply_change(
                         session, agent, _campaign_change(campaign_id), author=author
@@ -368,10 +391,12 @@ class CampaignRepository:
                         updated_at=now,
                     )
                     session.add(row)
+                    session.add(routing_outbox_row(tenant_id, number=number))
                 elif row.tenant_id != tenant_id:
                     raise NumberTakenError(number)
                 elif (row.campaign_id, row.agent_id) != (campaign_id, agent_id):
                     row.campaign_id, row.agent_id, row.updated_at = campaign_id, agent_id, now
+                    session.add(routing_outbox_row(tenant_id, number=number))
                 await session.flush()
                 return number_record(row)
         except IntegrityError:
@@ -407,6 +432,7 @@ class CampaignRepository:
             )
             if int(getattr(result, "rowcount", 0) or 0) != 1:
                 raise NumberNotFoundError(number)
+            session.add(routing_outbox_row(tenant_id, number=number))
 
     # --- routing -----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 A link is validated as the merge the worker will receive: the agent's current config
 with the campaign's overrides, checked against the catalogue and the agent's keys.
+Every write here may change routing, so each commit is followed by ``on_commit``
+(routing answers cleared, outbox relay woken) before the caller gets its answer.
 """
 
 from collections.abc import Callable
@@ -49,17 +51,18 @@ class CampaignService:
         self._cache = cache
         self._on_commit = on_commit
 
-    def _bumped(self, records: list[AgentRecord]) -> None:
-        """Agents whose runtime config changed: drop their entries (reloaded on next read)."""
-        for record in records:
+    def _committed(self, bumped: list[AgentRecord]) -> None:
+        """After a commit: drop the entries of agents whose runtime config changed
+        (reloaded on next read), then ``on_commit``."""
+        for record in bumped:
             self._cache.evict_older(record.id, record.version)
-        if records:
-            self._on_commit()
+        self._on_commit()
 
     async def create(self, principal: Principal, data: CampaignCreate) -> CampaignView:
         tenant_id = AgentService.tenant_of(principal)
         fields = CampaignFields(name=data.name, description=data.description, status=data.status)
         record = await self._repo.create(tenant_id, data.id or new_id("campaign"), fields)
+        self._committed([])
         return record.view()
 
     async def get(self, principal: Principal, campaign_id: str) -> CampaignView:
@@ -88,6 +91,7 @@ class CampaignService:
             description=data.description,
             status=data.status,
         )
+        self._committed([])
         return record.view()
 
     async def delete(self, principal: Principal, campaign_id: str) -> None:
@@ -96,7 +100,7 @@ class CampaignService:
         bumped = await self._repo.delete(
             campaign_id, tenant_id=AgentService.tenant_of(principal), author=principal.name
         )
-        self._bumped(bumped)
+        self._committed(bumped)
 
     # --- links -----------------------------------------------------------------------------
 
@@ -147,7 +151,7 @@ class CampaignService:
             check=check,
             author=principal.name,
         )
-        self._bumped([bumped] if bumped else [])
+        self._committed([bumped] if bumped else [])
         return link.view()
 
     async def delete_link(self, principal: Principal, campaign_id: str, agent_id: str) -> None:
@@ -161,7 +165,7 @@ class CampaignService:
             tenant_id=AgentService.tenant_of(principal),
             author=principal.name,
         )
-        self._bumped([bumped] if bumped else [])
+        self._committed([bumped] if bumped else [])
 
     # --- SIP numbers -----------------------------------------------------------------------
 
@@ -174,6 +178,7 @@ class CampaignService:
             campaign_id=data.campaign_id,
             agent_id=data.agent_id,
         )
+        self._committed([])
         return record.view()
 
     async def number(self, principal: Principal, number: str) -> NumberView:
@@ -188,3 +193,4 @@ class CampaignService:
 
     async def delete_number(self, principal: Principal, number: str) -> None:
         await self._repo.delete_number(number, tenant_id=AgentService.tenant_of(principal))
+        self._committed([])

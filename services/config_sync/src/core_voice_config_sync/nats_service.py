@@ -6,8 +6,10 @@
 Replicas share the default micro queue group, so each request is answered once. Every
 request gets a typed reply: a malformed one is answered with a non-retryable
 ``bad_request`` error, an internal failure with a retryable error; an endpoint never
-raises. The service also listens to ``voice.config.changed.*`` so that an edit committed
-by another replica evicts this replica's cached config.
+raises. The service also listens to ``voice.config.changed.*`` and
+``voice.config.routing.*`` (any replica's outbox events, its own included): a
+`ConfigChanged` evicts this replica's older cached config, and every event clears the
+routing answers.
 """
 
 import logging
@@ -25,7 +27,12 @@ from core_voice_config_sync.cache import RuntimeConfigCache
 from core_voice_config_sync.routing import RoutingService
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import ConfigGetError, ConfigGetReply
+from core_voice_contracts.events import (
+    ConfigChanged,
+    ConfigGetError,
+    ConfigGetReply,
+    RoutingChanged,
+)
 from core_voice_contracts.routing import RouteError, RouteReply
 
 log = logging.getLogger(__name__)
@@ -48,10 +55,11 @@ class ConfigGetService:
         self._cache = cache
         self._routing = routing
         self._service: Service | None = None
-        self._changes: Subscription | None = None
+        self._changes: list[Subscription] = []
 
     async def start(self) -> None:
-        self._changes = await self._nc.subscribe(subjects.CONFIG_CHANGED_ALL, cb=self._on_change)
+        for subject in (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL):
+            self._changes.append(await self._nc.subscribe(subject, cb=self._on_change))
         self._service = await add_service(
             self._nc,
             ServiceConfig(
@@ -75,9 +83,9 @@ class ConfigGetService:
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        if self._changes is not None:
-            await self._changes.unsubscribe()
-            self._changes = None
+        for sub in self._changes:
+            await sub.unsubscribe()
+        self._changes.clear()
 
     async def _handle(self, request: Request) -> None:
         await request.respond(codec.encode(await self.answer(request.data)))
@@ -108,9 +116,14 @@ class ConfigGetService:
             return RouteError(error="internal", retryable=True)
 
     async def _on_change(self, msg: Msg) -> None:
+        self._routing.invalidate()  # whatever it says, even unreadable: something changed
         try:
-            event = codec.decode_config_event(msg.data)
+            event = codec.decode_config_stream_event(msg.data)
         except DecodeError:
             log.warning("undecodable config event ignored", extra={"subject": msg.subject})
             return
-        self._cache.evict_older(event.agent_id, event.version)
+        match event:
+            case ConfigChanged(agent_id=agent_id, version=version):
+                self._cache.evict_older(agent_id, version)
+            case RoutingChanged():
+                pass

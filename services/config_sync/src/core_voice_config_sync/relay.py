@@ -1,11 +1,13 @@
-"""The outbox relay: moves committed `ConfigChanged` events from the database to JetStream.
+"""The outbox relay: moves committed events (`ConfigChanged`, `RoutingChanged`) from the
+database to JetStream.
 
 Woken right after each commit (a few ms edit→event) and also every ``sweep_s`` seconds,
 so a NATS outage delays events but never loses them. Events go out strictly in commit
 order and a pass stops at the first failure: ``VOICE_CONFIG`` keeps only the latest
-message per agent, so publishing v3 before v2 would leave v2 as the "latest". Each event
-has a stable ``Nats-Msg-Id``, so a re-publish after a crash or by a second replica is
-dropped by JetStream's duplicate window.
+message per subject (per agent, or per tenant for routing), so publishing v3 before v2
+would leave v2 as the "latest". Each event has a stable ``Nats-Msg-Id``, so a
+re-publish after a crash or by a second replica is dropped by JetStream's duplicate
+window.
 
 Marking events published is a database write, so it is kept off the edit → event path:
 published ids are remembered and marked in one statement once edits pause for
@@ -130,7 +132,7 @@ class OutboxRelay:
 
     async def _publish(self, event: PendingEvent) -> bool:
         try:
-            message = codec.decode_config_event(event.payload)
+            message = codec.decode_config_stream_event(event.payload)
         except DecodeError:
             # Never written by this code; skipping it beats blocking every later event.
             log.error("outbox event undecodable, skipped", extra={"outbox_id": event.id})

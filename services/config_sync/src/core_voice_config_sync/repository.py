@@ -1,10 +1,12 @@
 """Reads and writes of agents, their versions and the outbox.
 
-Every committed change writes its `ConfigChanged` event to the outbox in the same
-transaction, so an edit and its announcement are never separated. An edit locks the
-agent row (``FOR UPDATE`` on PostgreSQL; SQLite has one writer anyway) and also checks
-optimistically that the version it read is still current, retrying a few times; several
-agents are always locked in id order, so concurrent campaign edits cannot deadlock.
+Every committed change writes its event to the outbox in the same transaction, so an
+edit and its announcement are never separated: `ConfigChanged` for a new version,
+`RoutingChanged` for routing attributes changed in place (status, legacy share). An
+edit locks the agent row (``FOR UPDATE`` on PostgreSQL; SQLite has one writer anyway)
+and also checks optimistically that the version it read is still current, retrying a
+few times; several agents are always locked in id order, so concurrent campaign edits
+cannot deadlock.
 
 The shape of a change (validation, key sealing) is decided by the caller, inside the
 transaction, from the locked current state: see `AgentRepository.edit`.
@@ -50,7 +52,7 @@ from core_voice_config_sync.records import (
 )
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentStatus, CampaignOverrides
-from core_voice_contracts.events import ChangeKind, ConfigChanged
+from core_voice_contracts.events import ChangeKind, ConfigChanged, ConfigStreamEvent, RoutingChanged
 from core_voice_contracts.runtime_config import ProviderSpec
 
 EDIT_ATTEMPTS = 3
@@ -205,10 +207,27 @@ def outbox_row(
     event = ConfigChanged(
         agent_id=agent_id, tenant_id=tenant_id, version=version, kind=kind, campaign_id=campaign_id
     )
+    return _outbox(subjects.config_changed(agent_id), event)
+
+
+def routing_outbox_row(
+    tenant_id: str,
+    *,
+    agent_id: str | None = None,
+    campaign_id: str | None = None,
+    number: str | None = None,
+) -> OutboxRow:
+    """The event of a routing change that gives no agent a new version (a version's
+    `ConfigChanged` already tells every replica to drop its routing answers)."""
+    event = RoutingChanged(
+        tenant_id=tenant_id, agent_id=agent_id, campaign_id=campaign_id, number=number
+    )
+    return _outbox(subjects.routing_changed(tenant_id), event)
+
+
+def _outbox(subject: str, event: ConfigStreamEvent) -> OutboxRow:
     return OutboxRow(
-        subject=subjects.config_changed(agent_id),
-        payload=codec.encode(event),
-        msg_id=f"outbox-{uuid.uuid4().hex}",
+        subject=subject, payload=codec.encode(event), msg_id=f"outbox-{uuid.uuid4().hex}"
     )
 
 
@@ -304,8 +323,9 @@ async def apply_change(
     author: str,
     current: AgentConfig | None = None,
 ) -> tuple[AgentRecord, bool]:
-    """Write ``change`` for a locked ``agent``: a new version (+ outbox row) if the
-    config or keys differ (or it is forced), routing fields in place."""
+    """Write ``change`` for a locked ``agent``: a new version (+ `ConfigChanged`) if the
+    config or keys differ (or it is forced), else routing fields in place
+    (+ `RoutingChanged`)."""
     if current is None:
         current = await session.get(AgentConfig, (agent.id, agent.current_version))
         if current is None:  # the FK and the version bump make this impossible
@@ -336,6 +356,8 @@ async def apply_change(
             .values(**routing)
             .execution_options(synchronize_session=False)
         )
+        event = routing_outbox_row(agent.tenant_id, agent_id=agent.id)
+        await session.execute(sa.insert(OutboxRow).values(**_values(event)))
         return replace(
             record,
             status=status,

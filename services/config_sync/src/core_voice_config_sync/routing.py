@@ -3,9 +3,15 @@
 The dispatcher names an agent, a campaign or (SIP) the dialed number. A campaign picks
 one of its active agents by weight with `routing.pick_weighted`, deterministically per
 room; a gradual migration then sends `legacy_percent` % of the agent's rooms to its old
-worker (`routing.goes_to_legacy`). Routing reads the database each time, so a disable
-or a weight change applies to the very next room on every replica; while the database
-is unreachable it answers from the last data it read. Replies never carry keys.
+worker (`routing.goes_to_legacy`). Replies never carry keys.
+
+Answers come from memory (`RoutingCache`): agent, campaign and number look-ups are kept
+until something that could change routing happens, which clears them all: on the
+replica that commits an edit, right after the commit and before its API answers; on
+every replica, on the edit's outbox event (`ConfigChanged` or `RoutingChanged`), a few
+ms later; and on a NATS disconnect and reconnect, since events may be missed meanwhile.
+Unknown ids are never kept, so something created a moment ago elsewhere is found at
+once. While the database is unreachable, a miss is answered from the last data read.
 """
 
 import logging
@@ -34,35 +40,71 @@ from core_voice_contracts.routing import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-FALLBACK_SIZE = 10_000
+CACHE_SIZE = 10_000
 
 
-class _LastKnown(OrderedDict[str, object]):
-    """Bounded memory of the last answer per look-up key, for database outages."""
+def _remember(items: OrderedDict[str, object], key: str, value: object, size: int) -> None:
+    items[key] = value
+    items.move_to_end(key)
+    while len(items) > size:
+        items.popitem(last=False)
 
-    def remember(self, key: str, value: object) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > FALLBACK_SIZE:
-            self.popitem(last=False)
+
+class RoutingCache:
+    """Routing look-ups by key (``agent:<id>``, ``campaign:<id>``, ``number:<n>``), LRU.
+
+    `invalidate` forgets every answer at once: routing edits are rare, and a refill is
+    one read per key. A read that was in flight during an invalidation may have seen the
+    old data, so it is handed to its caller but stored nowhere (the generation check).
+    Apart from the answers, the last value read per key (None included) is kept through
+    invalidations, only to answer while the database is unreachable.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self.generation = 0
+        self._fresh: OrderedDict[str, object] = OrderedDict()
+        self._last: OrderedDict[str, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._fresh)
+
+    def invalidate(self) -> None:
+        self._fresh.clear()
+        self.generation += 1
+
+    async def read(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+        """The cached answer for ``key``, or ``load()``'s (kept unless None or stale)."""
+        cached = self._fresh.get(key)
+        if cached is not None:
+            self._fresh.move_to_end(key)
+            return cast(T, cached)
+        generation = self.generation
+        try:
+            value = await load()
+        except DatabaseUnavailableError:
+            if key in self._last:
+                log.info("routing from last known data", extra={"key": key})
+                return cast(T, self._last[key])
+            raise
+        if generation == self.generation:
+            _remember(self._last, key, value, self.size)
+            if value is not None:
+                _remember(self._fresh, key, value, self.size)
+        return value
 
 
 class RoutingService:
     def __init__(self, agents: AgentRepository, campaigns: CampaignRepository) -> None:
         self._agents = agents
         self._campaigns = campaigns
-        self._last = _LastKnown()
+        self._cache = RoutingCache()
 
-    async def _read(self, key: str, read: Callable[[], Awaitable[T]]) -> T:
-        try:
-            value = await read()
-        except DatabaseUnavailableError:
-            if key in self._last:
-                log.info("routing from last known data", extra={"key": key})
-                return cast(T, self._last[key])
-            raise
-        self._last.remember(key, value)
-        return value
+    def invalidate(self) -> None:
+        """Forget every routing answer: called after each local commit that may change
+        routing, on every config event from any replica, and on NATS disconnects."""
+        self._cache.invalidate()
+        log.debug("routing cache cleared", extra={"generation": self._cache.generation})
 
     async def resolve(self, request: RouteRequest) -> RouteReply:
         try:
@@ -77,7 +119,7 @@ class RoutingService:
             return await self._by_campaign(request, request.campaign_id, "campaign")
         if request.dialed_number is not None:
             number = request.dialed_number
-            mapping: NumberRecord | None = await self._read(
+            mapping: NumberRecord | None = await self._cache.read(
                 f"number:{number}", lambda: self._campaigns.route_number(number)
             )
             if mapping is None:
@@ -93,7 +135,7 @@ class RoutingService:
     ) -> RouteReply:
         agent: RouteAgent | None = None
         if is_valid_id(agent_id):
-            agent = await self._read(
+            agent = await self._cache.read(
                 f"agent:{agent_id}", lambda: self._agents.route_agent(agent_id)
             )
         if agent is None:
@@ -105,7 +147,7 @@ class RoutingService:
     async def _by_campaign(self, request: RouteRequest, campaign_id: str, via: str) -> RouteReply:
         campaign: RouteCampaign | None = None
         if is_valid_id(campaign_id):
-            campaign = await self._read(
+            campaign = await self._cache.read(
                 f"campaign:{campaign_id}", lambda: self._campaigns.route_campaign(campaign_id)
             )
         if campaign is None:
