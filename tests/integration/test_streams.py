@@ -61,6 +61,25 @@ async def test_ensure_restores_drifted_settings_and_keeps_messages(
     assert info.state.messages == before
 
 
+async def test_a_subject_a_newer_release_added_is_never_taken_away(
+    bus: tuple[Client, JetStreamContext],
+) -> None:
+    # The stream as a newer release defined it: one subject more than this code knows.
+    _, js = bus
+    await ensure_streams(js)
+    newer = (await js.stream_info(VOICE_CONFIG)).config
+    newer.subjects = [*(newer.subjects or []), "voice.config.newer.*"]
+    await js.update_stream(newer)
+    try:
+        await ensure_streams(js)  # this (older) release restarts
+        kept = (await js.stream_info(VOICE_CONFIG)).config.subjects or []
+        assert "voice.config.newer.*" in kept
+        assert {subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL} <= set(kept)
+    finally:  # the operator's step, so the session's other tests see the definition
+        (defined,) = [c for c in stream_configs() if c.name == VOICE_CONFIG]
+        await js.update_stream(defined)
+
+
 async def test_duplicate_message_ids_collapse_inside_the_window(
     bus: tuple[Client, JetStreamContext],
 ) -> None:

@@ -57,15 +57,21 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create each stream, or update it to the definition above if it exists."""
+    """Create each stream, or update it to the definition above if it exists (keeping any
+    further subjects it has)."""
     for config in stream_configs(replicas):
         assert config.name is not None
         try:
-            await js.stream_info(config.name)
+            info = await js.stream_info(config.name)
         except NotFoundError:
             try:
                 await js.add_stream(config)
             except BadRequestError:  # another service created it a moment ago
                 await js.update_stream(config)
         else:
+            # Subjects only grow: a service of the previous release restarting during a
+            # rolling deploy must not take away a subject the new release publishes on
+            # (the outbox relay would stall on it). Removing one is an operator's step.
+            wanted = list(config.subjects or [])
+            config.subjects = wanted + [s for s in info.config.subjects or [] if s not in wanted]
             await js.update_stream(config)
