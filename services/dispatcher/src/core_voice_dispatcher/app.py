@@ -85,7 +85,7 @@ async def _serve(
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
         if ingest is not None and settings.prefetch:
-            ingest.on_stored = dispatcher.prefetch
+            ingest.prefetcher = dispatcher
         live = LiveConsumer(settings, js, dispatcher)
         await live.start()
         replays = Replays(settings, js, dispatcher)

@@ -235,28 +235,36 @@ class Dispatcher:
         self._inflight: set[str] = set()
         self._prefetched: dict[str, tuple[JobRequested, Lookups]] = {}
         self.prefetch_counts: Counter[str] = Counter()
-        """``started``, ``used``, ``expired``: how prefetches ended (for /healthz)."""
+        """``started``; ``used``, ``expired`` (another replica got the job) or ``dropped``
+        (not stored: a duplicate or a bus failure): how prefetches ended (for /healthz)."""
 
     # --- prefetch ----------------------------------------------------------------------
 
-    def prefetch(self, job: JobRequested) -> None:
-        """Start ``job``'s look-ups now, as its webhook is stored, for its delivery to use.
+    def prefetch(self, job: JobRequested) -> bool:
+        """Start ``job``'s look-ups now, while its webhook is being stored (`Prefetcher`).
 
-        Called by this process's webhook endpoint once JetStream acknowledged the job: the
-        look-ups then run while the message travels to the consumer (its delivery takes
-        ~0.7 ms and more under load), instead of after it. Only a first, fresh delivery
-        uses them (see `decide`); if the message went to another replica, they are
-        dropped after ``PREFETCH_TTL_S``. Nothing is created here: the dispatch itself
-        is still made only by the durable consumer.
+        They then run while JetStream stores the job and delivers it to the consumer
+        (~1.5-2.5 ms, far more under load), instead of after. Only a first, fresh
+        delivery uses them (see `decide`); if the message went to another replica, they
+        are dropped after ``PREFETCH_TTL_S``. Nothing is created here: the dispatch
+        itself is still made only by the durable consumer.
         """
         if job.job_id in self._prefetched or len(self._prefetched) >= self.settings.max_concurrency:
-            return
+            return False
         lookups = self._lookups(job)
         self._prefetched[job.job_id] = (job, lookups)
         self.prefetch_counts["started"] += 1
-        asyncio.get_running_loop().call_later(PREFETCH_TTL_S, self._drop_prefetch, job.job_id)
+        asyncio.get_running_loop().call_later(PREFETCH_TTL_S, self._expire, job.job_id)
+        return True
 
-    def _drop_prefetch(self, job_id: str) -> None:
+    def drop(self, job_id: str) -> None:
+        """Forget a prefetch whose job was not stored by the webhook that started it."""
+        dropped = self._prefetched.pop(job_id, None)
+        if dropped is not None:
+            self.prefetch_counts["dropped"] += 1
+            _settle_tasks(dropped[1].tasks())
+
+    def _expire(self, job_id: str) -> None:
         dropped = self._prefetched.pop(job_id, None)
         if dropped is not None:
             self.prefetch_counts["expired"] += 1

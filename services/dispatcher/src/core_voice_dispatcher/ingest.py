@@ -6,9 +6,11 @@ which LiveKit retries). A replayed or re-sent webhook answers 200 ``duplicate``:
 is already stored and nothing happens twice.
 """
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from nats.errors import Error as NatsError
@@ -27,6 +29,21 @@ WEBHOOK_PATH = "/webhook/livekit"
 HEALTH_PATH = "/healthz"
 
 
+class Prefetcher(Protocol):
+    """Starts a job's look-ups while it is being stored, for its delivery to use.
+
+    Nothing is dispatched from here: only the durable consumer does that, once the job is
+    stored and delivered. A prefetch whose job was not stored (a duplicate, a bus
+    failure) is dropped at once.
+    """
+
+    def prefetch(self, job: JobRequested) -> bool:
+        """Start ``job``'s look-ups; False if none were started (e.g. already running)."""
+        ...
+
+    def drop(self, job_id: str) -> None: ...
+
+
 class Ingest:
     """The endpoint's state: what it verifies with, where it stores, what it has counted."""
 
@@ -35,12 +52,12 @@ class Ingest:
         verifier: WebhookVerifier,
         js: JetStreamContext,
         *,
-        on_stored: Callable[[JobRequested], None] | None = None,
+        prefetcher: Prefetcher | None = None,
     ) -> None:
         self.verifier = verifier
         self.js = js
-        self.on_stored = on_stored
-        """Told of each newly stored job (the local dispatcher prefetches its look-ups)."""
+        self.prefetcher = prefetcher
+        """The local dispatcher, told of each job as it is stored (see `Prefetcher`)."""
         self.counts: Counter[str] = Counter()
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
@@ -77,15 +94,27 @@ class Ingest:
             return _answer({"status": "ignored", "event": event.event, "reason": action.reason})
 
         job_id = action.message.job_id
-        try:
-            ack = await publish(
+        store = asyncio.ensure_future(
+            publish(
                 self.js,
                 action.subject,
                 action.message,
                 msg_id=action.msg_id,
                 headers=trace_headers({TRACEPARENT: request.headers.get(TRACEPARENT, "")}),
             )
+        )
+        prefetched_by: Prefetcher | None = None
+        if self.prefetcher is not None and isinstance(action.message, JobRequested):
+            # One turn of the loop first: the publish queues its bytes and wakes the NATS
+            # writer ahead of the look-ups' own work, so they never delay the store.
+            await asyncio.sleep(0)
+            if self.prefetcher.prefetch(action.message):
+                prefetched_by = self.prefetcher
+        try:
+            ack = await store
         except (NatsError, TimeoutError) as exc:
+            if prefetched_by is not None:
+                prefetched_by.drop(job_id)
             self.counts["bus_unavailable"] += 1
             log.warning(
                 "webhook not stored: bus unavailable",
@@ -93,6 +122,8 @@ class Ingest:
             )
             return _answer({"error": "bus_unavailable"}, 503)
         if ack.duplicate:
+            if prefetched_by is not None:  # stored before: its own delivery decides it
+                prefetched_by.drop(job_id)
             self.counts["duplicate"] += 1
             log.info(
                 "webhook duplicate dropped",
@@ -100,8 +131,6 @@ class Ingest:
             )
             return _answer({"status": "duplicate", "job_id": job_id})
         self.counts["stored"] += 1
-        if self.on_stored is not None and isinstance(action.message, JobRequested):
-            self.on_stored(action.message)
         log.info(
             "webhook stored",
             extra={

@@ -77,10 +77,9 @@ class DispatcherSettings(BaseSettings):
     whose dialed number routes it, then is rejected as ``no_agent``."""
     prefetch: bool = True
     """DISPATCHER_PREFETCH: with ``role=all``, start a job's look-ups (routing, ListRooms,
-    ListDispatch) as soon as its webhook is stored, not when the consumer receives it
-    (~1 ms sooner). With several replicas the consumer may hand the job to another one,
-    whose own look-ups then run too: up to two extra LiveKit reads per job. Off: look-ups
-    start at delivery only."""
+    ListDispatch) as its webhook is being stored, not when the consumer receives it. With
+    several replicas the consumer may hand the job to another one, whose own look-ups then
+    run too: up to two extra LiveKit reads per job. Off: look-ups start at delivery."""
     drain_timeout_s: float = Field(default=10.0, ge=0)
     """DISPATCHER_DRAIN_TIMEOUT_S: on SIGTERM, how long in-flight webhooks and jobs may finish."""
 
