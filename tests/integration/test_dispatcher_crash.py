@@ -23,6 +23,7 @@ from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRequested
+from core_voice_contracts.webhooks import JOB_ID_HEADER, OUTCOME_HEADER
 from tests.fakes.webhooks import room_started_body, sign
 from tests.integration.test_dispatcher_pipeline import (
     Rig,
@@ -71,10 +72,10 @@ async def post_until_accepted(
         except httpx.TransportError:
             await asyncio.sleep(0.1)
             continue
-        if resp.status_code == 200:
-            answer = resp.json()
-            assert answer["status"] in {"accepted", "duplicate"}, answer
-            accepted[answer["job_id"]] = answer["status"]
+        if resp.status_code == 204:
+            answer = resp.headers[OUTCOME_HEADER]
+            assert answer in {"accepted", "duplicate"}, answer
+            accepted[resp.headers[JOB_ID_HEADER]] = answer
             return
         assert resp.status_code >= 500, resp.text  # only an outage may refuse a good webhook
         await asyncio.sleep(0.1)

@@ -48,6 +48,7 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.routing import goes_to_legacy, pick_weighted
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_contracts.webhooks import EVENT_HEADER, OUTCOME_HEADER, REASON_HEADER
 from core_voice_dispatcher.dispatch import PREFETCH_TTL_S
 from tests.fakes.webhooks import (
     participant_body,
@@ -287,6 +288,12 @@ def post(rig: Rig, body: bytes, authorization: str | None) -> httpx.Response:
     return httpx.post(rig.webhook_url, content=body, headers=headers, timeout=10)
 
 
+def outcome(resp: httpx.Response) -> str:
+    """What the endpoint did with a webhook it took (a 204 carries it in a header)."""
+    assert resp.status_code == 204, (resp.status_code, resp.text)
+    return resp.headers[OUTCOME_HEADER]
+
+
 def signed(rig: Rig, body: bytes) -> str:
     return sign(body, rig.stack.livekit.api_key, rig.stack.livekit.api_secret)
 
@@ -347,13 +354,13 @@ async def test_a_replayed_or_resent_webhook_is_stored_once(rig: Rig, js: JetStre
         f"room-{agent_id}", f"RM_{agent_id}", json.dumps({"agent_id": agent_id})
     )
     auth = signed(rig, body)
-    answers = [post(rig, body, auth).json()["status"] for _ in range(3)]
+    answers = [outcome(post(rig, body, auth)) for _ in range(3)]
     assert answers == ["accepted", "duplicate", "duplicate"]
     # A different event id for the same room (LiveKit re-sending) is the same job too.
     again = room_started_body(
         f"room-{agent_id}", f"RM_{agent_id}", json.dumps({"agent_id": agent_id})
     )
-    assert post(rig, again, signed(rig, again)).json()["status"] == "duplicate"
+    assert outcome(post(rig, again, signed(rig, again))) == "duplicate"
     assert await count(js, subjects.job_requested(agent_id)) == 1
 
 
@@ -363,7 +370,7 @@ def test_other_events_are_acknowledged_and_ignored(rig: Rig) -> None:
         {"event": "track_published", "id": "EV_x", "createdAt": now, "numDropped": 3}
     ).encode()
     resp = post(rig, body, signed(rig, body))
-    assert resp.status_code == 200 and resp.json()["status"] == "ignored"
+    assert resp.status_code == 204 and outcome(resp) == "ignored" and resp.content == b""
     # LiveKit says it dropped webhooks before this one (queue overflow): that is visible.
     health = httpx.get(f"{rig.dispatcher_url}/healthz", timeout=5).json()
     assert health["webhooks"]["livekit_dropped"] >= 3
@@ -371,13 +378,13 @@ def test_other_events_are_acknowledged_and_ignored(rig: Rig) -> None:
         "participant_joined", "r", "RM_y", "user-1", participant_kind="STANDARD"
     )
     resp = post(rig, joined, signed(rig, joined))
-    assert resp.json() == {
-        "status": "ignored",
-        "event": "participant_joined",
-        "reason": "not_a_sip_caller",
-    }
+    assert (outcome(resp), resp.headers[EVENT_HEADER], resp.headers[REASON_HEADER]) == (
+        "ignored",
+        "participant_joined",
+        "not_a_sip_caller",
+    )
     finished = room_finished_body("r", "RM_y")
-    assert post(rig, finished, signed(rig, finished)).json()["status"] == "noted"
+    assert outcome(post(rig, finished, signed(rig, finished))) == "noted"
 
 
 # --- routing and dispatch --------------------------------------------------------------

@@ -19,7 +19,7 @@ Measured:
 - throughput: a burst of rooms per path; jobs offered per second at the probe, and the
   dispatches our dispatcher created per second;
 - ingestion: signed webhooks posted as fast as the endpoint answers, each verified and
-  acknowledged by JetStream before the 200; rate and loss (stored jobs vs 200s), for the
+  acknowledged by JetStream before the 204; rate and loss (stored jobs vs 204s), for the
   all-in-one dispatcher and for an ingest-only node (``DISPATCHER_ROLE=ingest``).
 """
 
@@ -52,6 +52,7 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRequested
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_contracts.webhooks import OUTCOME_HEADER
 
 BASELINE_AGENT = "bench-baseline"
 WARMUP_ROOMS = 10
@@ -314,7 +315,7 @@ def signed_webhooks(stack: Stack, n: int, agent_id: str) -> list[tuple[bytes, st
 
 
 async def ingest(url: str, webhooks: list[tuple[bytes, str]]) -> tuple[float, Counter[str]]:
-    """Post every webhook (``INGEST_CONCURRENCY`` at a time); rate of 200s and answers."""
+    """Post every webhook (``INGEST_CONCURRENCY`` at a time); rate of accepted, answers."""
     answers: Counter[str] = Counter()
     pending = iter(webhooks)
     connector = aiohttp.TCPConnector(limit=INGEST_CONCURRENCY)
@@ -327,7 +328,7 @@ async def ingest(url: str, webhooks: list[tuple[bytes, str]]) -> tuple[float, Co
                     data=body,
                     headers={"Authorization": token, "Content-Type": "application/webhook+json"},
                 ) as resp:
-                    status = (await resp.json()).get("status") if resp.status == 200 else None
+                    status = resp.headers.get(OUTCOME_HEADER) if resp.status == 204 else None
                     answers[status or f"http_{resp.status}"] += 1
 
         started = time.perf_counter()

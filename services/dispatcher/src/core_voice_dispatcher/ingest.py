@@ -1,8 +1,8 @@
 """The webhook endpoint: verify, plan, store durably on JetStream, then answer.
 
-The answer is sent only after JetStream acknowledged the event, so a 200 means the job
+The answer is sent only after JetStream acknowledged the event, so a 2xx means the job
 cannot be lost. Bad input is a 4xx with a fixed code; only a bus outage is a 5xx (503,
-which LiveKit retries). A replayed or re-sent webhook answers 200 ``duplicate``: its job
+which LiveKit retries). A replayed or re-sent webhook answers 204 ``duplicate``: its job
 is already stored and nothing happens twice.
 """
 
@@ -18,6 +18,12 @@ from nats.js import JetStreamContext
 
 from core_voice_contracts.bus import publish
 from core_voice_contracts.events import JobRequested
+from core_voice_contracts.webhooks import (
+    EVENT_HEADER,
+    JOB_ID_HEADER,
+    OUTCOME_HEADER,
+    REASON_HEADER,
+)
 from core_voice_dispatcher import intake
 from core_voice_dispatcher.errors import WebhookRejectedError
 from core_voice_dispatcher.trace import TRACEPARENT, trace_headers
@@ -26,6 +32,7 @@ from core_voice_dispatcher.webhook import WebhookVerifier
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhook/livekit"
+
 HEALTH_PATH = "/healthz"
 
 
@@ -72,7 +79,7 @@ class Ingest:
         except WebhookRejectedError as exc:
             self.counts[f"rejected_{exc.code}"] += 1
             log.warning("webhook rejected", extra={"code": exc.code, "status": exc.status})
-            return _answer({"error": exc.code}, exc.status)
+            return _refused(exc.code, exc.status)
 
         if event.num_dropped:
             # LiveKit's webhook queue overflowed: those events are gone; make it visible.
@@ -90,8 +97,8 @@ class Ingest:
                         "webhook_id": event.id,
                     },
                 )
-                return _answer({"status": "noted", "event": event.event})
-            return _answer({"status": "ignored", "event": event.event, "reason": action.reason})
+                return _done("noted", event=event.event)
+            return _done("ignored", event=event.event, reason=action.reason)
 
         job_id = action.message.job_id
         store = asyncio.ensure_future(
@@ -120,7 +127,7 @@ class Ingest:
                 "webhook not stored: bus unavailable",
                 extra={"job_id": job_id, "error": type(exc).__name__},
             )
-            return _answer({"error": "bus_unavailable"}, 503)
+            return _refused("bus_unavailable", 503)
         if ack.duplicate:
             if prefetched_by is not None:  # stored before: its own delivery decides it
                 prefetched_by.drop(job_id)
@@ -129,7 +136,7 @@ class Ingest:
                 "webhook duplicate dropped",
                 extra={"job_id": job_id, "webhook_id": event.id, "event": event.event},
             )
-            return _answer({"status": "duplicate", "job_id": job_id})
+            return _done("duplicate", job_id=job_id)
         self.counts["stored"] += 1
         log.info(
             "webhook stored",
@@ -141,11 +148,19 @@ class Ingest:
                 "seq": ack.seq,
             },
         )
-        return _answer({"status": "accepted", "job_id": job_id})
+        return _done("accepted", job_id=job_id)
 
 
-def _answer(body: dict[str, str], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status)
+def _done(outcome: str, *, job_id: str = "", event: str = "", reason: str = "") -> web.Response:
+    """204 with the outcome in headers, no body (see `core_voice_contracts.webhooks`:
+    a body cost every webhook a new connection; p99 webhook arrival 8.5 -> 4.1 ms)."""
+    fields = {OUTCOME_HEADER: outcome, JOB_ID_HEADER: job_id, EVENT_HEADER: event}
+    fields[REASON_HEADER] = reason
+    return web.Response(status=204, headers={k: v for k, v in fields.items() if v})
+
+
+def _refused(code: str, status: int) -> web.Response:
+    return web.json_response({"error": code}, status=status)
 
 
 def make_app(
