@@ -35,11 +35,14 @@ from nats.aio.msg import Msg
 from core_voice_cli.bench import Measure, percentile
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import NatsServer, PostgresServer
+from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.db import Database, create_engine
 from core_voice_config_sync.repository import AgentRepository, KeysState
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.events import ConfigFound, ConfigGetRequest
+from core_voice_contracts.routing import RouteRequest, RouteResolved
+from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.runtime_config import ProviderKeys
 
 AGENT_ID = "bench-agent"
@@ -178,6 +181,18 @@ async def run(workdir: Path) -> list[Measure]:
                 ProviderKeys(values=ring.open(record.sealed, agent_id=AGENT_ID))
                 KeysState(sealed=record.sealed, hints=record.key_hints)
 
+            route = RouteRequest(room_key="RM_bench", campaign_id=CAMPAIGN_ID)
+            campaigns = CampaignRepository(Database(engine))
+
+            async def route_read() -> None:
+                reply = await resolve_route(nc, route, timeout=5)
+                assert isinstance(reply, RouteResolved)
+
+            async def route_db_read() -> None:  # what every routing answer read before
+                assert await campaigns.route_campaign(CAMPAIGN_ID) is not None
+
+            route_lat = await _latencies(route_read, READS)
+            route_db_lat = await _latencies(route_db_read, READS // 3)
             nats_lat = await _latencies(nats_read, READS)
             http_lat = await _latencies(http_read, READS // 3)
             db_lat = await _latencies(db_read, READS // 3)
@@ -213,6 +228,18 @@ async def run(workdir: Path) -> list[Measure]:
         Measure(f"NATS reads, {IN_FLIGHT} in flight", nats_rate, "req/s", baseline=db_rate),
         Measure(f"HTTP reads, {IN_FLIGHT} in flight", http_rate, "req/s", baseline=db_rate),
         Measure(f"database reads, {IN_FLIGHT} in flight (baseline)", db_rate, "req/s"),
+        Measure(
+            "routing answer over NATS (voice.routing.resolve), p50",
+            _ms(route_lat, 50),
+            "ms",
+            baseline=_ms(route_db_lat, 50),
+        ),
+        Measure(
+            "routing answer over NATS, p99",
+            _ms(route_lat, 99),
+            "ms",
+            baseline=_ms(route_db_lat, 99),
+        ),
         Measure("edit -> ConfigChanged, p50", _ms(edit_lat, 50), "ms"),
         Measure(
             "edit -> ConfigChanged, p99",
