@@ -3,6 +3,7 @@
 A module that needs a different setup defines a fixture of the same name, which wins.
 """
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -21,13 +22,13 @@ from tests.integration.test_config_sync import (
 from tests.integration.test_dispatcher_pipeline import Rig
 
 
-@pytest.fixture(scope="module")
-def service(
-    nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def config_sync_service(
+    nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConfigSync]:
-    """config_sync as its own process on the module's backend; stops cleanly, tokens unlogged."""
+    """config_sync as its own process; it must stop cleanly and never log its tokens."""
     running = start_config_sync(
-        nats_url=nats_server.url,
+        nats_url=nats_url,
         database_url=database_url,
         log_dir=tmp_path_factory.mktemp("config_sync"),
         encryption_keys=keyring("k1"),
@@ -39,6 +40,15 @@ def service(
         log = running.process.log_path.read_text(errors="replace")
         assert ADMIN_TOKEN not in log
         assert RUNTIME_TOKEN not in log
+
+
+@pytest.fixture(scope="module")
+def service(
+    nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConfigSync]:
+    """config_sync on the module's backend and the session's NATS."""
+    with config_sync_service(nats_server.url, database_url, tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture

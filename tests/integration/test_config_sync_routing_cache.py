@@ -39,6 +39,7 @@ from core_voice_contracts.routing import (
 )
 from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.streams import VOICE_CONFIG
+from tests.integration.conftest import config_sync_service
 from tests.integration.test_config_sync import (
     ADMIN_TOKEN,
     API,
@@ -120,17 +121,10 @@ def service(
     nats_with_users: UsersNats, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConfigSync]:
     """config_sync on the module's backend, deaf to change events (its own included)."""
-    running = start_config_sync(
-        nats_url=nats_with_users.url(DEAF),
-        database_url=database_url,
-        log_dir=tmp_path_factory.mktemp("config_sync"),
-        encryption_keys=keyring("k1"),
-    )
-    try:
+    url = nats_with_users.url(DEAF)
+    with config_sync_service(url, database_url, tmp_path_factory) as running:
         yield running
-    finally:
-        assert running.process.stop() == 0, running.process.log_tail()
-        assert CANARY not in running.process.log_path.read_text(errors="replace")
+    assert CANARY not in running.process.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -296,7 +290,7 @@ async def test_routing_changes_are_announced_on_their_subject_without_keys(
     while len(seen) < len(expected):
         data = await asyncio.wait_for(raw.get(), 5)
         assert CANARY.encode() not in data
-        event = codec.decode_routing_event(data)
+        event = routing_event(data)
         assert event.tenant_id == TENANT
         if ours & {event.agent_id, event.campaign_id, event.number}:
             seen.append((event.agent_id, event.campaign_id, event.number))
@@ -304,8 +298,14 @@ async def test_routing_changes_are_announced_on_their_subject_without_keys(
     await sub.unsubscribe()
     stored = await js.get_last_msg(VOICE_CONFIG, subject)
     assert stored.data is not None
-    last = codec.decode_routing_event(stored.data)
+    last = routing_event(stored.data)
     assert last == RoutingChanged(tenant_id=TENANT, number=number, at=last.at)
+
+
+def routing_event(data: bytes) -> RoutingChanged:
+    event = codec.decode_config_stream_event(data)
+    assert isinstance(event, RoutingChanged), event
+    return event
 
 
 async def b_answers(nc: Client, agent_id: str) -> RouteReply:

@@ -113,7 +113,6 @@ def test_call_and_config_events_round_trip() -> None:
 def test_routing_events_are_their_own_family_on_the_config_stream() -> None:
     routing = RoutingChanged(tenant_id="t", campaign_id="c")
     config = ConfigChanged(agent_id="a", tenant_id="t", version=2, kind=ChangeKind.CAMPAIGN)
-    assert codec.decode_routing_event(codec.encode(routing)) == routing
     for event in (routing, config):  # the outbox relay reads both
         assert codec.decode_config_stream_event(codec.encode(event)) == event
     with pytest.raises(DecodeError):  # readers of voice.config.changed.* never get one

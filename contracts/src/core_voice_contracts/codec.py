@@ -18,7 +18,6 @@ from core_voice_contracts.events import (
     ConfigGetRequest,
     ConfigStreamEvent,
     JobEvent,
-    RoutingEvent,
 )
 from core_voice_contracts.routing import decode_route_reply, decode_route_request
 from core_voice_contracts.runtime_config import RuntimeConfig
@@ -32,7 +31,6 @@ __all__ = [
     "decode_job_event",
     "decode_route_reply",
     "decode_route_request",
-    "decode_routing_event",
     "decode_runtime_config",
     "encode",
 ]
@@ -59,7 +57,6 @@ class _Decoder:
 _jobs = _Decoder("job event", JobEvent)
 _calls = _Decoder("call event", CallEvent)
 _config = _Decoder("config event", ConfigEvent)
-_routing = _Decoder("routing event", RoutingEvent)
 _config_stream = _Decoder("config stream event", ConfigStreamEvent)
 _get_request = _Decoder("config request", ConfigGetRequest)
 _get_reply = _Decoder("config reply", ConfigGetReply)
@@ -78,11 +75,6 @@ def decode_call_event(data: bytes) -> CallEvent:
 
 def decode_config_event(data: bytes) -> ConfigEvent:
     result: ConfigEvent = _config(data)
-    return result
-
-
-def decode_routing_event(data: bytes) -> RoutingEvent:
-    result: RoutingEvent = _routing(data)
     return result
 
 

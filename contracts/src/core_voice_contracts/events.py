@@ -190,8 +190,6 @@ class RoutingChanged(_Event, frozen=True, kw_only=True, tag="routing.changed"):
     """The dialed number (E.164) whose mapping was set or removed."""
 
 
-RoutingEvent = RoutingChanged
-
 ConfigStreamEvent = ConfigChanged | RoutingChanged
 """Everything on ``VOICE_CONFIG``, i.e. everything config_sync's outbox holds."""
 

@@ -254,21 +254,18 @@ class Dispatcher:
         lookups = self._lookups(job)
         self._prefetched[job.job_id] = (job, lookups)
         self.prefetch_counts["started"] += 1
-        asyncio.get_running_loop().call_later(PREFETCH_TTL_S, self._expire, job.job_id)
+        asyncio.get_running_loop().call_later(PREFETCH_TTL_S, self._forget, job.job_id, "expired")
         return True
 
     def drop(self, job_id: str) -> None:
         """Forget a prefetch whose job was not stored by the webhook that started it."""
-        dropped = self._prefetched.pop(job_id, None)
-        if dropped is not None:
-            self.prefetch_counts["dropped"] += 1
-            _settle_tasks(dropped[1].tasks())
+        self._forget(job_id, "dropped")
 
-    def _expire(self, job_id: str) -> None:
-        dropped = self._prefetched.pop(job_id, None)
-        if dropped is not None:
-            self.prefetch_counts["expired"] += 1
-            _settle_tasks(dropped[1].tasks())
+    def _forget(self, job_id: str, ending: str) -> None:
+        forgotten = self._prefetched.pop(job_id, None)
+        if forgotten is not None:
+            self.prefetch_counts[ending] += 1
+            _settle_tasks(forgotten[1].tasks())
 
     def _claim_prefetch(self, job: JobRequested, fresh: bool) -> Lookups | None:
         claimed = self._prefetched.pop(job.job_id, None)

@@ -32,7 +32,6 @@ from core_voice_dispatcher.webhook import WebhookVerifier
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhook/livekit"
-
 HEALTH_PATH = "/healthz"
 
 
@@ -154,9 +153,13 @@ class Ingest:
 def _done(outcome: str, *, job_id: str = "", event: str = "", reason: str = "") -> web.Response:
     """204 with the outcome in headers, no body (see `core_voice_contracts.webhooks`:
     a body cost every webhook a new connection; p99 webhook arrival 8.5 -> 4.1 ms)."""
-    fields = {OUTCOME_HEADER: outcome, JOB_ID_HEADER: job_id, EVENT_HEADER: event}
-    fields[REASON_HEADER] = reason
-    return web.Response(status=204, headers={k: v for k, v in fields.items() if v})
+    headers = {
+        OUTCOME_HEADER: outcome,
+        JOB_ID_HEADER: job_id,
+        EVENT_HEADER: event,
+        REASON_HEADER: reason,
+    }
+    return web.Response(status=204, headers={k: v for k, v in headers.items() if v})
 
 
 def _refused(code: str, status: int) -> web.Response:
