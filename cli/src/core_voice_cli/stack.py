@@ -139,21 +139,13 @@ class Stack:
         )
 
     def worker_process(self) -> ManagedProcess:
-        process = self._service(
+        return self._service(
             "voice-worker",
             "core_voice_worker",
-            f"http://127.0.0.1:{self.ports.worker_health}/",
+            f"http://127.0.0.1:{self.ports.worker_health}/readyz",
             "start",
-            WORKER_HTTP_PORT=str(self.ports.worker_health),
+            WORKER_HEALTH_PORT=str(self.ports.worker_health),
         )
-        health = process.ready
-        assert health is not None
-
-        def registered() -> bool:
-            return health() and "registered worker" in process.log_tail(200)
-
-        process.ready = registered
-        return process
 
     def start(self) -> "Stack":
         try:

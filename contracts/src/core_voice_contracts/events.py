@@ -34,6 +34,7 @@ class RejectReason(StrEnum):
     DISPATCH_FAILED = "dispatch_failed"  # LiveKit kept failing past the retry budget
     NO_ROUTE = "no_route"  # campaign without agents, dialed number without a mapping
     CONFIG_UNAVAILABLE = "config_unavailable"  # config_sync unreachable past the retry budget
+    NO_CAPACITY = "no_capacity"  # dispatched, but no worker had a free slot within the wait
 
 
 class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
@@ -67,6 +68,8 @@ class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
     campaign_id: str | None = None
     via: str = ""
     """How the agent was found (`routing.RouteResolved.via`): agent, campaign, dialed_number."""
+    route_stale: bool = False
+    """Routed on the dispatcher's last known answer: config_sync could not be asked."""
 
 
 class ExpiredDetail(StrEnum):
@@ -101,6 +104,53 @@ JobEvent = JobRequested | JobDispatched | JobExpired | JobRejected
 # --- voice.calls.* (VOICE_CALLS) -----------------------------------------------------
 
 
+class CallFailure(StrEnum):
+    """`CallFailed.error`: why a call could not start, or broke."""
+
+    BAD_JOB = "bad_job"  # the dispatch metadata is not a JobRequested
+    CONFIG_UNAVAILABLE = "config_unavailable"  # no config for the agent could be had
+    CONFIG_OUTDATED = "config_outdated"  # a newer version was announced but cannot be fetched
+    UNKNOWN_AGENT = "unknown_agent"  # config_sync does not know the agent
+    AGENT_DISABLED = "agent_disabled"
+    AGENT_DELETED = "agent_deleted"
+    PROVIDER_CONFIG = "provider_config"  # a provider cannot be built from the config
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # a provider failed at call start
+    CONNECT_FAILED = "connect_failed"  # joining the LiveKit room failed
+    SESSION_FAILED = "session_failed"  # the voice session would not start
+    CALL_ERROR = "call_error"  # the running call broke on an unrecoverable error
+    JOB_CRASHED = "job_crashed"  # the job process died; its pool saw it
+    WORKER_LOST = "worker_lost"  # the whole worker vanished; seen from outside (dispatcher)
+
+
+def call_outcome_msg_id(call_id: str) -> str:
+    """The JetStream message id of a call's one terminal event (`CallEnded` or
+    `CallFailed`): whoever reports a call's end first wins, later reports of the same
+    call (the dispatcher's ``worker_lost`` after a normal end) collapse as duplicates."""
+    return f"{call_id}-outcome"
+
+
+def call_started_msg_id(call_id: str) -> str:
+    return f"{call_id}-started"
+
+
+class TurnLatency(msgspec.Struct, frozen=True, kw_only=True):
+    """One conversational turn, from the framework's metrics (seconds; None = not measured).
+
+    ``stt_final_s``: end of the caller's speech to the final transcript;
+    ``end_of_turn_s``: end of speech to the end-of-turn decision;
+    ``llm_ttft_s``: LLM time to first token; ``tts_ttfb_s``: TTS time to first byte;
+    ``e2e_s``: end of the caller's speech to the agent's first audio.
+    """
+
+    stt_final_s: float | None = None
+    end_of_turn_s: float | None = None
+    llm_ttft_s: float | None = None
+    tts_ttfb_s: float | None = None
+    e2e_s: float | None = None
+    config_version: int = 0
+    """The config version the turn was answered with."""
+
+
 class CallStarted(_Event, frozen=True, kw_only=True, tag="call.started"):
     """A worker joined the room and is about to greet."""
 
@@ -112,6 +162,12 @@ class CallStarted(_Event, frozen=True, kw_only=True, tag="call.started"):
     config_version: int
     worker_id: str = ""
     config_load_s: float = 0.0
+    """Job entry to the runtime config in hand."""
+    campaign_id: str | None = None
+    setup_s: float = 0.0
+    """Job entry to the voice session running in the room."""
+    config_stale: bool = False
+    """Started on the last known good config: config_sync could not confirm it."""
 
 
 class CallEnded(_Event, frozen=True, kw_only=True, tag="call.ended"):
@@ -123,6 +179,7 @@ class CallEnded(_Event, frozen=True, kw_only=True, tag="call.ended"):
     agent_id: str
     tenant_id: str
     config_version: int
+    """The version the call started on."""
     duration_s: float
     greeting_latency_s: float | None = None
     turns: int = 0
@@ -131,10 +188,20 @@ class CallEnded(_Event, frozen=True, kw_only=True, tag="call.ended"):
     tts_characters: int = 0
     stt_audio_s: float = 0.0
     end_reason: str = ""
+    campaign_id: str | None = None
+    worker_id: str = ""
+    config_versions: list[int] = msgspec.field(default_factory=list)
+    """Every version the call ran on, the starting one first, in the order applied."""
+    turn_metrics: list[TurnLatency] = msgspec.field(default_factory=list)
+    llm_prompt_tokens: int = 0
+    llm_completion_tokens: int = 0
+    tts_audio_s: float = 0.0
+    config_stale: bool = False
 
 
 class CallFailed(_Event, frozen=True, kw_only=True, tag="call.failed"):
-    """The call could not start or broke; ``error`` is a fixed code, never user data."""
+    """The call could not start or broke; ``error`` is a `CallFailure` code and ``detail``
+    says more (never user data, transcripts or keys)."""
 
     call_id: str
     job_id: str
@@ -145,6 +212,10 @@ class CallFailed(_Event, frozen=True, kw_only=True, tag="call.failed"):
     error: str
     retryable: bool = False
     duration_s: float = 0.0
+    detail: str = ""
+    campaign_id: str | None = None
+    worker_id: str = ""
+    config_versions: list[int] = msgspec.field(default_factory=list)
 
 
 CallEvent = CallStarted | CallEnded | CallFailed

@@ -26,7 +26,7 @@ class ProviderKind(StrEnum):
 
 class KeyPolicy(StrEnum):
     NONE = "none"  # runs without any key (offline providers)
-    REQUIRED = "required"  # needs the agent's key (or a platform key, see config_sync)
+    REQUIRED = "required"  # the agent's key, or the pool's default (see docs/providers.md)
     OPTIONAL = "optional"  # used when set (e.g. a self-hosted OpenAI-compatible server)
 
 
@@ -53,12 +53,18 @@ OPTION_PYTHON_TYPES: dict[OptionType, Any] = {
 
 
 class OptionInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One provider option. ``pattern`` (a regex a string must fully match) and
+    ``requires`` (options that must be set along with this one) are checked at edit time
+    like the type and range."""
+
     type: OptionType
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
     choices: list[str] | None = None
     description: str = ""
+    pattern: str | None = None
+    requires: list[str] | None = None
 
 
 class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +87,8 @@ class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
     default_voice: str = ""
     voice_pattern: str | None = None
     key: KeyPolicy = KeyPolicy.NONE
+    key_format: str = ""
+    """How the agent's key is written when it is more than one token (Bedrock)."""
     options: dict[str, OptionInfo] = msgspec.field(default_factory=dict)
 
 
@@ -123,9 +131,27 @@ _OPENAI_CHAT_MODELS = [
 ]  # fmt: skip
 _CEREBRAS_MODELS = ["gpt-oss-120b", "qwen-3.8-27b", "zai-glm-4.7", "gemma-4-31b",
                     "llama3.1-8b", "llama-3.3-70b"]  # fmt: skip
-_GROQ_MODELS = [
-    "llama-3.3-70b-versatile", "llama-3.1-8b-instant", "openai/gpt-oss-120b",
-    "openai/gpt-oss-20b", "qwen/qwen3-32b", "moonshotai/kimi-k2-instruct",
+# Model lists below are copies of the plugins' own ``Literal`` types (contracts import no
+# plugin); tests/unit/test_cloud_providers.py fails when a plugin's list moves.
+_GROQ_MODELS = [  # livekit.plugins.groq.models.LLMModels
+    "llama-3.1-8b-instant", "llama-3.3-70b-versatile",
+    "meta-llama/llama-4-scout-17b-16e-instruct", "openai/gpt-oss-120b", "openai/gpt-oss-20b",
+    "moonshotai/kimi-k2-instruct-0905", "qwen/qwen3-32b",
+]  # fmt: skip
+_GEMINI_MODELS = [  # livekit.plugins.google.models.ChatModels
+    "gemini-4-argon", "gemini-3.8-flash", "gemini-3.5-flash", "gemini-3-pro-preview",
+    "gemini-3-flash-preview", "gemini-2.5-flash", "gemini-2.5-pro-preview-05-06",
+    "gemini-2.5-flash-preview-04-17", "gemini-2.5-flash-preview-05-20", "gemini-2.0-flash-001",
+    "gemini-2.0-flash-lite-preview-02-05", "gemini-2.0-pro-exp-02-05", "gemini-1.5-pro",
+]  # fmt: skip
+_ASSEMBLYAI_MODELS = [  # the plugin's STT(model=...) Literal, less the deprecated "u3-pro"
+    "universal-streaming-english", "universal-streaming-multilingual", "u3-rt-pro",
+    "u3-rt-pro-beta-1", "universal-3-5-pro", "universal-3-6-pro",
+]  # fmt: skip
+_ELEVENLABS_MODELS = [  # livekit.plugins.elevenlabs.models.TTSModels
+    "eleven_monolingual_v1", "eleven_multilingual_v1", "eleven_multilingual_v2",
+    "eleven_turbo_v2", "eleven_turbo_v2_5", "eleven_flash_v2_5", "eleven_flash_v2",
+    "eleven_v3", "eleven_v3_conversational", "eleven_v4", "eleven_v4_turbo",
 ]  # fmt: skip
 _DEEPGRAM_STT_MODELS = [
     "nova-3", "nova-3-general", "nova-3-medical", "nova-3-multilingual", "nova-2-general",
@@ -151,6 +177,26 @@ _REQUIRED_BASE_URL = OptionInfo(
     type=OptionType.STRING, required=True, description="the server's /v1 URL"
 )
 _LANGUAGE = OptionInfo(type=OptionType.STRING, description="BCP-47 language, e.g. en-US")
+_MAX_TOKENS = OptionInfo(type=OptionType.INTEGER, minimum=1, maximum=1_000_000)
+_PENALTY = OptionInfo(type=OptionType.NUMBER, minimum=-2.0, maximum=2.0)
+_U3_ONLY = "Universal-3 Pro models only"
+_VOICE_PAIR = ["stability", "similarity_boost"]
+
+
+def _voice_setting(
+    type_: OptionType,
+    requires: list[str],
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> OptionInfo:
+    return OptionInfo(
+        type=type_,
+        requires=requires,
+        minimum=minimum,
+        maximum=maximum,
+        description="ElevenLabs voice setting; needs stability and similarity_boost",
+    )
+
 
 CATALOG = ProviderCatalog(
     llm=[
@@ -196,7 +242,68 @@ CATALOG = ProviderCatalog(
             models=_GROQ_MODELS,
             default_model="llama-3.3-70b-versatile",
             key=KeyPolicy.REQUIRED,
-            options={"temperature": _TEMPERATURE, "top_p": _TOP_P, "base_url": _BASE_URL},
+            options={
+                "temperature": _TEMPERATURE,
+                "top_p": _TOP_P,
+                "parallel_tool_calls": OptionInfo(type=OptionType.BOOLEAN),
+                "max_completion_tokens": _MAX_TOKENS,
+                "base_url": _BASE_URL,
+            },
+        ),
+        ProviderInfo(
+            name="google",
+            kind=ProviderKind.LLM,
+            description="Gemini through the Gemini API (not Vertex AI)",
+            models=_GEMINI_MODELS,
+            default_model="gemini-3.8-flash",
+            key=KeyPolicy.REQUIRED,
+            options={
+                "temperature": _TEMPERATURE,
+                "top_p": _TOP_P,
+                "top_k": OptionInfo(type=OptionType.NUMBER, minimum=1),
+                "max_output_tokens": _MAX_TOKENS,
+                "presence_penalty": _PENALTY,
+                "frequency_penalty": _PENALTY,
+                "seed": OptionInfo(type=OptionType.INTEGER),
+                "thinking_budget": OptionInfo(
+                    type=OptionType.INTEGER,
+                    minimum=-1,
+                    maximum=32_768,
+                    description="thinking tokens (Gemini 2.5): 0 off, -1 dynamic",
+                ),
+                "thinking_level": OptionInfo(
+                    type=OptionType.STRING,
+                    choices=["minimal", "low", "medium", "high"],
+                    description="Gemini 3 and later",
+                ),
+                "base_url": _BASE_URL,
+            },
+        ),
+        ProviderInfo(
+            name="bedrock",
+            kind=ProviderKind.LLM,
+            description="Amazon Bedrock (Converse API): a model id or inference profile ARN",
+            models=None,
+            default_model="amazon.nova-2-lite-v1:0",
+            model_pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,2047}$",
+            key=KeyPolicy.REQUIRED,
+            key_format="ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]",
+            options={
+                "region": OptionInfo(
+                    type=OptionType.STRING,
+                    pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$",
+                    description="AWS region, e.g. eu-west-1 (default us-east-1)",
+                ),
+                "temperature": OptionInfo(type=OptionType.NUMBER, minimum=0.0, maximum=1.0),
+                "top_p": _TOP_P,
+                "max_output_tokens": _MAX_TOKENS,
+                "cache_system": OptionInfo(type=OptionType.BOOLEAN),
+                "cache_tools": OptionInfo(type=OptionType.BOOLEAN),
+                "base_url": OptionInfo(
+                    type=OptionType.STRING,
+                    description="Bedrock runtime endpoint URL; needs the agent's own key",
+                ),
+            },
         ),
     ],
     stt=[
@@ -237,6 +344,54 @@ CATALOG = ProviderCatalog(
                 "numerals": OptionInfo(type=OptionType.BOOLEAN),
                 "keyterms": OptionInfo(type=OptionType.STRING_LIST),
                 "base_url": _BASE_URL,
+            },
+        ),
+        ProviderInfo(
+            name="assemblyai",
+            kind=ProviderKind.STT,
+            models=_ASSEMBLYAI_MODELS,
+            default_model="universal-3-6-pro",
+            key=KeyPolicy.REQUIRED,
+            options={
+                "language_detection": OptionInfo(type=OptionType.BOOLEAN),
+                "language_codes": OptionInfo(
+                    type=OptionType.STRING_LIST, description=f"up to 10; {_U3_ONLY}"
+                ),
+                "end_of_turn_confidence_threshold": OptionInfo(
+                    type=OptionType.NUMBER, minimum=0.0, maximum=1.0
+                ),
+                "min_turn_silence": OptionInfo(
+                    type=OptionType.INTEGER, minimum=0, maximum=60_000, description="ms"
+                ),
+                "max_turn_silence": OptionInfo(
+                    type=OptionType.INTEGER, minimum=0, maximum=60_000, description="ms"
+                ),
+                "format_turns": OptionInfo(type=OptionType.BOOLEAN),
+                "keyterms_prompt": OptionInfo(type=OptionType.STRING_LIST),
+                "prompt": OptionInfo(type=OptionType.STRING, description=_U3_ONLY),
+                "vad_threshold": OptionInfo(type=OptionType.NUMBER, minimum=0.0, maximum=1.0),
+                "interruption_delay": OptionInfo(
+                    type=OptionType.INTEGER,
+                    minimum=0,
+                    maximum=1000,
+                    description=f"ms; {_U3_ONLY}",
+                ),
+                "mode": OptionInfo(
+                    type=OptionType.STRING,
+                    choices=["min_latency", "balanced", "max_accuracy"],
+                    description=_U3_ONLY,
+                ),
+                "voice_focus": OptionInfo(
+                    type=OptionType.STRING,
+                    choices=["near-field", "far-field"],
+                    description=_U3_ONLY,
+                ),
+                "base_url": OptionInfo(
+                    type=OptionType.STRING,
+                    description="streaming endpoint; AssemblyAI's own "
+                    "(wss://streaming.eu.assemblyai.com) works with the pool's key, any "
+                    "other needs the agent's own",
+                ),
             },
         ),
     ],
@@ -293,6 +448,36 @@ CATALOG = ProviderCatalog(
             key=KeyPolicy.REQUIRED,
             options={
                 "speed": OptionInfo(type=OptionType.NUMBER, minimum=0.7, maximum=1.5),
+                "base_url": _BASE_URL,
+            },
+        ),
+        ProviderInfo(
+            name="elevenlabs",
+            kind=ProviderKind.TTS,
+            models=_ELEVENLABS_MODELS,
+            default_model="eleven_turbo_v2_5",
+            voices=None,
+            default_voice="hpp4J3VqNfWAUOO0d1Us",
+            voice_pattern=r"^[A-Za-z0-9]{16,32}$",
+            key=KeyPolicy.REQUIRED,
+            options={
+                "language": _LANGUAGE,
+                "apply_text_normalization": OptionInfo(
+                    type=OptionType.STRING, choices=["auto", "off", "on"]
+                ),
+                "enable_logging": OptionInfo(
+                    type=OptionType.BOOLEAN, description="false: zero retention mode"
+                ),
+                "auto_mode": OptionInfo(type=OptionType.BOOLEAN),
+                "stability": _voice_setting(
+                    OptionType.NUMBER, ["similarity_boost"], minimum=0.0, maximum=1.0
+                ),
+                "similarity_boost": _voice_setting(
+                    OptionType.NUMBER, ["stability"], minimum=0.0, maximum=1.0
+                ),
+                "style": _voice_setting(OptionType.NUMBER, _VOICE_PAIR, minimum=0.0, maximum=1.0),
+                "speed": _voice_setting(OptionType.NUMBER, _VOICE_PAIR, minimum=0.8, maximum=1.2),
+                "use_speaker_boost": _voice_setting(OptionType.BOOLEAN, _VOICE_PAIR),
                 "base_url": _BASE_URL,
             },
         ),

@@ -23,3 +23,29 @@ def encode_room_metadata(meta: RoomMetadata) -> str:
 def decode_room_metadata(text: str) -> RoomMetadata:
     """Raises ``msgspec.DecodeError`` for anything but a JSON object of this shape."""
     return _decoder.decode(text)
+
+
+# --- the worker's participant in a call's room ------------------------------------------
+# A worker joins each room as ``agent_identity(call_id)`` (the call id is LiveKit's job
+# id) with these attributes, so anyone watching the room (the dispatcher, on
+# ``participant_left``) can tell which call, agent and worker it was without asking.
+
+AGENT_IDENTITY_PREFIX = "agent-"
+ATTR_CALL_ID = "corevoice.call_id"
+ATTR_JOB_ID = "corevoice.job_id"
+ATTR_AGENT_ID = "corevoice.agent_id"
+ATTR_TENANT_ID = "corevoice.tenant_id"
+ATTR_CAMPAIGN_ID = "corevoice.campaign_id"
+ATTR_WORKER_ID = "corevoice.worker_id"
+ATTR_CONFIG_VERSION = "corevoice.config_version"
+
+
+def agent_identity(call_id: str) -> str:
+    return f"{AGENT_IDENTITY_PREFIX}{call_id}"
+
+
+def call_id_of_agent(identity: str) -> str | None:
+    """The call id of a worker's participant identity, or None for anyone else."""
+    if identity.startswith(AGENT_IDENTITY_PREFIX) and len(identity) > len(AGENT_IDENTITY_PREFIX):
+        return identity[len(AGENT_IDENTITY_PREFIX) :]
+    return None

@@ -42,6 +42,7 @@ def job_rejected(agent_id: str) -> str:
 
 
 JOBS_REQUESTED_ALL = f"{PREFIX}.jobs.requested.*"
+JOBS_DISPATCHED_ALL = f"{PREFIX}.jobs.dispatched.*"
 
 
 def call_started(agent_id: str) -> str:

@@ -46,6 +46,7 @@ from core_voice_contracts.admin_api import (
     AgentPage,
     AgentPatch,
     AgentRollback,
+    AgentStatus,
     AgentVersionPage,
     AgentVersionView,
     AgentView,
@@ -57,6 +58,7 @@ from core_voice_contracts.events import (
     ConfigGetReply,
     ConfigGetRequest,
     ConfigNotFound,
+    RejectReason,
 )
 from core_voice_contracts.ids import is_valid_id
 from core_voice_contracts.runtime_config import ProviderKeys, ProviderSpec, RuntimeConfig
@@ -372,12 +374,14 @@ class AgentService:
 
     async def resolve(self, request: ConfigGetRequest) -> ConfigGetReply:
         """Answer a ``voice.config.get`` request (the caller is a trusted worker)."""
+        if not is_valid_id(request.agent_id):
+            return ConfigNotFound(agent_id=request.agent_id)
         try:
-            config = await self.runtime_config(
-                request.agent_id,
-                campaign_id=request.campaign_id,
-                min_version=request.min_version,
-            )
+            entry = await self._cache.entry(request.agent_id, min_version=request.min_version)
+            if entry is not None and entry.record.status == AgentStatus.DISABLED:
+                # A worker holding this agent must stop starting calls on it.
+                return ConfigNotFound(agent_id=request.agent_id, reason=RejectReason.DISABLED_AGENT)
+            config = None if entry is None else entry.config(request.campaign_id)
         except DatabaseUnavailableError:
             return ConfigGetError(error="database_unavailable", retryable=True)
         except (InvalidConfigError, KeysUnavailableError):  # no (matching) master key

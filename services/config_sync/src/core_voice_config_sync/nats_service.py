@@ -27,7 +27,12 @@ from core_voice_config_sync.cache import RuntimeConfigCache
 from core_voice_config_sync.routing import RoutingService
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import ConfigChanged, ConfigGetError, ConfigGetReply
+from core_voice_contracts.events import (
+    ConfigChanged,
+    ConfigGetError,
+    ConfigGetReply,
+    RoutingChanged,
+)
 from core_voice_contracts.routing import RouteError, RouteReply
 
 log = logging.getLogger(__name__)
@@ -117,5 +122,11 @@ class ConfigGetService:
         except DecodeError:
             log.warning("undecodable config event ignored", extra={"subject": msg.subject})
             return
-        if isinstance(event, ConfigChanged):
-            self._cache.evict_older(event.agent_id, event.version)
+        match event:
+            case ConfigChanged(agent_id=agent_id, version=version):
+                self._cache.evict_older(agent_id, version)
+            case RoutingChanged(agent_id=agent_id) if agent_id:
+                # Status changes in place (no new version): re-read it on the next ask.
+                self._cache.forget(agent_id)
+            case _:
+                pass

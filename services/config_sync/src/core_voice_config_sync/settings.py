@@ -8,11 +8,16 @@ A missing required variable stops startup with an error that names it.
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.errors import SettingsError
+from core_voice_config_sync.validation import (
+    ALL_PROVIDERS,
+    keyed_provider_names,
+    platform_key_problems,
+)
 
 ENV_PREFIX = "CONFIG_SYNC_"
 
@@ -120,14 +125,33 @@ class Settings(StoreSettings):
     )
     platform_key_providers: str = Field(
         default="",
-        pattern=r"^[a-z0-9,_ -]*$",
-        description="CONFIG_SYNC_PLATFORM_KEY_PROVIDERS: comma-separated providers whose "
-        "API key the worker pool itself holds (e.g. OPENAI_API_KEY in its environment); "
-        "agents using them need no key of their own.",
+        pattern=r"^[a-z0-9,_ *-]*$",
+        description="CONFIG_SYNC_PLATFORM_KEY_PROVIDERS: the providers whose default key "
+        "the worker pool holds (e.g. OPENAI_API_KEY in the workers' environment), as a "
+        "comma list ('openai,deepgram'), or '*' for every provider. An agent using one of "
+        "them needs no key of its own; any other agent without its key is refused (422). "
+        "Empty (the default): every agent brings its own keys. Keep it in step with the "
+        "workers: with WORKER_KEY_FALLBACK=false they use no default key at all.",
     )
 
+    @field_validator("platform_key_providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        # The unknown names are not echoed: a key pasted here by mistake must not be logged.
+        if platform_key_problems(_names(value)):
+            raise ValueError(
+                f"names a provider whose key a worker pool cannot lend; use: "
+                f"{', '.join(keyed_provider_names())}, or {ALL_PROVIDERS} for all"
+            )
+        return value
+
     def platform_keys(self) -> frozenset[str]:
-        return frozenset(p.strip() for p in self.platform_key_providers.split(",") if p.strip())
+        """The providers the pool lends a key for; ``*`` in it means all of them."""
+        return frozenset(_names(self.platform_key_providers))
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _env_name(field: str) -> str:

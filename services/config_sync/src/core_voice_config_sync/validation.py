@@ -3,9 +3,18 @@ so a config a worker could not run is refused by the API (422, naming each field
 rather than discovered during a call.
 
 Checks: the provider exists for its kind; the model and voice are ones it offers; every
-option is known and of its type (and in range); required options are there; a provider
-that needs an API key has one (the agent's own, or the platform's for providers listed
-in ``CONFIG_SYNC_PLATFORM_KEY_PROVIDERS``). Messages never echo option values or keys.
+option is known and of its type (and in range, and matching its pattern); required
+options are there, and so are the options another one requires; a provider that needs
+an API key has one. Messages never echo option values or keys.
+
+The key rule: an agent using a keyed provider either has its own key or relies on the
+worker pool's default key for that provider. The pool's defaults are declared in
+``CONFIG_SYNC_PLATFORM_KEY_PROVIDERS`` (a comma list of providers, or ``*`` for all):
+config_sync cannot see the workers' environment, so the operator states what it holds.
+
+    >>> from core_voice_contracts.runtime_config import ProviderSpec
+    >>> key_problems({"llm": ProviderSpec(provider="groq")}, [], {ALL_PROVIDERS})
+    []
 """
 
 import re
@@ -17,6 +26,7 @@ import msgspec
 
 from core_voice_config_sync.errors import InvalidConfigError
 from core_voice_contracts.provider_catalog import (
+    CATALOG,
     OPTION_PYTHON_TYPES,
     KeyPolicy,
     OptionInfo,
@@ -29,6 +39,9 @@ from core_voice_contracts.provider_catalog import (
 from core_voice_contracts.runtime_config import ProviderSpec
 
 KINDS = ("llm", "stt", "tts")
+ALL_PROVIDERS = "*"
+"""In the platform key providers: the worker pool holds a default key for every provider."""
+PLATFORM_KEYS_ENV = "CONFIG_SYNC_PLATFORM_KEY_PROVIDERS"
 Problems = list[tuple[str, str]]
 
 
@@ -96,6 +109,12 @@ def _check_option(field: str, value: Any, info: OptionInfo) -> Problems:
             return [(field, f"must be <= {info.maximum:g}")]
     if info.choices is not None and converted not in info.choices:
         return [(field, f"choose one of: {_shown(info.choices)}")]
+    if (
+        info.pattern is not None
+        and isinstance(converted, str)
+        and not _pattern(info.pattern).fullmatch(converted)
+    ):
+        return [(field, "not a valid value")]
     return []
 
 
@@ -142,7 +161,18 @@ def spec_problems(kind: str, spec: ProviderSpec, *, field: str | None = None) ->
     for name, option in info.options.items():
         if option.required and name not in spec.options:
             problems.append((f"{base}.options.{name}", f"required by provider {info.name!r}"))
+        if name in spec.options:
+            problems += [
+                (f"{base}.options.{needed}", f"required with options.{name}")
+                for needed in option.requires or ()
+                if needed not in spec.options
+            ]
     return problems
+
+
+def platform_holds_key(provider: str, platform_keys: Collection[str]) -> bool:
+    """Whether the worker pool lends ``provider``'s default key (listed, or ``*``)."""
+    return ALL_PROVIDERS in platform_keys or provider in platform_keys
 
 
 def key_problems(
@@ -152,17 +182,42 @@ def key_problems(
     *,
     prefix: str = "",
 ) -> Problems:
-    """A provider that needs a key must have one: the agent's, or the platform's."""
+    """A provider that needs a key must have one: the agent's, or the pool's default."""
     problems: Problems = []
     for kind, spec in specs.items():
         info = find_provider(kind, spec.provider)
         if info is None or info.key != KeyPolicy.REQUIRED:
             continue
-        if spec.provider not in have_keys and spec.provider not in platform_keys:
-            problems.append(
-                (f"{prefix}keys.{spec.provider}", f"required by {kind}.provider {spec.provider!r}")
+        if spec.provider in have_keys or platform_holds_key(spec.provider, platform_keys):
+            continue
+        problems.append(
+            (
+                f"{prefix}keys.{spec.provider}",
+                f"required by {kind}.provider {spec.provider!r}: give the agent its own "
+                f"key, or let the worker pool's default key serve it "
+                f"({PLATFORM_KEYS_ENV}={spec.provider}, or {ALL_PROVIDERS} for every provider)",
             )
+        )
     return problems
+
+
+def keyed_provider_names() -> list[str]:
+    """Providers a pool default key can serve: those whose key is required."""
+    return sorted(
+        {
+            info.name
+            for kind in KINDS
+            for info in CATALOG.of_kind(kind)
+            if info.key == KeyPolicy.REQUIRED
+        }
+    )
+
+
+def platform_key_problems(names: Collection[str]) -> list[str]:
+    """Names in ``CONFIG_SYNC_PLATFORM_KEY_PROVIDERS`` that name no provider a pool key
+    could serve (a typo there would otherwise refuse agents with no clue why)."""
+    allowed = {*keyed_provider_names(), ALL_PROVIDERS}
+    return sorted(name for name in names if name not in allowed)
 
 
 def key_name_problems(names: Collection[str]) -> Problems:

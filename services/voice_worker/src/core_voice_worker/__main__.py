@@ -1,4 +1,10 @@
-"""``python -m core_voice_worker start``: run a worker of the shared pool."""
+"""``python -m core_voice_worker start``: run a worker of the shared pool.
+
+Exits 0 after a drain (SIGTERM), 1 if the pool could not start (NATS unreachable, a
+bad setting): an orchestrator then restarts it instead of counting it as done.
+"""
+
+import sys
 
 from livekit.agents import cli
 
@@ -6,4 +12,6 @@ from core_voice_worker.server import create_server
 from core_voice_worker.settings import WorkerSettings
 
 if __name__ == "__main__":
-    cli.run_app(create_server(WorkerSettings()))
+    server = create_server(WorkerSettings())
+    cli.run_app(server)
+    sys.exit(1 if server.runtime.start_error else 0)

@@ -1,51 +1,80 @@
-"""What one call measured: greeting latency, turn latencies, usage.
+"""What one call measured: greeting latency, per-turn latency breakdown, usage.
 
-Fed from AgentSession events; turned into `CallEnded`. Timestamps are monotonic.
+Fed from AgentSession events; turned into `CallEnded` / `CallFailed`. Only timings and
+counts are kept, never what was said. Timestamps are monotonic.
 """
 
 import time
 from dataclasses import dataclass, field
 
-from livekit.agents import metrics
+from livekit.agents import llm, metrics
 from livekit.agents.voice import (
     AgentStateChangedEvent,
+    ConversationItemAddedEvent,
     MetricsCollectedEvent,
-    UserStateChangedEvent,
 )
+
+from core_voice_contracts.events import TurnLatency
 
 
 @dataclass
 class CallStats:
     started: float = field(default_factory=time.monotonic)
     greeting_latency_s: float | None = None
-    turn_latencies_s: list[float] = field(default_factory=list)
-    llm_tokens: int = 0
+    """Session start to the agent's first audio."""
+    turn_metrics: list[TurnLatency] = field(default_factory=list)
+    llm_prompt_tokens: int = 0
+    llm_completion_tokens: int = 0
     tts_characters: int = 0
+    tts_audio_s: float = 0.0
     stt_audio_s: float = 0.0
-    _user_stopped: float | None = None
+    config_version: int = 0
+    """The version answering turns now (set by the call as it applies versions)."""
+    _greeting_from: float | None = None
+    _user: llm.MetricsReport | None = None
 
-    def on_user_state(self, ev: UserStateChangedEvent) -> None:
-        if ev.old_state == "speaking" and ev.new_state != "speaking":
-            self._user_stopped = time.monotonic()
+    def greeting_clock(self) -> None:
+        """The greeting is asked for now (its latency counts from here)."""
+        self._greeting_from = time.monotonic()
 
     def on_agent_state(self, ev: AgentStateChangedEvent) -> None:
-        if ev.new_state != "speaking":
+        if ev.new_state == "speaking" and self.greeting_latency_s is None:
+            self.greeting_latency_s = time.monotonic() - (self._greeting_from or self.started)
+
+    def on_item(self, ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if not isinstance(item, llm.ChatMessage):
             return
-        now = time.monotonic()
-        if self.greeting_latency_s is None:
-            self.greeting_latency_s = now - self.started
-        elif self._user_stopped is not None:
-            self.turn_latencies_s.append(now - self._user_stopped)
-            self._user_stopped = None
+        if item.role == "user":
+            self._user = item.metrics
+        elif item.role == "assistant" and self._user is not None:
+            user, agent = self._user, item.metrics
+            self._user = None
+            self.turn_metrics.append(
+                TurnLatency(
+                    stt_final_s=user.get("transcription_delay"),
+                    end_of_turn_s=user.get("end_of_turn_delay"),
+                    llm_ttft_s=agent.get("llm_node_ttft"),
+                    tts_ttfb_s=agent.get("tts_node_ttfb"),
+                    e2e_s=agent.get("e2e_latency"),
+                    config_version=self.config_version,
+                )
+            )
 
     def on_metrics(self, ev: MetricsCollectedEvent) -> None:
         m = ev.metrics
         if isinstance(m, metrics.LLMMetrics):
-            self.llm_tokens += m.total_tokens
+            self.llm_prompt_tokens += m.prompt_tokens
+            self.llm_completion_tokens += m.completion_tokens
         elif isinstance(m, metrics.TTSMetrics):
             self.tts_characters += m.characters_count
+            self.tts_audio_s += m.audio_duration
         elif isinstance(m, metrics.STTMetrics):
             self.stt_audio_s += m.audio_duration
+
+    @property
+    def turn_latencies_s(self) -> list[float]:
+        return [t.e2e_s for t in self.turn_metrics if t.e2e_s is not None]
 
     @property
     def duration_s(self) -> float:

@@ -1,31 +1,55 @@
-"""The worker process: one `AgentServer` registered under the pool's agent name.
+"""The worker process: one `AgentServer` registered under the pool's agent name, with the
+pool runtime (`pool.PoolRuntime`) beside it.
 
 Every agent is served by the same entrypoint; what differs per call is only the runtime
-config it loads. The VAD model loads once per job process, at prewarm.
+config, which the job gets from its pool over the local link.
+
+Capacity is exact: livekit-agents 1.8.9 already counts offers in flight
+(``_reserved_slots``) before it answers the next one, but when no job is running it
+estimates each reservation at ``load_threshold / num_idle_processes`` (a whole worker's
+load with one idle process), so an idle worker let only one offer through at a time.
+`PoolServer` counts slots instead: running jobs plus offers in flight, against
+``WORKER_MAX_CONCURRENCY``.
 """
 
 import functools
 import logging
+import os
+from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest, vad
 from livekit.plugins import silero
 
-from core_voice_worker.capacity import CallCap
+from core_voice_contracts import room
+from core_voice_contracts.codec import decode_job_event
+from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.events import JobRequested
+from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.session import Call
 from core_voice_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 VAD_KEY = "vad"
+LINK_PATH_ENV = "WORKER_LINK_PATH"
+EXECUTORS = {"process": JobExecutorType.PROCESS, "thread": JobExecutorType.THREAD}
+# Loaded once in the forkserver, so every job process starts with them imported.
+PRELOAD = ["core_voice_worker.session", "core_voice_worker.providers"]
+
+
+@functools.cache
+def shared_vad() -> vad.VAD:
+    """One silero model per process: per call process, or one for all thread jobs."""
+    return silero.VAD.load()
 
 
 def prewarm(proc: JobProcess) -> None:
-    proc.userdata[VAD_KEY] = silero.VAD.load()
+    proc.userdata[VAD_KEY] = shared_vad()
 
 
 @functools.cache
 def job_settings() -> WorkerSettings:
-    """Settings inside a job process, read from the environment it inherited."""
+    """Settings inside a job, read from the environment the pool set up."""
     return WorkerSettings()
 
 
@@ -34,29 +58,88 @@ async def entrypoint(ctx: JobContext) -> None:
     await Call(ctx, job_settings(), ctx.proc.userdata[VAD_KEY]).run()
 
 
-def create_server(settings: WorkerSettings) -> AgentServer:
-    cap = CallCap(settings.max_concurrency)
-    server = AgentServer(
-        ws_url=settings.livekit_url,
-        api_key=settings.livekit_api_key,
-        api_secret=settings.livekit_api_secret.get_secret_value(),
-        setup_fnc=prewarm,
-        load_fnc=lambda s: cap.load(len(s.active_jobs)),
-        load_threshold=0.999,
-        num_idle_processes=settings.num_idle_processes,
-        port=settings.http_port,
-        host="127.0.0.1",
-    )
+def _job_of(metadata: str) -> JobRequested | None:
+    try:
+        event = decode_job_event(metadata.encode())
+    except DecodeError:
+        return None
+    return event if isinstance(event, JobRequested) else None
 
-    async def on_request(request: JobRequest) -> None:
-        if not cap.try_reserve(len(server.active_jobs)):
-            log.info("job offer declined: at capacity", extra={"limit": cap.limit})
-            await request.reject()
-            return
-        try:
-            await request.accept(identity=f"agent-{request.job.id}")
-        finally:
-            cap.release()
 
-    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
-    return server
+class PoolServer(AgentServer):
+    def __init__(self, settings: WorkerSettings, runtime: PoolRuntime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime or PoolRuntime(settings)
+        self._registered_id = ""
+        super().__init__(
+            ws_url=settings.livekit_url,
+            api_key=settings.livekit_api_key,
+            api_secret=settings.livekit_api_secret.get_secret_value(),
+            setup_fnc=prewarm,
+            load_fnc=self._load,
+            load_threshold=1.0,
+            num_idle_processes=settings.num_idle_processes,
+            job_executor_type=EXECUTORS[settings.executor],
+            drain_timeout=settings.drain_timeout_s,
+            preload_modules=PRELOAD,
+            # livekit-agents' own health server; ours (`health.py`) is the one to probe.
+            host="127.0.0.1",
+            port=0,
+        )
+        self.on("worker_registered", self._on_registered)
+        self.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=self._on_request)
+
+    # --- capacity -----------------------------------------------------------------------
+
+    def active_call_count(self) -> int:
+        return len(self.active_jobs)
+
+    def _load(self) -> float:
+        return self.active_call_count() / self.settings.max_concurrency
+
+    def _get_effective_load(self) -> float:
+        """Slots in use (running jobs plus offers in flight) over the cap: full at 1.0."""
+        return (self.active_call_count() + self._reserved_slots) / self.settings.max_concurrency
+
+    async def _on_request(self, request: JobRequest) -> None:
+        """Accept (the cap was checked before this runs) as the call's participant."""
+        call_id = request.job.id
+        attributes = {
+            room.ATTR_CALL_ID: call_id,
+            room.ATTR_WORKER_ID: self.settings.worker_id,
+        }
+        job = _job_of(request.job.metadata)
+        if job is not None:
+            attributes[room.ATTR_JOB_ID] = job.job_id
+            attributes[room.ATTR_AGENT_ID] = job.agent_id
+            if job.campaign_id:
+                attributes[room.ATTR_CAMPAIGN_ID] = job.campaign_id
+            entry = self.runtime.mirror.peek(job.agent_id, job.campaign_id)
+            if entry is not None:
+                attributes[room.ATTR_TENANT_ID] = entry.config.tenant_id
+                attributes[room.ATTR_CONFIG_VERSION] = str(entry.config.version)
+        await request.accept(identity=room.agent_identity(call_id), attributes=attributes)
+        self.runtime.note_active(self.active_call_count())
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        return bool(self._registered_id)
+
+    def _on_registered(self, worker_id: str, *_: Any) -> None:
+        self._registered_id = worker_id
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        # Job processes (forked after this) and thread jobs find the link through it.
+        os.environ[LINK_PATH_ENV] = str(self.runtime.link_path)
+        await self.runtime.start(self)
+        await super().run(devmode=devmode, unregistered=unregistered)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.runtime.stop()
+
+
+def create_server(settings: WorkerSettings) -> PoolServer:
+    return PoolServer(settings)

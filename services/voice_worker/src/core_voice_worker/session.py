@@ -1,57 +1,124 @@
-"""One call: load the agent's config, build its pipeline, greet, converse, report.
+"""One call: its config from the pool, its pipeline, greeting, conversation, report.
 
-Runs in a job process (one per call). Lifecycle events go to VOICE_CALLS; they carry ids,
-versions and timings, never transcripts or keys. While the call runs, a
-`ConfigChanged` for its agent applies new instructions at the next turn.
+Runs in a job (its own process, or a thread of the pool). Lifecycle events go to the
+pool over the local link, which publishes them to VOICE_CALLS; they carry ids, versions,
+timings and usage, never transcripts or keys.
+
+While the call runs, the pool pushes newer versions of its config:
+- new instructions apply at the next turn (``Agent.update_instructions``);
+- a new provider, model, voice or key is swapped in at the next turn boundary (a new
+  `Agent` with the new components, handed over with ``session.update_agent``, keeping
+  the conversation so far); if the new components cannot be built, the call keeps its
+  old ones;
+- a new greeting applies from the next call (this one has greeted).
+A version is never applied over a newer one. If the agent is disabled or deleted, the
+running call finishes on what it has (docs/voice_worker.md); new calls are refused.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Any
 
-from livekit.agents import Agent, AgentSession, JobContext, vad
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    APIConnectOptions,
+    JobContext,
+    vad,
+)
+from livekit.agents.voice import (
+    CloseEvent,
+    CloseReason,
+    ErrorEvent,
+)
+from livekit.agents.voice.agent_session import SessionConnectOptions
 
-from core_voice_contracts import subjects
-from core_voice_contracts.bus import connect, publish
-from core_voice_contracts.codec import decode_config_event, decode_job_event
+from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import CallEnded, CallFailed, CallStarted, JobRequested
-from core_voice_contracts.runtime_config import RuntimeConfig
+from core_voice_contracts.events import (
+    CallEnded,
+    CallFailed,
+    CallFailure,
+    CallStarted,
+    JobRequested,
+)
+from core_voice_contracts.pool_link import LinkRefused
+from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 from core_voice_worker.call_stats import CallStats
-from core_voice_worker.config_loader import load_runtime_config
-from core_voice_worker.errors import WorkerError
-from core_voice_worker.providers.registry import build_llm, build_stt, build_tts
+from core_voice_worker.errors import ProviderConfigError, WorkerError
+from core_voice_worker.link import LinkClosedError, PoolLink
+from core_voice_worker.providers.keys import KeySource
+from core_voice_worker.providers.registry import build_llm, build_stt, build_tts, redact
 from core_voice_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+LINK_TIMEOUT_S = 5.0
+
+
+class CallFailedError(Exception):
+    """The call cannot go on; ``error`` is a `CallFailure` code, ``detail`` says more."""
+
+    def __init__(self, error: str, detail: str = "", *, retryable: bool = False) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.error = error
+        self.detail = detail
+        self.retryable = retryable
+
 
 def parse_job(metadata: str) -> JobRequested:
-    """The dispatcher puts the `JobRequested` in the dispatch metadata."""
+    """The dispatcher puts the routed `JobRequested` in the dispatch metadata."""
     try:
         event = decode_job_event(metadata.encode())
     except DecodeError:
-        raise WorkerError("job metadata is not a JobRequested") from None
+        raise CallFailedError(CallFailure.BAD_JOB, "dispatch metadata is not a job") from None
     if not isinstance(event, JobRequested):
-        raise WorkerError("job metadata is not a JobRequested")
+        raise CallFailedError(CallFailure.BAD_JOB, "dispatch metadata is not a JobRequested")
     return event
+
+
+def _components(
+    config: RuntimeConfig, vad_model: vad.VAD, settings: WorkerSettings
+) -> dict[str, Any]:
+    """STT, LLM and TTS for ``config``; raises `CallFailedError` (provider_config)."""
+    fallback = settings.key_fallback
+    try:
+        return {
+            "stt": build_stt(config.stt, config.keys, vad_model, key_fallback=fallback),
+            "llm": build_llm(config.llm, config.keys, key_fallback=fallback),
+            "tts": build_tts(config.tts, config.keys, key_fallback=fallback),
+        }
+    except ProviderConfigError as exc:
+        raise CallFailedError(CallFailure.PROVIDER_CONFIG, str(exc)) from None
+
+
+def _same_providers(a: RuntimeConfig, b: RuntimeConfig) -> bool:
+    return (a.llm, a.stt, a.tts, a.keys.values) == (b.llm, b.stt, b.tts, b.keys.values)
 
 
 def build_session(
     config: RuntimeConfig, vad_model: vad.VAD, settings: WorkerSettings
 ) -> AgentSession[None]:
+    conn = APIConnectOptions(
+        max_retry=settings.provider_max_retry,
+        retry_interval=settings.provider_retry_interval_s,
+        timeout=settings.provider_timeout_s,
+    )
     return AgentSession(
-        stt=build_stt(config.stt, config.keys, vad_model),
-        llm=build_llm(config.llm, config.keys),
-        tts=build_tts(config.tts, config.keys),
+        **_components(config, vad_model, settings),
         vad=vad_model,
         turn_handling={
             "turn_detection": settings.turn_detection,
             "endpointing": {"min_delay": settings.min_endpointing_delay_s},
         },
+        conn_options=SessionConnectOptions(
+            stt_conn_options=conn,
+            llm_conn_options=conn,
+            tts_conn_options=conn,
+            max_unrecoverable_errors=1,
+        ),
     )
 
 
@@ -62,138 +129,303 @@ class Call:
         self.vad = vad_model
         self.stats = CallStats()
         self.call_id = ctx.job.id
-        self.nc: Client | None = None
+        self.link: PoolLink | None = None
         self.job: JobRequested | None = None
         self.config: RuntimeConfig | None = None
+        self.versions: list[int] = []
+        self.stale = False
+        self.session: AgentSession[None] | None = None
         self.agent: Agent | None = None
-        self._ended = asyncio.Event()
+        self._newest: RuntimeConfig | None = None
+        self._applying: asyncio.Task[None] | None = None
+        self._outcome_sent = False
+        self._boundary = asyncio.Event()
+
+    # --- start ------------------------------------------------------------------------
 
     async def run(self) -> None:
         try:
-            self.job = parse_job(self.ctx.job.metadata)
-            self.nc, js = await connect(
-                self.settings.nats_url, name="voice-worker-job", ensure=False
-            )
-            self.config = await load_runtime_config(
-                self.nc, self.job.agent_id, self.job.campaign_id, self.settings.config_timeout_s
-            )
-            config_load_s = self.stats.duration_s
-            session = build_session(self.config, self.vad, self.settings)
-        except WorkerError as exc:
-            await self._fail(exc.code, exc.retryable)
-            self.ctx.shutdown(reason=exc.code)
-            return
-        except (NatsError, OSError, TimeoutError):
-            await self._fail("bus_unavailable", True)
-            self.ctx.shutdown(reason="bus_unavailable")
-            return
+            await self._start()
+        except CallFailedError as failure:
+            await self.fail(failure.error, failure.detail, retryable=failure.retryable)
 
-        session.on("user_state_changed", self.stats.on_user_state)
+    async def _start(self) -> None:
+        entered = time.monotonic()
+        try:
+            self.link = await PoolLink.connect(self.settings.link_path)
+        except OSError as exc:
+            raise CallFailedError(
+                CallFailure.CONFIG_UNAVAILABLE, f"pool link: {type(exc).__name__}"
+            ) from None
+        self.link.on_update = self._on_update
+        self.link.on_gone = self._on_gone
+        self.job = parse_job(self.ctx.job.metadata)
+        try:
+            reply = await self.link.get_config(
+                call_id=self.call_id,
+                job_id=self.job.job_id,
+                room_name=self.job.room_name,
+                agent_id=self.job.agent_id,
+                campaign_id=self.job.campaign_id,
+                timeout=self.settings.config_timeout_s + LINK_TIMEOUT_S,
+            )
+        except (LinkClosedError, TimeoutError) as exc:
+            raise CallFailedError(
+                CallFailure.CONFIG_UNAVAILABLE, f"pool link: {type(exc).__name__}", retryable=True
+            ) from None
+        if isinstance(reply, LinkRefused):
+            raise CallFailedError(reply.error, reply.detail, retryable=reply.retryable)
+        config, self.stale = reply.config, reply.stale
+        self._use(config)
+        config_load_s = time.monotonic() - entered
+
+        session = build_session(config, self.vad, self.settings)
+        self.session = session
         session.on("agent_state_changed", self.stats.on_agent_state)
+        session.on("agent_state_changed", self._track_boundary)
+        session.on("user_state_changed", self._track_boundary)
+        session.on("conversation_item_added", self.stats.on_item)
         session.on("metrics_collected", self.stats.on_metrics)
+        session.on("error", self._on_error)
+        session.on("close", self._on_close)
         self.ctx.add_shutdown_callback(self._on_shutdown)
 
-        await self.ctx.connect()
-        self.agent = Agent(instructions=self.config.instructions)
-        await session.start(agent=self.agent, room=self.ctx.room)
-        await publish(
-            js,
-            subjects.call_started(self.job.agent_id),
+        try:
+            await self.ctx.connect()
+        except Exception as exc:
+            raise CallFailedError(CallFailure.CONNECT_FAILED, type(exc).__name__) from None
+        self.agent = Agent(instructions=config.instructions)
+        try:
+            await session.start(agent=self.agent, room=self.ctx.room)
+        except Exception as exc:
+            raise CallFailedError(
+                CallFailure.SESSION_FAILED, self._redacted(f"{type(exc).__name__}: {exc}")
+            ) from None
+        await self._publish(
             CallStarted(
                 call_id=self.call_id,
                 job_id=self.job.job_id,
                 room_name=self.job.room_name,
                 agent_id=self.job.agent_id,
-                tenant_id=self.config.tenant_id,
-                config_version=self.config.version,
+                tenant_id=config.tenant_id,
+                campaign_id=self.job.campaign_id,
+                config_version=config.version,
                 worker_id=self.settings.worker_id,
                 config_load_s=config_load_s,
-            ),
-            msg_id=f"{self.call_id}-started",
+                setup_s=time.monotonic() - entered,
+                config_stale=self.stale,
+            )
         )
-        await self.nc.subscribe(subjects.config_changed(self.job.agent_id), cb=self._on_change)
-        # Greet someone: a dispatched agent can be in the room before its caller.
-        await self.ctx.wait_for_participant()
-        session.say(self.config.greeting, allow_interruptions=False)
         log.info(
             "call started",
             extra={
                 "call_id": self.call_id,
                 "agent_id": self.job.agent_id,
-                "version": self.config.version,
+                "version": config.version,
+                "stale": self.stale,
+                "config_load_ms": round(config_load_s * 1000, 3),
             },
         )
+        # Greet someone: a dispatched agent can be in the room before its caller.
+        await self.ctx.wait_for_participant()
+        self.stats.greeting_clock()
+        session.say(config.greeting, allow_interruptions=False)
+        if self._newest is not None:  # pushed while the session was starting
+            self._schedule_apply()
 
-    async def _on_change(self, msg: Msg) -> None:
-        """A live edit: new instructions take effect at the call's next turn."""
-        if self.job is None or self.nc is None or self.agent is None or self.config is None:
-            return
-        try:
-            change = decode_config_event(msg.data)
-        except DecodeError:
-            return
-        if change.version <= self.config.version:
-            return
-        try:
-            fresh = await load_runtime_config(
-                self.nc, self.job.agent_id, self.job.campaign_id, self.settings.config_timeout_s
+    def _use(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.versions.append(config.version)
+        self.stats.config_version = config.version
+
+    # --- live updates -------------------------------------------------------------------
+
+    def _on_update(self, config: RuntimeConfig, stale: bool) -> None:
+        newest = self._newest or self.config
+        if newest is not None and config.version <= newest.version:
+            return  # never backwards
+        self._newest = config
+        self.stale = stale
+        if self.agent is not None:
+            self._schedule_apply()
+
+    def _schedule_apply(self) -> None:
+        if self._applying is None or self._applying.done():
+            self._applying = asyncio.get_running_loop().create_task(
+                self._apply_newest(), name="call.apply-config"
             )
-        except WorkerError:
-            log.warning("live config refresh failed", extra={"call_id": self.call_id})
+
+    async def _apply_newest(self) -> None:
+        while self._newest is not None:
+            config, self._newest = self._newest, None
+            try:
+                await self._apply(config)
+            except Exception:
+                log.exception("live config update failed", extra={"call_id": self.call_id})
+
+    async def _apply(self, config: RuntimeConfig) -> None:
+        current, agent, session = self.config, self.agent, self.session
+        assert current is not None and agent is not None and session is not None
+        if config.version <= current.version:
             return
-        self.config = fresh
-        await self.agent.update_instructions(fresh.instructions)
-        log.info("call config refreshed", extra={"call_id": self.call_id, "version": fresh.version})
+        if _same_providers(current, config):
+            if config.instructions != current.instructions:
+                await agent.update_instructions(config.instructions)  # the next turn uses it
+            self._use(config)
+        else:
+            try:
+                components = _components(config, self.vad, self.settings)
+            except CallFailedError as exc:
+                log.warning(
+                    "new providers cannot be built; the call keeps its own",
+                    extra={"call_id": self.call_id, "version": config.version, "error": exc.error},
+                )
+                if config.instructions != current.instructions:
+                    await agent.update_instructions(config.instructions)
+                self._use(config)
+                return
+            await self._turn_boundary()
+            self.agent = Agent(
+                instructions=config.instructions, chat_ctx=agent.chat_ctx.copy(), **components
+            )
+            session.update_agent(self.agent)
+            self._use(config)
+        log.info(
+            "call config applied",
+            extra={"call_id": self.call_id, "version": config.version},
+        )
+
+    async def _turn_boundary(self) -> None:
+        """Wait until neither side is speaking nor the agent thinking."""
+        self._track_boundary()
+        await self._boundary.wait()
+
+    def _track_boundary(self, *_: object) -> None:
+        session = self.session
+        if session is None:
+            return
+        if session.agent_state == "listening" and session.user_state != "speaking":
+            self._boundary.set()
+        else:
+            self._boundary.clear()
+
+    def _on_gone(self, agent_id: str, reason: str) -> None:
+        log.info(
+            "agent gone during a call; the call finishes on what it has",
+            extra={"call_id": self.call_id, "agent_id": agent_id, "reason": reason},
+        )
+
+    # --- failures -----------------------------------------------------------------------
+
+    def _on_error(self, ev: ErrorEvent) -> None:
+        error = ev.error
+        if getattr(error, "recoverable", True):
+            return
+        source = getattr(ev.source, "provider", "") or type(ev.source).__name__
+        inner = getattr(error, "error", error)
+        detail = self._redacted(f"{getattr(error, 'type', 'provider')} {source}: {inner}")
+        asyncio.get_running_loop().create_task(
+            self.fail(CallFailure.PROVIDER_UNAVAILABLE, detail, retryable=True),
+            name="call.fail",
+        )
+
+    def _on_close(self, ev: CloseEvent) -> None:
+        if ev.reason == CloseReason.ERROR and not self._outcome_sent:
+            detail = self._redacted(f"session closed on error: {ev.error}")
+            asyncio.get_running_loop().create_task(
+                self.fail(CallFailure.PROVIDER_UNAVAILABLE, detail, retryable=True),
+                name="call.fail",
+            )
+
+    def _redacted(self, text: str) -> str:
+        keys = self.config.keys if self.config is not None else ProviderKeys()
+        return redact(text, KeySource.from_env(keys).secrets())[:500]
+
+    async def fail(self, error: str, detail: str, *, retryable: bool = False) -> None:
+        """Report the call failed, hang up (unless configured not to), end the job."""
+        if self._outcome_sent:
+            return
+        self._outcome_sent = True
+        job, config = self.job, self.config
+        log.warning(
+            "call failed",
+            extra={"call_id": self.call_id, "error": error, "detail": detail},
+        )
+        await self._publish(
+            CallFailed(
+                call_id=self.call_id,
+                job_id=job.job_id if job else "",
+                room_name=job.room_name if job else self.ctx.job.room.name,
+                agent_id=job.agent_id if job else "_unrouted",
+                campaign_id=job.campaign_id if job else None,
+                tenant_id=config.tenant_id if config else "",
+                config_version=self.versions[0] if self.versions else 0,
+                config_versions=self.versions,
+                worker_id=self.settings.worker_id,
+                error=error,
+                detail=detail,
+                retryable=retryable,
+                duration_s=self.stats.duration_s,
+            )
+        )
+        if self.settings.end_room_on_failure:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ctx.delete_room(), 5.0)
+        self.ctx.shutdown(reason=error)
+
+    # --- the end ------------------------------------------------------------------------
 
     async def _on_shutdown(self, reason: str = "") -> None:
-        if self.nc is None or self.job is None or self.config is None:
-            return
-        ended = CallEnded(
-            call_id=self.call_id,
-            job_id=self.job.job_id,
-            room_name=self.job.room_name,
-            agent_id=self.job.agent_id,
-            tenant_id=self.config.tenant_id,
-            config_version=self.config.version,
-            duration_s=self.stats.duration_s,
-            greeting_latency_s=self.stats.greeting_latency_s,
-            turns=len(self.stats.turn_latencies_s),
-            turn_latencies_s=self.stats.turn_latencies_s,
-            llm_tokens=self.stats.llm_tokens,
-            tts_characters=self.stats.tts_characters,
-            stt_audio_s=self.stats.stt_audio_s,
-            end_reason=reason,
-        )
-        with contextlib.suppress(NatsError, TimeoutError):
-            await publish(
-                self.nc.jetstream(),
-                subjects.call_ended(self.job.agent_id),
-                ended,
-                msg_id=f"{self.call_id}-ended",
+        if not self._outcome_sent and self.job is not None and self.config is not None:
+            self._outcome_sent = True
+            stats = self.stats
+            await self._publish(
+                CallEnded(
+                    call_id=self.call_id,
+                    job_id=self.job.job_id,
+                    room_name=self.job.room_name,
+                    agent_id=self.job.agent_id,
+                    campaign_id=self.job.campaign_id,
+                    tenant_id=self.config.tenant_id,
+                    config_version=self.versions[0],
+                    config_versions=self.versions,
+                    worker_id=self.settings.worker_id,
+                    duration_s=stats.duration_s,
+                    greeting_latency_s=stats.greeting_latency_s,
+                    turns=len(stats.turn_metrics),
+                    turn_latencies_s=stats.turn_latencies_s,
+                    turn_metrics=stats.turn_metrics,
+                    llm_tokens=stats.llm_prompt_tokens + stats.llm_completion_tokens,
+                    llm_prompt_tokens=stats.llm_prompt_tokens,
+                    llm_completion_tokens=stats.llm_completion_tokens,
+                    tts_characters=stats.tts_characters,
+                    tts_audio_s=stats.tts_audio_s,
+                    stt_audio_s=stats.stt_audio_s,
+                    end_reason=reason,
+                    config_stale=self.stale,
+                )
             )
-        with contextlib.suppress(NatsError):
-            await self.nc.drain()
+        if self.link is not None:
+            await self.link.aclose()
 
-    async def _fail(self, error: str, retryable: bool) -> None:
-        log.warning("call failed", extra={"call_id": self.call_id, "error": error})
-        if self.nc is None:
-            return
-        job = self.job
-        failed = CallFailed(
-            call_id=self.call_id,
-            job_id=job.job_id if job else "",
-            room_name=job.room_name if job else self.ctx.job.room.name,
-            agent_id=job.agent_id if job else subjects.UNROUTED,
-            error=error,
-            retryable=retryable,
-            duration_s=self.stats.duration_s,
-        )
-        with contextlib.suppress(NatsError, TimeoutError):
-            await publish(
-                self.nc.jetstream(),
-                subjects.call_failed(failed.agent_id),
-                failed,
-                msg_id=f"{self.call_id}-failed",
+    async def _publish(self, event: CallStarted | CallEnded | CallFailed) -> None:
+        if self.link is None:
+            log.error(
+                "call event not reported: no pool link",
+                extra={"call_id": self.call_id, "event": type(event).__name__},
             )
-        with contextlib.suppress(NatsError):
-            await self.nc.drain()
+            return
+        try:
+            await self.link.publish(event, timeout=LINK_TIMEOUT_S)
+        except (LinkClosedError, TimeoutError, OSError) as exc:
+            log.error(
+                "call event not reported: pool link failed",
+                extra={
+                    "call_id": self.call_id,
+                    "event": type(event).__name__,
+                    "error": type(exc).__name__,
+                },
+            )
+
+
+__all__ = ["Call", "CallFailedError", "WorkerError", "build_session", "parse_job"]

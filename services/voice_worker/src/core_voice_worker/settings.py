@@ -1,4 +1,8 @@
-"""Worker settings: explicit argument > environment > default."""
+"""Worker settings: explicit argument > environment > default.
+
+The pool process reads them once; its job processes read the same environment (they
+are forked from it), including ``WORKER_LINK_PATH``, which the pool sets for them.
+"""
 
 import os
 import socket
@@ -8,8 +12,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def default_worker_id() -> str:
+    """The pool's identity: the pod name in Kubernetes (``HOSTNAME`` is the pod name
+    there), else the host name; the same for the pool and all of its job processes."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
 
 
 class WorkerSettings(BaseSettings):
@@ -21,25 +27,57 @@ class WorkerSettings(BaseSettings):
     """LIVEKIT_URL: the LiveKit server the worker registers with."""
     livekit_api_key: str = Field(validation_alias="LIVEKIT_API_KEY")
     """LIVEKIT_API_KEY: required."""
-    livekit_api_secret: SecretStr = Field(validation_alias="LIVEKIT_API_SECRET")
-    """LIVEKIT_API_SECRET: required."""
+    livekit_api_secret: SecretStr = Field(validation_alias="LIVEKIT_API_SECRET", repr=False)
+    """LIVEKIT_API_SECRET: required; never logged."""
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
     """NATS_URL."""
     agent_name: str = Field(default="core-voice", validation_alias="WORKER_AGENT_NAME")
     """WORKER_AGENT_NAME: the explicit-dispatch name the pool registers under."""
-    max_concurrency: int = 25
-    """WORKER_MAX_CONCURRENCY: calls one worker takes before it reports itself full."""
-    config_timeout_s: float = 2.0
-    """WORKER_CONFIG_TIMEOUT_S: how long a call waits for its runtime config."""
-    num_idle_processes: int = 1
+    max_concurrency: int = Field(default=25, ge=1)
+    """WORKER_MAX_CONCURRENCY: calls one worker holds at most; offers past it are declined
+    (LiveKit then tries another worker)."""
+    config_timeout_s: float = Field(default=2.0, gt=0)
+    """WORKER_CONFIG_TIMEOUT_S: how long a call start waits for a config the pool does not
+    hold yet (config_sync's answer)."""
+    config_memory_size: int = Field(default=10_000, ge=1)
+    """WORKER_CONFIG_MEMORY_SIZE: (agent, campaign) configs the pool keeps; the least
+    recently used beyond this are dropped."""
+    num_idle_processes: int = Field(default=1, ge=0)
     """WORKER_NUM_IDLE_PROCESSES: prewarmed job processes kept ready (each ~26 MB USS)."""
-    worker_id: str = Field(default_factory=_default_worker_id)
-    """WORKER_WORKER_ID: shown in CallStarted; defaults to host-pid."""
+    executor: Literal["process", "thread"] = "process"
+    """WORKER_EXECUTOR: ``process`` (one process per call, the default: a crash takes one
+    call) or ``thread`` (calls share the pool process: less memory per call)."""
+    worker_id: str = Field(default_factory=default_worker_id)
+    """WORKER_WORKER_ID: the pool's identity in call events and room attributes
+    (default: POD_NAME, else the host name)."""
     turn_detection: Literal["vad", "stt"] = "vad"
     """WORKER_TURN_DETECTION: how end of turn is decided. ``vad`` (silence) answered
     ~0.8 s after the caller stopped in the e2e test; livekit-agents' auto-selected
     detector took ~2.7 s there."""
     min_endpointing_delay_s: float = 0.3
     """WORKER_MIN_ENDPOINTING_DELAY_S: silence after speech before the turn ends."""
-    http_port: int = 0
-    """WORKER_HTTP_PORT: livekit-agents' health endpoint (0 = any free port)."""
+    health_host: str = "127.0.0.1"
+    """WORKER_HEALTH_HOST: where /healthz, /readyz and /status listen (0.0.0.0 in a pod,
+    so Kubernetes probes reach them)."""
+    health_port: int = Field(default=8083, ge=0, le=65535)
+    """WORKER_HEALTH_PORT: the health port (0 = any free port)."""
+    drain_timeout_s: int = Field(default=1800, ge=1)
+    """WORKER_DRAIN_TIMEOUT_S: after SIGTERM, how long running calls may go on before the
+    worker ends them and exits (size the pod's grace period to this plus a margin)."""
+    provider_timeout_s: float = Field(default=10.0, gt=0)
+    """WORKER_PROVIDER_TIMEOUT_S: one STT/LLM/TTS request or connection attempt."""
+    provider_max_retry: int = Field(default=1, ge=0)
+    """WORKER_PROVIDER_MAX_RETRY: retries of a failed provider request before the call
+    gives up on it (each waits WORKER_PROVIDER_RETRY_INTERVAL_S)."""
+    provider_retry_interval_s: float = Field(default=0.5, ge=0)
+    """WORKER_PROVIDER_RETRY_INTERVAL_S."""
+    key_fallback: bool = True
+    """WORKER_KEY_FALLBACK: an agent without its own provider key uses the pool's default
+    from this environment (OPENAI_API_KEY, ...); false: agents' own keys only."""
+    end_room_on_failure: bool = True
+    """WORKER_END_ROOM_ON_FAILURE: a call that fails deletes its room, so the caller is
+    hung up on instead of left in silence."""
+    link_path: str = ""
+    """WORKER_LINK_PATH: the pool's local socket; set by the pool for its job processes."""
+    event_queue_size: int = Field(default=10_000, ge=1)
+    """WORKER_EVENT_QUEUE_SIZE: call events the pool holds while NATS cannot take them."""

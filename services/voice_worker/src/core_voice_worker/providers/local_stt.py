@@ -22,8 +22,9 @@ from livekit.agents import (
     utils,
 )
 
-from core_voice_contracts.runtime_config import LOCAL, LocalSTTOptions, ProviderKeys, ProviderSpec
+from core_voice_contracts.runtime_config import LOCAL, LocalSTTOptions, ProviderSpec
 from core_voice_worker.errors import SpeechError
+from core_voice_worker.providers.keys import KeySource
 from core_voice_worker.providers.registry import STT_PROVIDERS, decode_options
 from core_voice_worker.speech import RECOGNIZER_RATE, PhraseRecognizer
 
@@ -110,5 +111,5 @@ def _mono_pcm(buffer: utils.AudioBuffer) -> tuple[bytes, int]:
 
 
 @STT_PROVIDERS.register(LOCAL)
-def local_stt(spec: ProviderSpec, keys: ProviderKeys) -> stt.STT[Any]:
+def local_stt(spec: ProviderSpec, keys: KeySource) -> stt.STT[Any]:
     return LocalSTT(decode_options(spec, "stt", LocalSTTOptions))

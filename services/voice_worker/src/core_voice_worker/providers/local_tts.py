@@ -10,8 +10,9 @@ from typing import Any, Never
 
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, APIError, tts, utils
 
-from core_voice_contracts.runtime_config import LOCAL, LocalTTSOptions, ProviderKeys, ProviderSpec
+from core_voice_contracts.runtime_config import LOCAL, LocalTTSOptions, ProviderSpec
 from core_voice_worker.errors import SpeechError
+from core_voice_worker.providers.keys import KeySource
 from core_voice_worker.providers.registry import TTS_PROVIDERS, decode_options
 from core_voice_worker.speech import synthesize
 
@@ -75,7 +76,7 @@ class LocalChunkedStream(tts.ChunkedStream):
 
 
 @TTS_PROVIDERS.register(LOCAL)
-def local_tts(spec: ProviderSpec, keys: ProviderKeys) -> tts.TTS[Any]:
+def local_tts(spec: ProviderSpec, keys: KeySource) -> tts.TTS[Any]:
     return LocalTTS(
         voice=spec.voice or DEFAULT_VOICE, options=decode_options(spec, "tts", LocalTTSOptions)
     )

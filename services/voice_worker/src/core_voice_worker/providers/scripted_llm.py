@@ -24,11 +24,11 @@ from livekit.agents import (
 
 from core_voice_contracts.runtime_config import (
     SCRIPTED,
-    ProviderKeys,
     ProviderSpec,
     ScriptedOptions,
 )
 from core_voice_worker.errors import ProviderConfigError
+from core_voice_worker.providers.keys import KeySource
 from core_voice_worker.providers.registry import LLM_PROVIDERS, decode_options
 from core_voice_worker.speech import normalize
 
@@ -117,5 +117,5 @@ def last_user_text(chat_ctx: llm.ChatContext) -> str:
 
 
 @LLM_PROVIDERS.register(SCRIPTED)
-def scripted_llm(spec: ProviderSpec, keys: ProviderKeys) -> llm.LLM[Any]:
+def scripted_llm(spec: ProviderSpec, keys: KeySource) -> llm.LLM[Any]:
     return ScriptedLLM(decode_options(spec, "llm", ScriptedOptions))

@@ -1,0 +1,161 @@
+"""The pool's two feeds from NATS into its mirror.
+
+- Job events (core subscriptions on ``voice.jobs.requested.*`` and
+  ``voice.jobs.dispatched.*``): a job on its way makes the pool fetch, or confirm, its
+  agent's config before LiveKit offers it.
+- ``VOICE_CONFIG`` (ordered consumers from the latest message per subject): every
+  agent's newest announced version and routing changes, pushed as they happen.
+
+On every (re)connect the config feed starts over from the latest message per subject,
+so an edit made while the pool could not see the bus is caught within a round trip of
+the reconnect; until that replay is done, the mirror counts as not live (stale).
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from nats.js.errors import Error as JetStreamError
+
+from core_voice_contracts import codec, subjects
+from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.events import ConfigChanged, JobDispatched, JobRequested, RoutingChanged
+from core_voice_contracts.ids import is_valid_id
+from core_voice_worker.mirror import ConfigMirror
+
+log = logging.getLogger(__name__)
+
+CONFIG_SUBJECTS = (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL)
+
+
+class PoolFeeds:
+    def __init__(
+        self, nc: Client, js: JetStreamContext, mirror: ConfigMirror, *, agent_name: str
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._mirror = mirror
+        self._agent_name = agent_name
+        self._job_subs: list[Subscription] = []
+        self._config_subs: list[Subscription] = []
+        self._pending: set[str] = set()
+        self._restart: asyncio.Task[None] | None = None
+        self.reconciles = 0
+        self.bad_messages = 0
+
+    async def start(self) -> None:
+        for subject in (subjects.JOBS_REQUESTED_ALL, subjects.JOBS_DISPATCHED_ALL):
+            self._job_subs.append(await self._nc.subscribe(subject, cb=self._on_job))
+        await self._follow_config()
+
+    async def stop(self) -> None:
+        if self._restart is not None:
+            self._restart.cancel()
+            await asyncio.gather(self._restart, return_exceptions=True)
+        for sub in [*self._job_subs, *self._config_subs]:
+            with contextlib.suppress(NatsError, JetStreamError):
+                await sub.unsubscribe()
+        self._job_subs.clear()
+        self._config_subs.clear()
+
+    # --- connection events (plain callbacks from `bus.connect`) ----------------------
+
+    def disconnected(self) -> None:
+        self._mirror.set_live(False)
+
+    def reconnected(self) -> None:
+        self._mirror.set_live(False)
+        if self._restart is None or self._restart.done():
+            self._restart = asyncio.get_running_loop().create_task(
+                self._retry(self._follow_config), name="pool-feeds.reconcile"
+            )
+
+    # --- the config feed ------------------------------------------------------------
+
+    async def _follow_config(self) -> None:
+        """(Re)subscribe from the latest announcement per subject and replay it."""
+        for sub in self._config_subs:
+            with contextlib.suppress(NatsError, JetStreamError):
+                await sub.unsubscribe()
+        self._config_subs.clear()
+        self._pending = set(CONFIG_SUBJECTS)
+        for subject in CONFIG_SUBJECTS:
+            sub = await self._js.subscribe(
+                subject,
+                cb=self._config_handler(subject),
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            )
+            self._config_subs.append(sub)
+            info = await sub.consumer_info()
+            if info.num_pending == 0 and not (info.delivered and info.delivered.stream_seq):
+                self._caught_up(subject)
+
+    def _config_handler(self, subject: str) -> Callable[[Msg], Awaitable[None]]:
+        async def handle(msg: Msg) -> None:
+            try:
+                event = codec.decode_config_stream_event(msg.data)
+            except DecodeError:
+                self.bad_messages += 1
+                log.warning("undecodable config event ignored", extra={"subject": msg.subject})
+            else:
+                match event:
+                    case ConfigChanged():
+                        self._mirror.announce(event)
+                    case RoutingChanged(agent_id=agent_id) if agent_id:
+                        self._mirror.routing_changed(agent_id)
+                    case RoutingChanged():
+                        pass
+            if msg.metadata.num_pending == 0:
+                self._caught_up(subject)
+
+        return handle
+
+    def _caught_up(self, subject: str) -> None:
+        if subject not in self._pending:
+            return
+        self._pending.discard(subject)
+        if not self._pending:
+            self.reconciles += 1
+            self._mirror.reconciled()
+            log.info("config feed reconciled", extra={"reconciles": self.reconciles})
+
+    # --- the job feed -----------------------------------------------------------------
+
+    async def _on_job(self, msg: Msg) -> None:
+        try:
+            event = codec.decode_job_event(msg.data)
+        except DecodeError:
+            self.bad_messages += 1
+            return
+        match event:
+            case JobDispatched(agent_id=agent_id, campaign_id=campaign_id) if (
+                event.worker_agent_name == self._agent_name
+            ):
+                # The routed agent: confirm what is held (or fetch it) before the offer.
+                if is_valid_id(agent_id):
+                    self._mirror.prefetch(agent_id, campaign_id)
+            case JobRequested(agent_id=agent_id, campaign_id=campaign_id):
+                if is_valid_id(agent_id) and self._mirror.peek(agent_id, campaign_id) is None:
+                    self._mirror.prefetch(agent_id, campaign_id)
+            case _:
+                pass
+
+    @staticmethod
+    async def _retry(step: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                return
+            except (NatsError, JetStreamError, TimeoutError) as exc:
+                log.warning("config feed restart failed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

@@ -1,0 +1,306 @@
+"""Both ends of the pool's local link (`core_voice_contracts.pool_link`).
+
+`LinkServer` runs in the pool process: it answers each job's config request from the
+mirror, pushes newer versions to running calls, takes their events for publishing, and
+reports a call whose job went away without a terminal event (its process died).
+`PoolLink` is the job's end: one connection per call, opened at job entry.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.events import CallEnded, CallFailed, CallFailure, CallStarted
+from core_voice_contracts.pool_link import (
+    HEADER,
+    MAX_FRAME_BYTES,
+    LinkAccepted,
+    LinkAgentGone,
+    LinkConfig,
+    LinkConfigUpdate,
+    LinkGetConfig,
+    LinkMessage,
+    LinkPublish,
+    LinkRefused,
+    decode_body,
+    encode_frame,
+)
+from core_voice_contracts.runtime_config import RuntimeConfig
+from core_voice_worker.call_events import CallEventPublisher, CallEventT
+from core_voice_worker.mirror import ConfigMirror, ConfigRefusedError, Key
+
+log = logging.getLogger(__name__)
+
+
+class LinkClosedError(ConnectionError):
+    """The other end of the link went away."""
+
+
+async def read_message(reader: asyncio.StreamReader) -> LinkMessage:
+    """One frame; raises `LinkClosedError` at EOF and `DecodeError` for garbage."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+        (size,) = HEADER.unpack(header)
+        if size > MAX_FRAME_BYTES:
+            raise DecodeError("pool link message", f"frame of {size} bytes is too large")
+        body = await reader.readexactly(size)
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise LinkClosedError("link closed") from exc
+    return decode_body(body)
+
+
+# --- the pool's end --------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class CallConnection:
+    """One job's connection; also the mirror's watcher of that call's config."""
+
+    writer: asyncio.StreamWriter
+    call: LinkGetConfig | None = None
+    started: CallStarted | None = None
+    versions: list[int] = field(default_factory=list)
+    ended: bool = False
+    opened: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> Key | None:
+        return None if self.call is None else (self.call.agent_id, self.call.campaign_id)
+
+    def send(self, message: LinkMessage) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode_frame(message))
+
+    def on_config(self, config: RuntimeConfig, stale: bool) -> None:
+        self.send(LinkConfigUpdate(config=config, stale=stale))
+
+    def on_gone(self, agent_id: str, reason: CallFailure) -> None:
+        self.send(LinkAgentGone(agent_id=agent_id, reason=reason.value))
+
+
+class LinkServer:
+    def __init__(
+        self,
+        path: Path,
+        mirror: ConfigMirror,
+        publisher: CallEventPublisher,
+        *,
+        worker_id: str,
+        on_call_opened: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._mirror = mirror
+        self._publisher = publisher
+        self._worker_id = worker_id
+        self._on_call_opened = on_call_opened
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self.calls: set[CallConnection] = set()
+        self.lost_calls = 0
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.calls):
+                conn.writer.close()
+            # Their ends are reported (a call cut off here counts as lost) before this returns.
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = CallConnection(writer)
+        self.calls.add(conn)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
+        try:
+            while True:
+                message = await read_message(reader)
+                await self._handle(conn, message)
+                await writer.drain()
+        except LinkClosedError:
+            pass
+        except DecodeError:
+            log.warning("bad link message; closing the connection")
+        finally:
+            self.calls.discard(conn)
+            if conn.key is not None:
+                self._mirror.unwatch(conn.key, conn)
+            if conn.call is not None and not conn.ended:
+                self._lost(conn)
+            writer.close()
+
+    async def _handle(self, conn: CallConnection, message: LinkMessage) -> None:
+        match message:
+            case LinkGetConfig(req=req):
+                conn.call = message
+                key = (message.agent_id, message.campaign_id)
+                self._mirror.watch(key, conn)
+                if self._on_call_opened is not None:
+                    self._on_call_opened(len(self.calls))
+                try:
+                    entry = await self._mirror.config_for_call(*key)
+                except ConfigRefusedError as exc:
+                    conn.send(
+                        LinkRefused(
+                            req=req,
+                            error=exc.error.value,
+                            detail=exc.detail,
+                            retryable=exc.retryable,
+                        )
+                    )
+                    return
+                conn.versions.append(entry.config.version)
+                conn.send(LinkConfig(req=req, config=entry.config, stale=entry.stale))
+            case LinkPublish(req=req, event=event):
+                match event:
+                    case CallStarted():
+                        conn.started = event
+                    case CallEnded() | CallFailed():
+                        conn.ended = True
+                self._publisher.submit(event)
+                conn.send(LinkAccepted(req=req))
+            case _:
+                log.warning("unexpected link message", extra={"type": type(message).__name__})
+
+    def _lost(self, conn: CallConnection) -> None:
+        """The job went away without reporting its end: its process died (or was killed
+        at the drain deadline). The pool is alive, so the pool reports it."""
+        assert conn.call is not None
+        call, started = conn.call, conn.started
+        self.lost_calls += 1
+        log.warning(
+            "call lost: job ended without a terminal event",
+            extra={"call_id": call.call_id, "agent_id": call.agent_id},
+        )
+        self._publisher.submit(
+            CallFailed(
+                call_id=call.call_id,
+                job_id=call.job_id,
+                room_name=call.room_name,
+                agent_id=call.agent_id,
+                tenant_id=started.tenant_id if started else "",
+                config_version=started.config_version if started else 0,
+                campaign_id=call.campaign_id,
+                worker_id=self._worker_id,
+                error=CallFailure.JOB_CRASHED,
+                detail="the call's job process ended without reporting the call's end",
+                duration_s=time.monotonic() - conn.opened,
+                config_versions=conn.versions,
+            )
+        )
+
+
+# --- the job's end ---------------------------------------------------------------------
+
+
+class PoolLink:
+    """A call's connection to its pool: config in, pushes in, events out."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[LinkMessage]] = {}
+        self._reader_task = asyncio.get_running_loop().create_task(
+            self._read(), name="pool-link.read"
+        )
+        self.on_update: Callable[[RuntimeConfig, bool], None] | None = None
+        self.on_gone: Callable[[str, str], None] | None = None
+
+    @classmethod
+    async def connect(cls, path: str) -> "PoolLink":
+        reader, writer = await asyncio.open_unix_connection(path)
+        return cls(reader, writer)
+
+    async def get_config(
+        self,
+        *,
+        call_id: str,
+        job_id: str,
+        room_name: str,
+        agent_id: str,
+        campaign_id: str | None,
+        timeout: float,
+    ) -> LinkConfig | LinkRefused:
+        req = next(self._ids)
+        reply = await self._ask(
+            LinkGetConfig(
+                req=req,
+                call_id=call_id,
+                job_id=job_id,
+                room_name=room_name,
+                agent_id=agent_id,
+                campaign_id=campaign_id,
+            ),
+            req,
+            timeout,
+        )
+        if isinstance(reply, LinkConfig | LinkRefused):
+            return reply
+        raise LinkClosedError(f"unexpected answer {type(reply).__name__}")
+
+    async def publish(self, event: CallEventT, *, timeout: float = 5.0) -> None:
+        """Hand ``event`` to the pool; returns once the pool holds it."""
+        req = next(self._ids)
+        await self._ask(LinkPublish(req=req, event=event), req, timeout)
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+        self._reader_task.cancel()
+        await asyncio.gather(self._reader_task, return_exceptions=True)
+
+    async def _ask(self, message: LinkMessage, req: int, timeout: float) -> LinkMessage:
+        if self._reader_task.done():
+            raise LinkClosedError("link closed")
+        future: asyncio.Future[LinkMessage] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        try:
+            self._writer.write(encode_frame(message))
+            await self._writer.drain()
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(req, None)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await read_message(self._reader)
+                match message:
+                    case LinkConfig(req=req) | LinkRefused(req=req) | LinkAccepted(req=req):
+                        future = self._pending.get(req)
+                        if future is not None and not future.done():
+                            future.set_result(message)
+                    case LinkConfigUpdate(config=config, stale=stale):
+                        if self.on_update is not None:
+                            self.on_update(config, stale)
+                    case LinkAgentGone(agent_id=agent_id, reason=reason):
+                        if self.on_gone is not None:
+                            self.on_gone(agent_id, reason)
+                    case _:
+                        pass
+        except (LinkClosedError, DecodeError) as exc:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(LinkClosedError(str(exc)))

@@ -1,0 +1,223 @@
+"""The pool process's own runtime beside the LiveKit worker: one NATS connection, the
+config mirror and its feeds, the local link its calls use, the call-event publisher,
+and the health endpoints.
+
+Why the pool and not each call holds this: a job runs in a process of its own that ends
+with the call, so anything it fetched or subscribed to would be redone per call and
+forgotten after it. The pool lives as long as the worker, sees every change as it is
+announced, and answers a starting call over a local socket in well under a millisecond
+(docs/design.md has the numbers).
+"""
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from core_voice_contracts.bus import connect
+from core_voice_contracts.events import ConfigGetError, ConfigGetReply
+from core_voice_contracts.rpc import get_runtime_config
+from core_voice_worker.call_events import CallEventPublisher
+from core_voice_worker.feeds import PoolFeeds
+from core_voice_worker.health import HealthServer
+from core_voice_worker.link import LinkServer
+from core_voice_worker.mirror import ConfigMirror, Key
+from core_voice_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_S = 10.0
+
+
+class WorkerView(Protocol):
+    """What the runtime reads of the LiveKit worker it serves (`server.PoolServer`)."""
+
+    @property
+    def registered(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def active_call_count(self) -> int: ...
+
+
+class PoolRuntime:
+    def __init__(self, settings: WorkerSettings, link_path: Path | None = None) -> None:
+        self.settings = settings
+        self.capacity = settings.max_concurrency
+        self.link_path = link_path or Path(tempfile.mkdtemp(prefix="corevoice-pool-")) / "link"
+        self.worker: WorkerView | None = None
+        self.peak_calls = 0
+        self.start_error: str | None = None
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self.mirror = ConfigMirror(
+            self._fetch,
+            timeout=settings.config_timeout_s,
+            max_entries=settings.config_memory_size,
+        )
+        self.mirror.on_stale = self._on_stale
+        self._feeds: PoolFeeds | None = None
+        self._publisher: CallEventPublisher | None = None
+        self._link: LinkServer | None = None
+        self.health = HealthServer(self, settings.health_host, settings.health_port)
+
+    @property
+    def publisher(self) -> CallEventPublisher:
+        assert self._publisher is not None, "runtime not started"
+        return self._publisher
+
+    @property
+    def link(self) -> LinkServer:
+        assert self._link is not None, "runtime not started"
+        return self._link
+
+    async def start(self, worker: WorkerView | None = None) -> None:
+        self.worker = worker
+        try:
+            await self._start()
+        except Exception as exc:
+            self.start_error = type(exc).__name__
+            log.exception("pool runtime failed to start")
+            raise
+
+    async def _start(self) -> None:
+        self._nc, self._js = await connect(
+            self.settings.nats_url,
+            name=f"voice-worker:{self.settings.worker_id}",
+            on_disconnected=self._disconnected,
+            on_reconnected=self._reconnected,
+        )
+        self._publisher = CallEventPublisher(self._js, max_queued=self.settings.event_queue_size)
+        self._publisher.start()
+        self._link = LinkServer(
+            self.link_path,
+            self.mirror,
+            self._publisher,
+            worker_id=self.settings.worker_id,
+            on_call_opened=self._call_opened,
+        )
+        await self._link.start()
+        self._feeds = PoolFeeds(
+            self._nc, self._js, self.mirror, agent_name=self.settings.agent_name
+        )
+        await self._feeds.start()
+        await self.health.start()
+        log.info(
+            "pool runtime started",
+            extra={
+                "worker_id": self.settings.worker_id,
+                "health": f"{self.settings.health_host}:{self.health.port}",
+                "capacity": self.capacity,
+            },
+        )
+
+    async def stop(self) -> None:
+        """After the calls ended (or the drain deadline passed): publish what is left."""
+        if self._link is not None:
+            await self._link.stop()
+        if self._publisher is not None:
+            await self._publisher.flush(FLUSH_TIMEOUT_S)
+            await self._publisher.stop()
+        if self._feeds is not None:
+            await self._feeds.stop()
+        self.mirror.cancel()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        await self.health.stop()
+
+    # --- state ------------------------------------------------------------------------
+
+    def active_calls(self) -> int:
+        return self.worker.active_call_count() if self.worker is not None else 0
+
+    def draining(self) -> bool:
+        return self.worker is not None and self.worker.draining
+
+    def not_ready(self) -> list[str]:
+        problems = []
+        if self.worker is None or not self.worker.registered:
+            problems.append("not registered with LiveKit")
+        if self.draining():
+            problems.append("draining")
+        if self._nc is None or not self._nc.is_connected:
+            problems.append("NATS not connected")
+        if not self.mirror.live:
+            problems.append("config feed not live")
+        return problems
+
+    def status(self) -> dict[str, Any]:
+        stats = self.mirror.stats
+        return {
+            "worker_id": self.settings.worker_id,
+            "agent_name": self.settings.agent_name,
+            "executor": self.settings.executor,
+            "capacity": self.capacity,
+            "active_calls": self.active_calls(),
+            "peak_calls": self.peak_calls,
+            "linked_calls": len(self._link.calls) if self._link else 0,
+            "lost_calls": self._link.lost_calls if self._link else 0,
+            "draining": self.draining(),
+            "ready": not self.not_ready(),
+            "nats_connected": self._nc is not None and self._nc.is_connected,
+            "mirror": {
+                "configs": len(self.mirror),
+                "stale": self.mirror.stale_count(),
+                "live": self.mirror.live,
+                "reconciles": self._feeds.reconciles if self._feeds else 0,
+                "hits": stats.hits,
+                "misses": stats.misses,
+                "refused": stats.refused,
+                "stale_served": stats.stale_served,
+                "fetches": stats.fetches,
+                "fetch_errors": stats.fetch_errors,
+                "gone": {agent: reason.value for agent, reason in self.mirror.gone().items()},
+            },
+            "events": {
+                "queued": self._publisher.queued if self._publisher else 0,
+                "published": self._publisher.stats.published if self._publisher else 0,
+                "duplicates": self._publisher.stats.duplicates if self._publisher else 0,
+                "dropped": self._publisher.stats.dropped if self._publisher else 0,
+            },
+        }
+
+    def note_active(self, count: int) -> None:
+        self.peak_calls = max(self.peak_calls, count)
+
+    # --- internals --------------------------------------------------------------------
+
+    async def _fetch(
+        self, agent_id: str, campaign_id: str | None, min_version: int
+    ) -> ConfigGetReply:
+        assert self._nc is not None
+        try:
+            return await get_runtime_config(
+                self._nc,
+                agent_id,
+                campaign_id=campaign_id,
+                min_version=min_version,
+                timeout=self.settings.config_timeout_s,
+            )
+        except NatsError as exc:  # closed or reconnecting: the same as no answer
+            return ConfigGetError(error=f"bus_unavailable:{type(exc).__name__}", retryable=True)
+
+    def _call_opened(self, linked: int) -> None:
+        self.note_active(max(linked, self.active_calls()))
+
+    def _on_stale(self, key: Key, error: str) -> None:
+        log.warning(
+            "config stale: serving the last known good version",
+            extra={"agent_id": key[0], "campaign_id": key[1], "error": error},
+        )
+
+    def _disconnected(self) -> None:
+        if self._feeds is not None:
+            self._feeds.disconnected()
+
+    def _reconnected(self) -> None:
+        if self._feeds is not None:
+            self._feeds.reconnected()
