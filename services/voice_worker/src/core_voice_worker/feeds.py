@@ -14,6 +14,7 @@ the reconnect; until that replay is done, the mirror counts as not live (stale).
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
@@ -49,6 +50,9 @@ class PoolFeeds:
         self._restart: asyncio.Task[None] | None = None
         self.reconciles = 0
         self.bad_messages = 0
+        self.reconnected_at: float | None = None
+        """Wall-clock time of the last reconnect (operators compare it with edits)."""
+        self.reconciled_at: float | None = None
 
     async def start(self) -> None:
         for subject in (subjects.JOBS_REQUESTED_ALL, subjects.JOBS_DISPATCHED_ALL):
@@ -71,6 +75,7 @@ class PoolFeeds:
         self._mirror.set_live(False)
 
     def reconnected(self) -> None:
+        self.reconnected_at = time.time()
         self._mirror.set_live(False)
         if self._restart is None or self._restart.done():
             self._restart = asyncio.get_running_loop().create_task(
@@ -95,7 +100,9 @@ class PoolFeeds:
             )
             self._config_subs.append(sub)
             info = await sub.consumer_info()
-            if info.num_pending == 0 and not (info.delivered and info.delivered.stream_seq):
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            if info.num_pending == 0 and not delivered:
+                # Nothing to replay; otherwise the handler of the last message says so.
                 self._caught_up(subject)
 
     def _config_handler(self, subject: str) -> Callable[[Msg], Awaitable[None]]:
@@ -124,6 +131,7 @@ class PoolFeeds:
         self._pending.discard(subject)
         if not self._pending:
             self.reconciles += 1
+            self.reconciled_at = time.time()
             self._mirror.reconciled()
             log.info("config feed reconciled", extra={"reconciles": self.reconciles})
 
