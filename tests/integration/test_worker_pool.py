@@ -46,6 +46,7 @@ from tests.integration.test_config_sync import (
     keyring,
     start_config_sync,
 )
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 async def pool(rig: Rig) -> AsyncIterator[PoolRuntime]:
     settings = WorkerSettings(
         livekit_api_key="unused",
-        livekit_api_secret="unused",  # type: ignore[arg-type]
+        livekit_api_secret="unused",
         nats_url=rig.nats.url,
         worker_id="pool-under-test",
         health_port=free_port(),
@@ -223,9 +224,7 @@ async def test_a_call_gets_its_config_from_the_pool_and_edits_are_pushed_to_it(
 
         edited = await admin.patch(f"/api/v1/agents/{agent_id}", json={"instructions": "v2"})
         assert edited.status_code == 200
-        async with asyncio.timeout(2):
-            while not pushed:
-                await asyncio.sleep(0.005)
+        await until(lambda: pushed, 2)
         assert [c.version for c in pushed] == [2] and pushed[0].instructions == "v2"
 
         await link.publish(
@@ -259,9 +258,7 @@ async def test_config_sync_stopped_or_frozen_calls_start_on_the_last_known_good_
 
     async def start_a_call_while_config_sync_is_away() -> None:
         await announce_job(js, agent_id)  # the next job's confirmation fails
-        async with asyncio.timeout(5):
-            while not pool.mirror.stale_count():
-                await asyncio.sleep(0.01)
+        await until(pool.mirror.stale_count)
         async with call_link(pool) as link:
             started = time.monotonic()
             reply = await ask(link, agent_id)
@@ -281,9 +278,7 @@ async def test_config_sync_stopped_or_frozen_calls_start_on_the_last_known_good_
     assert AGENT_KEY not in caplog.text
 
     await announce_job(js, agent_id)  # config_sync back: confirmed again
-    async with asyncio.timeout(5):
-        while pool.mirror.stale_count():
-            await asyncio.sleep(0.01)
+    await until(lambda: not pool.mirror.stale_count())
 
     os.kill(rig.config_sync.process.pid, signal.SIGSTOP)
     try:
@@ -317,9 +312,7 @@ async def test_an_edit_made_while_nats_was_down_is_live_within_a_second_of_the_r
     lag = held_at - reconnected_at
     print(f"\nedit made during the outage held {lag * 1000:.0f} ms after the reconnect")
     assert lag < 1.0
-    async with asyncio.timeout(1):
-        while not pool.mirror.live:
-            await asyncio.sleep(0.01)
+    await until(lambda: pool.mirror.live, 1)
     assert pool.mirror.stale_count() == 0
 
 
@@ -334,9 +327,7 @@ async def test_disabled_and_deleted_agents_are_refused_new_calls(
 
         disabled = await admin.patch(f"/api/v1/agents/{agent_id}", json={"status": "disabled"})
         assert disabled.status_code == 200
-        async with asyncio.timeout(3):
-            while not gone:
-                await asyncio.sleep(0.01)
+        await until(lambda: gone, 3)
         assert gone == [CallFailure.AGENT_DISABLED]
         async with call_link(pool) as link:
             refused = await ask(link, agent_id)
@@ -353,9 +344,7 @@ async def test_disabled_and_deleted_agents_are_refused_new_calls(
 
         deleted = await admin.delete(f"/api/v1/agents/{agent_id}")
         assert deleted.status_code == 204, deleted.text
-        async with asyncio.timeout(3):
-            while CallFailure.AGENT_DELETED not in gone:
-                await asyncio.sleep(0.01)
+        await until(lambda: CallFailure.AGENT_DELETED in gone, 3)
     async with call_link(pool) as link:
         started = time.monotonic()
         refused = await ask(link, agent_id)
