@@ -60,5 +60,6 @@ def test_every_catalogue_default_builds_in_the_worker() -> None:
             spec = ProviderSpec(
                 provider=info.name, model=info.default_model, voice=info.default_voice
             )
-            keys = ProviderKeys(values={info.name: "sk-dummy-0000000000"})
+            # "id:secret" is a valid key for every provider (Bedrock needs the pair).
+            keys = ProviderKeys(values={info.name: "AKIDDUMMY0000:sk-dummy-0000000000"})
             REGISTRIES[kind].build(spec, keys)

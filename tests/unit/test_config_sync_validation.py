@@ -10,7 +10,13 @@ from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.errors import InvalidConfigError, KeysUnavailableError, SettingsError
 from core_voice_config_sync.merge import merge_spec
 from core_voice_config_sync.records import ConfigFields
-from core_voice_config_sync.validation import check_provider, fill_defaults, spec_problems
+from core_voice_config_sync.settings import load_settings
+from core_voice_config_sync.validation import (
+    check_provider,
+    fill_defaults,
+    key_problems,
+    spec_problems,
+)
 from core_voice_contracts.admin_api import CampaignOverrides, ProviderOverride
 from core_voice_contracts.provider_catalog import CATALOG, ProviderKind
 from core_voice_contracts.runtime_config import ProviderSpec
@@ -63,6 +69,124 @@ def test_required_keys_unless_the_platform_holds_them() -> None:
     assert caught.value.field == "keys.openai"
     Validator().check_agent(openai, have_keys=["openai"], links=[])
     Validator(platform_keys=frozenset({"openai"})).check_agent(openai, have_keys=[], links=[])
+
+
+KEYED = [
+    ("llm", "groq", "llama-3.1-8b-instant"),
+    ("llm", "google", "gemini-2.5-flash"),
+    ("llm", "bedrock", "amazon.nova-2-lite-v1:0"),
+    ("stt", "assemblyai", "universal-streaming-english"),
+    ("tts", "elevenlabs", "eleven_flash_v2_5"),
+]
+
+
+@pytest.mark.parametrize(("kind", "provider", "model"), KEYED)
+def test_a_star_lets_the_pools_default_key_serve_every_provider(
+    kind: str, provider: str, model: str
+) -> None:
+    fields = fields_of(**{kind: ProviderSpec(provider=provider, model=model)})
+    Validator(platform_keys=frozenset({"*"})).check_agent(fields, have_keys=[], links=[])
+    Validator(platform_keys=frozenset({provider})).check_agent(fields, have_keys=[], links=[])
+    Validator().check_agent(fields, have_keys=[provider], links=[])
+
+
+@pytest.mark.parametrize(("kind", "provider", "model"), KEYED)
+def test_without_a_key_the_422_says_how_to_allow_it(kind: str, provider: str, model: str) -> None:
+    fields = fields_of(**{kind: ProviderSpec(provider=provider, model=model)})
+    with pytest.raises(InvalidConfigError) as caught:
+        Validator(platform_keys=frozenset({"openai"})).check_agent(fields, have_keys=[], links=[])
+    assert caught.value.problems == [
+        (
+            f"keys.{provider}",
+            f"required by {kind}.provider {provider!r}: give the agent its own key, or let "
+            f"the worker pool's default key serve it (CONFIG_SYNC_PLATFORM_KEY_PROVIDERS="
+            f"{provider}, or * for every provider)",
+        )
+    ]
+
+
+def test_a_star_does_not_lend_keys_to_keyless_or_unknown_providers() -> None:
+    specs = {"llm": ProviderSpec(provider="openai-compatible"), "tts": ProviderSpec(provider="x")}
+    assert key_problems(specs, [], {"*"}) == []
+    assert key_problems({"stt": ProviderSpec(provider="deepgram")}, [], set()) != []
+    assert key_problems({"stt": ProviderSpec(provider="deepgram")}, [], {"*"}) == []
+
+
+def test_a_custom_base_url_needs_the_agents_own_key_even_with_a_star() -> None:
+    custom = {"stt": ProviderSpec(provider="deepgram", options={"base_url": "http://fake/v1"})}
+    assert key_problems(custom, [], {"*"}) == [
+        (
+            "keys.deepgram",
+            "required by stt.provider 'deepgram' with a custom base_url "
+            "(the pool's default key is never sent to an agent's URL)",
+        )
+    ]
+    assert key_problems(custom, ["deepgram"], {"*"}) == []
+    eu = ProviderSpec(
+        provider="assemblyai", options={"base_url": "wss://streaming.eu.assemblyai.com"}
+    )
+    assert key_problems({"stt": eu}, [], {"*"}) == []  # the vendor's own endpoint
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", frozenset()),
+        ("*", frozenset({"*"})),
+        (" openai, groq ,", frozenset({"openai", "groq"})),
+        ("bedrock,*", frozenset({"bedrock", "*"})),
+    ],
+)
+def test_platform_key_providers_setting(value: str, expected: frozenset[str]) -> None:
+    settings = load_settings(admin_token="a", runtime_token="r", platform_key_providers=value)
+    assert settings.platform_keys() == expected
+
+
+@pytest.mark.parametrize("value", ["opnai", "openai,openai-compatible", "scripted", "OPENAI"])
+def test_platform_key_providers_names_only_keyed_providers(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(admin_token="a", runtime_token="r", platform_key_providers=value)
+    message = str(caught.value)
+    assert message.startswith("CONFIG_SYNC_PLATFORM_KEY_PROVIDERS ")
+    assert "opnai" not in message  # never echoed: a key pasted there by mistake stays unlogged
+
+
+def test_platform_key_providers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONFIG_SYNC_PLATFORM_KEY_PROVIDERS", "*")
+    assert load_settings(admin_token="a", runtime_token="r").platform_keys() == {"*"}
+
+
+def test_option_patterns_and_options_required_together() -> None:
+    def fields(kind: str, spec: ProviderSpec) -> set[str]:
+        return {f for f, _ in spec_problems(kind, spec)}
+
+    bedrock = ProviderSpec(provider="bedrock", options={"region": "eu-west-1"})
+    assert fields("llm", bedrock) == set()
+    assert fields("llm", ProviderSpec(provider="bedrock", options={"region": "EU West"})) == {
+        "llm.options.region"
+    }
+    assert fields("llm", ProviderSpec(provider="bedrock", model="no spaces allowed")) == {
+        "llm.model"
+    }
+
+    speed = ProviderSpec(provider="elevenlabs", options={"speed": 1.1})
+    assert fields("tts", speed) == {"tts.options.stability", "tts.options.similarity_boost"}
+    assert dict(spec_problems("tts", speed))["tts.options.stability"] == (
+        "required with options.speed"
+    )
+    pair = ProviderSpec(
+        provider="elevenlabs", options={"speed": 1.1, "stability": 0.5, "similarity_boost": 0.7}
+    )
+    assert fields("tts", pair) == set()
+    assert fields("tts", ProviderSpec(provider="elevenlabs", voice="not a voice id")) == {
+        "tts.voice"
+    }
+    assert fields("stt", ProviderSpec(provider="assemblyai", options={"mode": "fast"})) == {
+        "stt.options.mode"
+    }
+    assert fields("llm", ProviderSpec(provider="google", options={"thinking_budget": -2})) == {
+        "llm.options.thinking_budget"
+    }
 
 
 def test_campaign_overrides_are_validated_as_merged() -> None:

@@ -45,8 +45,16 @@ def _token(path: Path, value: str | None = None) -> str:
 
 
 class Stack:
-    def __init__(self, base_dir: Path, ports: Ports | None = None, *, worker: bool = True) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        ports: Ports | None = None,
+        *,
+        worker: bool = True,
+        dispatcher_env: dict[str, str] | None = None,
+    ) -> None:
         self.base_dir = base_dir
+        self.dispatcher_env = dispatcher_env or {}
         self.log_dir = base_dir / "logs"
         self.ports = ports or Ports()
         self.with_worker = worker
@@ -122,12 +130,13 @@ class Stack:
             CONFIG_SYNC_ENCRYPTION_KEYS_FILE=str(self.encryption_keys_file),
         )
 
-    def dispatcher_process(self) -> ManagedProcess:
+    def dispatcher_process(self, **env: str) -> ManagedProcess:
         return self._service(
             "dispatcher",
             "core_voice_dispatcher",
             f"{self.dispatcher_url}/healthz",
             DISPATCHER_HTTP_PORT=str(self.ports.dispatcher),
+            **{**self.dispatcher_env, **env},
         )
 
     def telemetry_process(self) -> ManagedProcess:
@@ -138,13 +147,18 @@ class Stack:
             TELEMETRY_HTTP_PORT=str(self.ports.telemetry),
         )
 
-    def worker_process(self) -> ManagedProcess:
+    def worker_process(
+        self, name: str = "voice-worker", health_port: int | None = None, **env: str
+    ) -> ManagedProcess:
+        """A worker pool process; tests start several, each with its own name and port."""
+        port = health_port or self.ports.worker_health
         return self._service(
-            "voice-worker",
+            name,
             "core_voice_worker",
-            f"http://127.0.0.1:{self.ports.worker_health}/readyz",
+            f"http://127.0.0.1:{port}/readyz",
             "start",
-            WORKER_HEALTH_PORT=str(self.ports.worker_health),
+            WORKER_HEALTH_PORT=str(port),
+            **env,
         )
 
     def start(self) -> "Stack":

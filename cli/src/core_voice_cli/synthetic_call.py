@@ -24,7 +24,7 @@ import secrets
 import time
 import wave
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -81,6 +81,9 @@ class CallOptions:
     end_silence: float = 0.6
     """Quiet that ends an agent utterance."""
     max_utterance: float = 30.0
+    between_turns: Callable[[int], Awaitable[None]] | None = field(default=None, repr=False)
+    """Awaited before the caller says ``say[i]`` (tests edit the agent or signal the
+    worker mid-call here)."""
 
 
 class Reply(NamedTuple):
@@ -364,7 +367,9 @@ async def run_call(opts: CallOptions) -> CallResult:
         if not heard:
             return result("greeting heard but not recognized")
 
-        for said, pcm in zip(opts.say, speech, strict=True):
+        for turn, (said, pcm) in enumerate(zip(opts.say, speech, strict=True)):
+            if opts.between_turns is not None:
+                await opts.between_turns(turn)
             spoken_end = await call.mic.say(pcm)
             utt = await call.next_utterance(
                 after=spoken_end, start_by=spoken_end + opts.reply_timeout

@@ -89,6 +89,9 @@ class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
     key: KeyPolicy = KeyPolicy.NONE
     key_format: str = ""
     """How the agent's key is written when it is more than one token (Bedrock)."""
+    vendor_urls: list[str] = msgspec.field(default_factory=list)
+    """The provider's own endpoints (e.g. an EU region): a ``base_url`` naming one is not
+    custom, so the pool's default key may serve it. Any other needs the agent's key."""
     options: dict[str, OptionInfo] = msgspec.field(default_factory=dict)
 
 
@@ -352,6 +355,7 @@ CATALOG = ProviderCatalog(
             models=_ASSEMBLYAI_MODELS,
             default_model="universal-3-6-pro",
             key=KeyPolicy.REQUIRED,
+            vendor_urls=["wss://streaming.assemblyai.com", "wss://streaming.eu.assemblyai.com"],
             options={
                 "language_detection": OptionInfo(type=OptionType.BOOLEAN),
                 "language_codes": OptionInfo(
@@ -388,9 +392,8 @@ CATALOG = ProviderCatalog(
                 ),
                 "base_url": OptionInfo(
                     type=OptionType.STRING,
-                    description="streaming endpoint; AssemblyAI's own "
-                    "(wss://streaming.eu.assemblyai.com) works with the pool's key, any "
-                    "other needs the agent's own",
+                    description="streaming endpoint; one of vendor_urls (the EU region) "
+                    "works with the pool's key, any other needs the agent's own",
                 ),
             },
         ),

@@ -182,13 +182,26 @@ def key_problems(
     *,
     prefix: str = "",
 ) -> Problems:
-    """A provider that needs a key must have one: the agent's, or the pool's default."""
+    """A provider that needs a key must have one: the agent's, or the pool's default
+    (never for a custom ``base_url``: the worker refuses to send a pool key there)."""
     problems: Problems = []
     for kind, spec in specs.items():
         info = find_provider(kind, spec.provider)
         if info is None or info.key != KeyPolicy.REQUIRED:
             continue
-        if spec.provider in have_keys or platform_holds_key(spec.provider, platform_keys):
+        if spec.provider in have_keys:
+            continue
+        base_url = spec.options.get("base_url")
+        if base_url is not None and base_url not in info.vendor_urls:
+            problems.append(
+                (
+                    f"{prefix}keys.{spec.provider}",
+                    f"required by {kind}.provider {spec.provider!r} with a custom base_url "
+                    "(the pool's default key is never sent to an agent's URL)",
+                )
+            )
+            continue
+        if platform_holds_key(spec.provider, platform_keys):
             continue
         problems.append(
             (

@@ -1,13 +1,14 @@
 """AssemblyAI streaming STT (Universal-Streaming, Universal-3 Pro).
 
-``base_url`` is the plugin's streaming endpoint. AssemblyAI's own EU endpoint is not a
-custom URL: the pool's key may serve an agent that chooses it.
+``base_url`` is the plugin's streaming endpoint. AssemblyAI's own endpoints (its EU
+region; the catalogue's ``vendor_urls``) are not custom: the pool's key may serve them.
 """
 
 from typing import Any
 
 from livekit.agents import stt
 
+from core_voice_contracts.provider_catalog import find_provider
 from core_voice_contracts.runtime_config import ProviderSpec
 from core_voice_worker.providers.keys import KeySource, api_key
 from core_voice_worker.providers.registry import (
@@ -24,7 +25,8 @@ except ImportError:  # this module's provider fails its calls; the rest still wo
 else:
     INSTALLED = True
 
-VENDOR_URLS = ("wss://streaming.assemblyai.com", "wss://streaming.eu.assemblyai.com")
+_INFO = find_provider("stt", "assemblyai")
+VENDOR_URLS = tuple(_INFO.vendor_urls) if _INFO is not None else ()
 
 
 @STT_PROVIDERS.register("assemblyai")

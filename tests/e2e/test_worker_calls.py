@@ -1,0 +1,311 @@
+"""The worker pool in real calls: live edits mid-call, exact capacity, drain, failures.
+
+Real nats-server, livekit-server, config_sync, dispatcher and worker processes; callers
+are the synthetic caller over real WebRTC. Each test starts the workers it needs, with
+its own cap and drain settings, and stops them.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from livekit import api
+
+from core_voice_cli.demo import DEMO_RULES, demo_agent
+from core_voice_cli.procs import ManagedProcess, free_port
+from core_voice_cli.stack import Stack
+from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
+from core_voice_contracts import codec, room, subjects
+from core_voice_contracts.admin_api import ProviderChoice
+from core_voice_contracts.bus import connect
+from core_voice_contracts.events import (
+    CallEnded,
+    CallEvent,
+    CallFailed,
+    CallFailure,
+    CallStarted,
+)
+from core_voice_worker.speech import normalize
+from tests.waiting import until
+
+pytestmark = pytest.mark.e2e
+
+GREETING = "Hello, thank you for calling the clinic. How can I help you today?"
+FALLBACK = "Sorry, could you say that again?"
+ASK = "what are your opening hours"
+ANSWER_V1 = DEMO_RULES[0]["reply"]
+ANSWER_V2 = "We have moved: we now open at ten, every day of the week."
+AGENT_KEY = "sk-agent-canary-e2e-77aa"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("workers"), worker=False) as running:
+        yield running
+
+
+class Workers:
+    """Worker processes started by one test, stopped (and checked) at its end."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.started: list[tuple[ManagedProcess, int]] = []
+
+    def start(self, name: str, **env: str) -> tuple[ManagedProcess, int]:
+        port = free_port()
+        process = self.stack.worker_process(
+            f"{name}-{uuid.uuid4().hex[:4]}", port, WORKER_WORKER_ID=name, **env
+        )
+        process.start().wait_ready(120)
+        self.started.append((process, port))
+        return process, port
+
+    def stop(self) -> None:
+        for process, _ in self.started:
+            process.stop(grace=20)
+        for process, _ in self.started:
+            assert AGENT_KEY not in process.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def workers(stack: Stack) -> Iterator[Workers]:
+    started = Workers(stack)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
+    client = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def admin(stack: Stack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=stack.config_sync_url,
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=10,
+    )
+
+
+async def new_agent(stack: Stack, **fields: Any) -> str:
+    agent_id = f"w-{uuid.uuid4().hex[:8]}"
+    body = msgspec.structs.replace(demo_agent(), id=agent_id, **fields)
+    async with admin(stack) as client:
+        created = await client.post(
+            "/api/v1/agents",
+            content=msgspec.json.encode(body),
+            headers={"Content-Type": "application/json"},
+        )
+    assert created.status_code == 201, created.text
+    return agent_id
+
+
+async def status(port: int) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        answer: dict[str, Any] = (await client.get(f"http://127.0.0.1:{port}/status")).json()
+        return answer
+
+
+async def call_events(
+    stack: Stack, agent_id: str, want: int, timeout: float = 30
+) -> list[CallEvent]:
+    nc, js = await connect(stack.nats.url, name="e2e-calls", ensure=False)
+    out: list[CallEvent] = []
+    try:
+        sub = await js.subscribe(subjects.calls_for_agent(agent_id), ordered_consumer=True)
+        async with asyncio.timeout(timeout):
+            while len(out) < want:
+                msg = await sub.next_msg(timeout=timeout)
+                assert AGENT_KEY.encode() not in msg.data
+                out.append(codec.decode_call_event(msg.data))
+    finally:
+        await nc.drain()
+    return out
+
+
+def options(stack: Stack, agent_id: str, **overrides: Any) -> CallOptions:
+    defaults: dict[str, Any] = {
+        "room": f"{agent_id}-{uuid.uuid4().hex[:6]}",
+        "say": [ASK],
+        "phrases": [GREETING, FALLBACK, ANSWER_V1, ANSWER_V2, *(r["reply"] for r in DEMO_RULES)],
+        "greeting_timeout": 10.0,
+        "reply_timeout": 10.0,
+        "create_room_metadata": json.dumps({"agent_id": agent_id}),
+    }
+    return CallOptions(
+        url=stack.livekit.url,
+        api_key=stack.livekit.api_key,
+        api_secret=stack.livekit.api_secret,
+        **{**defaults, **overrides},
+    )
+
+
+async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers: Workers) -> None:
+    workers.start("edit-pool")
+    agent_id = await new_agent(stack)
+
+    async def edit_before_the_second_turn(turn: int) -> None:
+        if turn != 1:
+            return
+        rules = [{"match": "opening hours", "reply": ANSWER_V2}]
+        async with admin(stack) as client:
+            edited = await client.patch(
+                f"/api/v1/agents/{agent_id}",
+                json={
+                    "instructions": "You are the receptionist of the new clinic.",
+                    "llm": {"provider": "scripted", "options": {"rules": rules}},
+                },
+            )
+        assert edited.status_code == 200, edited.text
+        await asyncio.sleep(0.5)  # pushed to the running call in milliseconds; margin
+
+    result = await run_call(
+        options(stack, agent_id, say=[ASK, ASK], between_turns=edit_before_the_second_turn)
+    )
+    assert result.ok, result.error
+    assert [r.heard for r in result.replies] == [normalize(ANSWER_V1), normalize(ANSWER_V2)]
+
+    started, ended = await call_events(stack, agent_id, 2)
+    assert isinstance(started, CallStarted) and started.config_version == 1
+    assert started.worker_id == "edit-pool" and started.config_load_s < 0.05
+    assert isinstance(ended, CallEnded)
+    assert ended.config_version == 1 and ended.config_versions == [1, 2]
+    assert [t.config_version for t in ended.turn_metrics] == [1, 2]
+    first = ended.turn_metrics[0]
+    assert first.e2e_s is not None and first.llm_ttft_s is not None
+    assert first.tts_ttfb_s is not None and first.end_of_turn_s is not None
+    assert ended.greeting_latency_s is not None and ended.llm_completion_tokens > 0
+    assert ended.worker_id == "edit-pool" and ended.tenant_id
+
+
+async def test_the_cap_is_exact_across_two_workers(
+    stack: Stack, workers: Workers, lk: api.LiveKitAPI
+) -> None:
+    cap = 3
+    ports = [workers.start(f"cap-{i}", WORKER_MAX_CONCURRENCY=str(cap))[1] for i in range(2)]
+    agent_id = await new_agent(stack)
+    rooms = [f"cap-{agent_id}-{i}" for i in range(3 * cap)]
+    await asyncio.gather(
+        *(
+            lk.room.create_room(
+                api.CreateRoomRequest(name=name, metadata=json.dumps({"agent_id": agent_id}))
+            )
+            for name in rooms
+        )
+    )
+
+    async def agents_in_rooms() -> dict[str, int]:
+        per_worker: dict[str, int] = {}
+        for name in rooms:
+            for p in (
+                await lk.room.list_participants(api.ListParticipantsRequest(room=name))
+            ).participants:
+                if room.call_id_of_agent(p.identity):
+                    worker = p.attributes.get(room.ATTR_WORKER_ID, "?")
+                    per_worker[worker] = per_worker.get(worker, 0) + 1
+        return per_worker
+
+    deadline = time.monotonic() + 20
+    seen: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        seen = await agents_in_rooms()
+        if sum(seen.values()) >= 2 * cap:
+            break
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(2.0)  # would anything slip in past the cap?
+    seen = await agents_in_rooms()
+    peaks = [(await status(port))["peak_calls"] for port in ports]
+    print(f"\nagents per worker: {seen}, peaks {peaks}")
+    assert seen == {"cap-0": cap, "cap-1": cap}, "all 2N slots fill, none past the cap"
+    assert peaks == [cap, cap]
+    for name in rooms:
+        await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+
+async def test_sigterm_drains_a_live_call_then_exits_zero(
+    stack: Stack, workers: Workers, lk: api.LiveKitAPI
+) -> None:
+    process, port = workers.start("drain-pool", WORKER_DRAIN_TIMEOUT_S="60")
+    agent_id = await new_agent(stack)
+    drain: dict[str, Any] = {}
+
+    async def terminate_mid_call(turn: int) -> None:
+        if turn != 1:
+            return
+        os.kill(process.pid, signal.SIGTERM)  # the pod's main process, as Kubernetes does
+        drain["sent"] = time.monotonic()
+        async with httpx.AsyncClient() as client:
+
+            async def not_ready() -> bool:
+                return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
+
+            for _ in range(100):
+                if await not_ready():
+                    break
+                await asyncio.sleep(0.05)
+            drain["readiness"] = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
+        # A new room while draining: this worker must not take it.
+        drain["room"] = f"drain-new-{agent_id}"
+        await lk.room.create_room(
+            api.CreateRoomRequest(name=drain["room"], metadata=json.dumps({"agent_id": agent_id}))
+        )
+        await asyncio.sleep(2.0)
+
+    result = await run_call(
+        options(stack, agent_id, say=[ASK, ASK], between_turns=terminate_mid_call)
+    )
+    assert result.ok, result.error  # the live call went on through the drain
+    assert len(result.replies) == 2
+    assert drain["readiness"]["ready"] is False and "draining" in drain["readiness"]["problems"]
+    participants = await lk.room.list_participants(api.ListParticipantsRequest(room=drain["room"]))
+    assert not [p for p in participants.participants if room.call_id_of_agent(p.identity)]
+
+    # The call is over (the caller left): the worker finishes its drain and exits 0.
+    await until(lambda: not process.running(), 30, 0.1)
+    assert process.stop() == 0
+    print(f"\nexited {time.monotonic() - drain['sent']:.1f} s after SIGTERM")
+    events = await call_events(stack, agent_id, 2)
+    assert [type(e) for e in events] == [CallStarted, CallEnded]
+    await lk.room.delete_room(api.DeleteRoomRequest(room=drain["room"]))
+
+
+async def test_a_provider_failing_at_call_start_ends_the_call_with_call_failed(
+    stack: Stack, workers: Workers, lk: api.LiveKitAPI
+) -> None:
+    workers.start("fail-pool")
+    closed_port = free_port()  # nothing listens here
+    agent_id = await new_agent(
+        stack,
+        tts=ProviderChoice(
+            provider="openai", options={"base_url": f"http://127.0.0.1:{closed_port}/v1"}
+        ),
+        keys={"openai": AGENT_KEY},
+    )
+    started = time.time()
+    result: CallResult = await run_call(options(stack, agent_id, greeting_timeout=15.0))
+    assert not result.ok
+
+    started_event, failed = await call_events(stack, agent_id, 2)
+    assert isinstance(started_event, CallStarted) and isinstance(failed, CallFailed)
+    took = failed.at.timestamp() - started
+    print(f"\nCallFailed {failed.error}: {failed.detail!r} after ~{took:.1f} s")
+    assert failed.error == CallFailure.PROVIDER_UNAVAILABLE
+    assert "tts" in failed.detail.lower() and AGENT_KEY not in failed.detail
+    assert failed.worker_id == "fail-pool" and failed.tenant_id and failed.config_versions == [1]
+    assert took < 10
+    rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[result.room]))
+    assert not rooms.rooms, "the failed call's room is deleted: the caller is hung up on"
