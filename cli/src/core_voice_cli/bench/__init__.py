@@ -35,6 +35,7 @@ Benchmark = Callable[[Path], Awaitable[list[Measure]]]
 BENCHMARKS: dict[str, str] = {
     "config_sync": "core_voice_cli.bench.config_sync",
     "dispatch": "core_voice_cli.bench.dispatch",
+    "worker": "core_voice_cli.bench.worker",
 }
 """Name -> the module whose ``run`` it is, in the order ``make bench`` runs them. Modules
 load on demand: running one benchmark never imports (or breaks on) another."""

@@ -11,7 +11,7 @@ from livekit.agents import llm, metrics
 from livekit.agents.voice import (
     AgentStateChangedEvent,
     ConversationItemAddedEvent,
-    MetricsCollectedEvent,
+    SessionUsageUpdatedEvent,
 )
 
 from core_voice_contracts.events import TurnLatency
@@ -61,16 +61,21 @@ class CallStats:
                 )
             )
 
-    def on_metrics(self, ev: MetricsCollectedEvent) -> None:
-        m = ev.metrics
-        if isinstance(m, metrics.LLMMetrics):
-            self.llm_prompt_tokens += m.prompt_tokens
-            self.llm_completion_tokens += m.completion_tokens
-        elif isinstance(m, metrics.TTSMetrics):
-            self.tts_characters += m.characters_count
-            self.tts_audio_s += m.audio_duration
-        elif isinstance(m, metrics.STTMetrics):
-            self.stt_audio_s += m.audio_duration
+    def on_usage(self, ev: SessionUsageUpdatedEvent) -> None:
+        """The session's running totals per model: the call's usage is their sum."""
+        llm_in = llm_out = tts_chars = 0
+        tts_s = stt_s = 0.0
+        for usage in ev.usage.model_usage:
+            if isinstance(usage, metrics.LLMModelUsage):
+                llm_in += usage.input_tokens
+                llm_out += usage.output_tokens
+            elif isinstance(usage, metrics.TTSModelUsage):
+                tts_chars += usage.characters_count
+                tts_s += usage.audio_duration
+            elif isinstance(usage, metrics.STTModelUsage):
+                stt_s += usage.audio_duration
+        self.llm_prompt_tokens, self.llm_completion_tokens = llm_in, llm_out
+        self.tts_characters, self.tts_audio_s, self.stt_audio_s = tts_chars, tts_s, stt_s
 
     @property
     def turn_latencies_s(self) -> list[float]:

@@ -14,14 +14,17 @@ class SpeechError(WorkerError):
     code = "speech_error"
 
 
-class ConfigUnavailableError(WorkerError):
-    """No runtime config could be had for the agent (unknown agent or config_sync down)."""
-
-    code = "config_unavailable"
-    retryable = True
-
-
 class ProviderConfigError(WorkerError):
     """The runtime config names a provider, model or option this worker cannot build."""
 
     code = "provider_config"
+
+
+class CallFailedError(WorkerError):
+    """A call cannot go on: ``code`` is a `CallFailure` value, ``detail`` says more."""
+
+    def __init__(self, code: str, detail: str = "", *, retryable: bool = False) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.retryable = retryable

@@ -47,7 +47,7 @@ from core_voice_contracts.events import (
 from core_voice_contracts.pool_link import LinkRefused
 from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 from core_voice_worker.call_stats import CallStats
-from core_voice_worker.errors import ProviderConfigError, WorkerError
+from core_voice_worker.errors import CallFailedError, ProviderConfigError
 from core_voice_worker.link import LinkClosedError, PoolLink
 from core_voice_worker.providers.keys import KeySource
 from core_voice_worker.providers.registry import build_llm, build_stt, build_tts, redact
@@ -56,16 +56,6 @@ from core_voice_worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 LINK_TIMEOUT_S = 5.0
-
-
-class CallFailedError(Exception):
-    """The call cannot go on; ``error`` is a `CallFailure` code, ``detail`` says more."""
-
-    def __init__(self, error: str, detail: str = "", *, retryable: bool = False) -> None:
-        super().__init__(f"{error}: {detail}")
-        self.error = error
-        self.detail = detail
-        self.retryable = retryable
 
 
 def parse_job(metadata: str) -> JobRequested:
@@ -147,7 +137,7 @@ class Call:
         try:
             await self._start()
         except CallFailedError as failure:
-            await self.fail(failure.error, failure.detail, retryable=failure.retryable)
+            await self.fail(failure.code, failure.detail, retryable=failure.retryable)
 
     async def _start(self) -> None:
         entered = time.monotonic()
@@ -185,7 +175,7 @@ class Call:
         session.on("agent_state_changed", self._track_boundary)
         session.on("user_state_changed", self._track_boundary)
         session.on("conversation_item_added", self.stats.on_item)
-        session.on("metrics_collected", self.stats.on_metrics)
+        session.on("session_usage_updated", self.stats.on_usage)
         session.on("error", self._on_error)
         session.on("close", self._on_close)
         self.ctx.add_shutdown_callback(self._on_shutdown)
@@ -278,7 +268,7 @@ class Call:
             except CallFailedError as exc:
                 log.warning(
                     "new providers cannot be built; the call keeps its own",
-                    extra={"call_id": self.call_id, "version": config.version, "error": exc.error},
+                    extra={"call_id": self.call_id, "version": config.version, "error": exc.code},
                 )
                 if config.instructions != current.instructions:
                     await agent.update_instructions(config.instructions)
@@ -426,6 +416,3 @@ class Call:
                     "error": type(exc).__name__,
                 },
             )
-
-
-__all__ = ["Call", "CallFailedError", "WorkerError", "build_session", "parse_job"]
