@@ -34,6 +34,7 @@ from core_voice_contracts.events import (
     CallStarted,
 )
 from core_voice_worker.speech import normalize
+from tests.fakes.openai_server import OpenAIFake
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
@@ -309,3 +310,45 @@ async def test_a_provider_failing_at_call_start_ends_the_call_with_call_failed(
     assert took < 10
     rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[result.room]))
     assert not rooms.rooms, "the failed call's room is deleted: the caller is hung up on"
+
+
+async def test_a_call_through_the_real_openai_plugin_for_stt_llm_and_tts(
+    stack: Stack, workers: Workers
+) -> None:
+    """STT, LLM and TTS are all livekit-plugins-openai, talking to a local OpenAI fake."""
+    async with OpenAIFake(rules=[("opening hours", ANSWER_V2)], phrases=[ASK]) as fake:
+        workers.start("openai-pool")
+        openai = {"provider": "openai", "options": {"base_url": fake.base_url}}
+        agent_id = await new_agent(
+            stack,
+            stt=ProviderChoice(**openai),  # type: ignore[arg-type]
+            llm=ProviderChoice(**openai),  # type: ignore[arg-type]
+            tts=ProviderChoice(**openai),  # type: ignore[arg-type]
+            keys={"openai": AGENT_KEY},
+        )
+        result = await run_call(options(stack, agent_id))
+        assert result.ok, result.error
+        assert result.greeting_text == normalize(GREETING)
+        assert [r.heard for r in result.replies] == [normalize(ANSWER_V2)]
+        counts = fake.counts()
+        assert counts["/v1/audio/transcriptions"] >= 1
+        assert counts["/v1/chat/completions"] >= 1
+        assert counts["/v1/audio/speech"] >= 2  # greeting and reply
+        assert set(fake.keys) == {AGENT_KEY}, "the agent's own key, never another"
+
+        # The same agent with a key the provider refuses: the call fails at its greeting.
+        fake.refused_keys = frozenset({AGENT_KEY})
+        refused = await run_call(options(stack, agent_id, greeting_timeout=8.0))
+        assert not refused.ok
+    events = await call_events(stack, agent_id, 4)
+    assert sorted(type(e).__name__ for e in events) == [
+        "CallEnded",
+        "CallFailed",
+        "CallStarted",
+        "CallStarted",
+    ]
+    (ended,) = [e for e in events if isinstance(e, CallEnded)]
+    (failed,) = [e for e in events if isinstance(e, CallFailed)]
+    assert ended.turn_metrics[0].stt_final_s is not None
+    assert failed.error == CallFailure.PROVIDER_UNAVAILABLE
+    assert "401" in failed.detail or "auth" in failed.detail.lower(), failed.detail
