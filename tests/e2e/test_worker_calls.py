@@ -45,6 +45,8 @@ ASK = "what are your opening hours"
 ANSWER_V1 = DEMO_RULES[0]["reply"]
 ANSWER_V2 = "We have moved: we now open at ten, every day of the week."
 AGENT_KEY = "sk-agent-canary-e2e-77aa"
+# Words of what the caller says and the agent answers: none may appear in a call event.
+SAID_WORDS = ("opening hours", "nine to five", "moved", "thank you for calling")
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,8 @@ async def call_events(
             while len(out) < want:
                 msg = await sub.next_msg(timeout=timeout)
                 assert AGENT_KEY.encode() not in msg.data
+                text = msg.data.decode().lower()
+                assert not [w for w in SAID_WORDS if w in text], "no transcript on the bus"
                 out.append(codec.decode_call_event(msg.data))
     finally:
         await nc.drain()
@@ -352,3 +356,52 @@ async def test_a_call_through_the_real_openai_plugin_for_stt_llm_and_tts(
     assert ended.turn_metrics[0].stt_final_s is not None
     assert failed.error == CallFailure.PROVIDER_UNAVAILABLE
     assert "401" in failed.detail or "auth" in failed.detail.lower(), failed.detail
+
+
+def restart_config_sync(stack: Stack) -> None:
+    old = stack.group.get("config-sync")
+    old.stop()
+    stack.group.processes.remove(old)
+    stack.group.start(stack.config_sync_process(), timeout=60)
+
+
+async def test_calls_are_answered_while_config_sync_is_stopped_or_frozen(
+    stack: Stack, workers: Workers, lk: api.LiveKitAPI
+) -> None:
+    """The whole call path keeps the last known good answers: the dispatcher its routing,
+    the pool its configs. Both flag what they served as stale."""
+    workers.start("lkg-pool")
+    agent_id = await new_agent(stack)
+    first = await run_call(options(stack, agent_id))
+    assert first.ok, first.error
+
+    config_sync = stack.group.get("config-sync")
+    config_sync.stop()
+    try:
+        stopped = await run_call(options(stack, agent_id, greeting_timeout=15.0))
+    finally:
+        restart_config_sync(stack)
+    assert stopped.ok, stopped.error
+    assert [r.heard for r in stopped.replies] == [normalize(ANSWER_V1)]
+
+    config_sync = stack.group.get("config-sync")
+    os.kill(config_sync.pid, signal.SIGSTOP)
+    try:
+        frozen = await run_call(options(stack, agent_id, greeting_timeout=15.0))
+    finally:
+        os.kill(config_sync.pid, signal.SIGCONT)
+    assert frozen.ok, frozen.error
+
+    events = await call_events(stack, agent_id, 6)
+    started = sorted((e for e in events if isinstance(e, CallStarted)), key=lambda e: e.at)
+    assert [e.config_stale for e in started] == [False, True, True]
+    assert all(e.config_version == 1 for e in started)
+    nc, js = await connect(stack.nats.url, name="e2e-jobs", ensure=False)
+    try:
+        sub = await js.subscribe(subjects.job_dispatched(agent_id), ordered_consumer=True)
+        dispatched = [
+            codec.decode_job_event((await sub.next_msg(timeout=10)).data) for _ in range(3)
+        ]
+    finally:
+        await nc.drain()
+    assert [getattr(d, "route_stale", None) for d in dispatched] == [False, True, True]

@@ -273,3 +273,18 @@ async def test_the_mirror_is_bounded(table: ConfigSyncTable) -> None:
         await mirror.config_for_call(f"a{i}", None)
     assert len(mirror) == 3
     assert mirror.peek("a0", None) is None and mirror.peek("a4", None) is not None
+
+
+async def test_a_call_does_not_wait_long_for_a_confirmation_config_sync_never_gives(
+    mirror: ConfigMirror, table: ConfigSyncTable
+) -> None:
+    table.put("a1", 1)
+    await mirror.config_for_call("a1", None)
+    table.gate = asyncio.Event()  # frozen from now on
+    mirror.prefetch("a1", None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    entry = await mirror.config_for_call("a1", None)
+    assert entry.stale and entry.config.version == 1
+    assert loop.time() - started < 0.2
+    mirror.cancel()

@@ -102,6 +102,11 @@ class CallResult:
     """Caller joined the room -> start of the agent's first audio."""
     replies: list[Reply] = field(default_factory=list)
     error: str | None = None
+    agent_joined_at: float | None = None
+    """Wall-clock time the caller saw the agent arrive (benchmarks compare it with the
+    dispatch's time)."""
+    greeting_at: float | None = None
+    """Wall-clock time the agent's first audio started."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -229,11 +234,17 @@ class _Call:
         )
         self.recording = bytearray() if opts.record_path is not None else None
         self.agent_identity: str | None = None
+        self.agent_joined_at: float | None = None
         self._source = rtc.AudioSource(SEND_RATE, 1, queue_size_ms=SOURCE_QUEUE_MS)
         self.mic = _Mic(self._source)
         self._stream: rtc.AudioStream | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.on("participant_connected", self._on_participant_connected)
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if self.agent_joined_at is None and self._is_agent(participant):
+            self.agent_joined_at = time.time()
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -342,6 +353,9 @@ async def run_call(opts: CallOptions) -> CallResult:
     greeting: tuple[str, float] | None = None
     replies: list[Reply] = []
 
+    wall = time.time() - time.monotonic()
+    greeting_at: float | None = None
+
     def result(error: str | None = None) -> CallResult:
         return CallResult(
             ok=error is None,
@@ -350,6 +364,8 @@ async def run_call(opts: CallOptions) -> CallResult:
             greeting_latency_s=greeting[1] if greeting else None,
             replies=list(replies),
             error=error,
+            agent_joined_at=call.agent_joined_at if call is not None else None,
+            greeting_at=greeting_at,
         )
 
     try:
@@ -362,6 +378,7 @@ async def run_call(opts: CallOptions) -> CallResult:
         utt = await call.next_utterance(after=joined, start_by=joined + opts.greeting_timeout)
         if utt is None:
             return result(f"no greeting within {opts.greeting_timeout:g}s")
+        greeting_at = utt.started_at + wall
         heard = await asyncio.to_thread(recognizer.recognize, utt.pcm, LISTEN_RATE)
         greeting = (heard, utt.started_at - joined)
         if not heard:

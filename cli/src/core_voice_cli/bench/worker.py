@@ -41,6 +41,7 @@ from core_voice_cli.bench.idle import wait_idle
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port
 from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
+from core_voice_cli.synthetic_call import CallOptions, run_call
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.events import CallStarted, JobDispatched
@@ -54,6 +55,8 @@ TTL_CHECK_S = 5.0
 CALLS = 200
 CALL_POOLS = 2
 CALL_BURST = 10
+GREETING_CALLS = 100
+GREETING_CONCURRENT = 4
 FETCH_SAMPLES = 500
 EDIT_P99_TARGET_MS = 25.0
 START_P99_TARGET_MS = 5.0
@@ -279,6 +282,51 @@ async def config_at_job_start(stack: Stack, agent_id: str, n: int, batch: int) -
     return [started[name] for name in names if name in started]
 
 
+async def dispatch_to_greeting(
+    stack: Stack, agent_id: str, n: int, concurrent: int
+) -> tuple[list[float], list[float]]:
+    """Real calls (the synthetic caller creates the room, the dispatcher dispatches it):
+    the dispatch's time (`JobDispatched.at`) -> the agent joined, and -> its first audio,
+    both as the caller saw them. Seconds."""
+    nc = await nats.connect(stack.nats.url)
+    dispatched: dict[str, float] = {}
+
+    async def on_job(msg: Msg) -> None:
+        event = codec.decode_job_event(msg.data)
+        if isinstance(event, JobDispatched):
+            dispatched[event.room_name] = event.at.timestamp()
+
+    await nc.subscribe(subjects.job_dispatched(agent_id), cb=on_job)
+    demo = demo_agent()
+    joined: list[float] = []
+    greeted: list[float] = []
+    gate = asyncio.Semaphore(concurrent)
+
+    async def one(i: int) -> None:
+        async with gate:
+            result = await run_call(
+                CallOptions(
+                    url=stack.livekit.url,
+                    api_key=stack.livekit.api_key,
+                    api_secret=stack.livekit.api_secret,
+                    room=f"greet-{agent_id}-{i}",
+                    phrases=[demo.greeting],
+                    greeting_timeout=10,
+                    create_room_metadata=json.dumps({"agent_id": agent_id}),
+                )
+            )
+            at = dispatched.get(result.room)
+            if result.ok and at is not None and result.agent_joined_at and result.greeting_at:
+                joined.append(result.agent_joined_at - at)
+                greeted.append(result.greeting_at - at)
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        await nc.drain()
+    return joined, greeted
+
+
 async def fresh_connection_fetches(stack: Stack, agent_id: str, n: int) -> list[float]:
     """The old per-call path: connect to NATS, ask ``voice.config.get``, disconnect."""
     out = []
@@ -317,6 +365,9 @@ async def run(workdir: Path) -> list[Measure]:
         loads = await config_at_job_start(stack, calls_agent, CALLS, batch=1)
         burst = await config_at_job_start(stack, calls_agent, CALLS // 2, batch=CALL_BURST)
         fresh = await fresh_connection_fetches(stack, calls_agent, CALLS)
+        joined, greeted = await dispatch_to_greeting(
+            stack, calls_agent, GREETING_CALLS, GREETING_CONCURRENT
+        )
 
     every = [max(lags) for lags in from_commit]
     first = [min(lags) for lags in from_commit]
@@ -372,6 +423,20 @@ async def run(workdir: Path) -> list[Measure]:
             baseline=_ms(fresh, 99),
             target=f"<= {START_P99_TARGET_MS:g} ms (baseline: NATS connect + get per call)",
             met=start_p99 <= START_P99_TARGET_MS,
+        ),
+        Measure(
+            f"dispatch -> agent joined p50 / p99 ({len(joined)} calls)",
+            _ms(joined, 50),
+            "ms",
+            baseline=_ms(joined, 99),
+            target="(baseline column: p99)",
+        ),
+        Measure(
+            "dispatch -> first greeting audio p50 / p99",
+            _ms(greeted, 50),
+            "ms",
+            baseline=_ms(greeted, 99),
+            target="(baseline column: p99)",
         ),
         Measure(
             f"config at job start p50 / p99, rooms {CALL_BURST} at a time ({len(burst)} calls)",

@@ -14,6 +14,7 @@ an entry's is fetched at once and pushed to the calls watching it. Rules:
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -40,6 +41,7 @@ Fetch = Callable[[str, str | None, int], Awaitable[ConfigGetReply]]
 """(agent_id, campaign_id, min_version) -> config_sync's answer (never raises)."""
 
 DISABLED_REASON = RejectReason.DISABLED_AGENT.value
+CONFIRM_WAIT_S = 0.05
 
 
 class ConfigRefusedError(Exception):
@@ -169,6 +171,7 @@ class ConfigMirror:
         if entry is not None and entry.config.version >= announced:
             self._entries.move_to_end(key)
             self.stats.hits += 1
+            await self._confirmation(key, entry)
             if entry.stale:
                 self.stats.stale_served += 1
             return entry
@@ -202,6 +205,18 @@ class ConfigMirror:
             f"no config for agent {agent_id} ({why})",
             retryable=True,
         )
+
+    async def _confirmation(self, key: Key, entry: Entry) -> None:
+        """A job's confirmation of ``entry`` still in flight (normally done long before
+        the job arrives) gets CONFIRM_WAIT_S more; if config_sync has not answered by
+        then (frozen, overloaded), the call starts on the entry marked stale."""
+        pending = self._inflight.get(key)
+        if pending is None or pending.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pending), CONFIRM_WAIT_S)
+        if not pending.done():
+            self._mark_stale(key, "config_sync_slow")
 
     def watch(self, key: Key, watcher: Watcher) -> None:
         self._watchers.setdefault(key, set()).add(watcher)
@@ -327,11 +342,14 @@ class ConfigMirror:
     def _unconfirmed(self, key: Key, error: str) -> None:
         self.stats.fetch_errors += 1
         self.stats.last_fetch_error = error
+        self._mark_stale(key, error)
+
+    def _mark_stale(self, key: Key, why: str) -> None:
         entry = self._entries.get(key)
         if entry is not None and not entry.stale:
             entry.stale = True
             if self.on_stale is not None:
-                self.on_stale(key, error)
+                self.on_stale(key, why)
 
 
 def _gone_words(reason: CallFailure) -> str:
