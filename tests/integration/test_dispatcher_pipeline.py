@@ -145,7 +145,12 @@ def start_rig(
     **dispatcher_env: str,
 ) -> Rig:
     """The rig; without ``webhooks`` LiveKit posts none (the test sends its own); ``keys``
-    replaces livekit-server's public dev key pair."""
+    replaces livekit-server's public dev key pair.
+
+    No worker runs here, so the capacity watch is off unless a module turns it on: it
+    would reject and delete every room after its wait (test_dispatcher_capacity.py).
+    """
+    dispatcher_env.setdefault("DISPATCHER_CAPACITY_WAIT_S", "0")
     nats = NatsServer(data_dir=base / "nats", log_dir=base / "logs")
     stack = Stack(base, Ports(nats=nats.port, nats_monitor=nats.monitor_port), worker=False)
     if not webhooks:

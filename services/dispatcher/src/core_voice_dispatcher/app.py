@@ -23,11 +23,13 @@ from pydantic import ValidationError
 
 from core_voice_contracts.bus import connect
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.dispatch import Dispatcher, LiveConsumer
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.ingest import Ingest, make_app
 from core_voice_dispatcher.livekit_client import LiveKitClient
 from core_voice_dispatcher.replay import Replays
+from core_voice_dispatcher.route_memory import follow_config_events
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
 from core_voice_dispatcher.webhook import WebhookVerifier
 
@@ -62,6 +64,7 @@ async def _serve(
         log.warning("livekit api secret is short", extra={"min_bytes": MIN_SECRET_BYTES})
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     ingest: Ingest | None = None
+    calls: WorkerLostReports | None = None
     if settings.role != Role.DISPATCH:
         verifier = WebhookVerifier(
             settings.livekit_api_key,
@@ -69,13 +72,15 @@ async def _serve(
             max_age_s=settings.webhook_max_age_s,
             max_skew_s=settings.max_clock_skew_s,
         )
-        ingest = Ingest(verifier, js)
+        calls = WorkerLostReports(js, settings.worker_lost_grace_s)
+        ingest = Ingest(verifier, js, calls=calls)
 
     lk: LiveKitClient | None = None
     dispatcher: Dispatcher | None = None
     live: LiveConsumer | None = None
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
+    config_events: list[JetStreamContext.PushSubscription] = []
     if settings.role != Role.INGEST:
         lk = LiveKitClient(
             settings.livekit_http_url,
@@ -84,6 +89,8 @@ async def _serve(
             timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
+        if dispatcher.memory is not None:
+            config_events = await follow_config_events(js, dispatcher.memory)
         if ingest is not None and settings.prefetch:
             ingest.prefetcher = dispatcher
         live = LiveConsumer(settings, js, dispatcher)
@@ -101,7 +108,20 @@ async def _serve(
         return checks
 
     def details() -> dict[str, object]:
-        return {} if dispatcher is None else {"prefetch": dict(dispatcher.prefetch_counts)}
+        found: dict[str, object] = {}
+        if calls is not None:
+            found["calls"] = dict(calls.counts) | {"pending_checks": calls.pending()}
+        if dispatcher is None:
+            return found
+        found["prefetch"] = dict(dispatcher.prefetch_counts)
+        found["routing"] = dict(dispatcher.routing_counts) | {
+            "remembered": len(dispatcher.memory) if dispatcher.memory is not None else 0
+        }
+        if dispatcher.capacity is not None:
+            found["capacity"] = dict(dispatcher.capacity.counts) | {
+                "waiting": dispatcher.capacity.waiting()
+            }
+        return found
 
     app = make_app(ingest, max_body_bytes=settings.max_body_bytes, health=health, details=details)
     runner = web.AppRunner(
@@ -124,6 +144,8 @@ async def _serve(
     finally:
         log.info("dispatcher stopping")
         await runner.cleanup()  # no new webhooks; in-flight ones finish
+        if calls is not None:
+            await calls.close()
         if live is not None and replays is not None:
             live.stop()
             replays.stop()
@@ -132,6 +154,11 @@ async def _serve(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if dispatcher is not None and dispatcher.capacity is not None:
+            await dispatcher.capacity.close()  # waiting jobs go back to JetStream at once
+        for sub in config_events:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await sub.unsubscribe()
         if lk is not None:
             await lk.aclose()
     log.info("dispatcher stopped")

@@ -5,10 +5,15 @@ the job message is acknowledged:
 
 - `JobDispatched`: config_sync routed it (directly named agent, campaign pick, or a SIP
   caller's dialed number; pool or legacy target) and LiveKit holds an explicit dispatch
-  whose metadata is the job; or such a dispatch already existed (a redelivery or replay);
+  whose metadata is the job; or such a dispatch already existed (a redelivery or replay).
+  With config_sync unreachable, a job whose agent, campaign or number was routed before
+  is dispatched on that remembered answer (``route_stale``, see `route_memory`);
 - `JobExpired`: the room (by sid) or the SIP caller was gone; a room is never re-created;
 - `JobRejected`: unroutable (config_sync's reason), or LiveKit / config_sync kept failing
   for ``max_deliver`` attempts (retried with exponential backoff meanwhile).
+
+A dispatched job's message is acknowledged only once a worker took the job (or, past
+``capacity_wait_s``, after `JobRejected(no_capacity)`): see `capacity`.
 
 Idempotent by construction, so a crash at any point, redelivery and stream replay are
 safe: a job whose dispatch exists is not dispatched again, and outcome events carry
@@ -25,7 +30,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
 import msgspec
 from livekit import api
 from livekit.protocol.models import ParticipantInfo, Room
@@ -59,8 +63,10 @@ from core_voice_contracts.routing import (
 from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_dispatcher import intake
+from core_voice_dispatcher.capacity import CapacityWatch, Waiting
 from core_voice_dispatcher.errors import ConfigurationError
-from core_voice_dispatcher.livekit_client import LiveKitClient
+from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
+from core_voice_dispatcher.route_memory import RouteMemory
 from core_voice_dispatcher.settings import DispatcherSettings
 from core_voice_dispatcher.trace import trace_headers
 
@@ -78,7 +84,6 @@ FRESH_JOB_S = 30.0
 PREFETCH_TTL_S = 5.0
 """A prefetch its job's delivery did not claim by then (another replica got the message)
 is dropped."""
-LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError)
 _PERMANENT_LIVEKIT_CODES = frozenset({"invalid_argument", "malformed", "out_of_range"})
 _OUTCOME_LOG = {
     "dispatched": "job dispatched",
@@ -106,8 +111,14 @@ def consumer_config(
         filter_subject=subjects.JOBS_REQUESTED_ALL,
         max_deliver=settings.max_deliver + SERVER_DELIVER_HEADROOM,
         ack_wait=settings.ack_wait_s,
-        max_ack_pending=max(1000, 4 * settings.max_concurrency),
+        max_ack_pending=max_ack_pending(settings),
     )
+
+
+def max_ack_pending(settings: DispatcherSettings) -> int:
+    """Jobs in flight plus jobs held while they wait for a worker (`capacity`)."""
+    waiting = settings.capacity_max_waiting if settings.capacity_wait_s > 0 else 0
+    return max(1000, 4 * settings.max_concurrency) + waiting
 
 
 async def ensure_consumer(settings: DispatcherSettings, js: JetStreamContext) -> None:
@@ -163,7 +174,7 @@ class Lookups:
 
     route: "asyncio.Task[RouteReply] | None"
     room: "asyncio.Task[Room | None]"
-    dispatches: "asyncio.Task[JobDispatched | None] | None"
+    dispatches: "asyncio.Task[Dispatched | None] | None"
     participants: "asyncio.Task[list[ParticipantInfo]] | None"
 
     def tasks(self) -> list["asyncio.Task[Any]"]:
@@ -181,6 +192,19 @@ def _settle_tasks(tasks: list["asyncio.Task[Any]"]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Dispatched:
+    """LiveKit holds the job's dispatch (created now, or found: ``event.already_existed``)."""
+
+    event: JobDispatched
+    metadata: str
+    """The dispatch's metadata: the routed job."""
+    taken: bool = False
+    """A worker's job is already listed for it (a redelivered or replayed job)."""
+    age_s: float = 0.0
+    """How long ago LiveKit created the dispatch."""
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Try again after a backoff; reject with ``reason`` once the budget is spent."""
 
@@ -195,7 +219,7 @@ class Wait:
     delay: float
 
 
-Outcome = JobDispatched | JobExpired | JobRejected | Retry | Wait
+Outcome = Dispatched | JobExpired | JobRejected | Retry | Wait
 
 
 def _livekit_error(exc: BaseException) -> str:
@@ -237,6 +261,19 @@ class Dispatcher:
         self.prefetch_counts: Counter[str] = Counter()
         """``started``; ``used``, ``expired`` (another replica got the job) or ``dropped``
         (not stored: a duplicate or a bus failure): how prefetches ended (for /healthz)."""
+        self.memory: RouteMemory | None = (
+            RouteMemory(settings.route_memory_size, settings.route_memory_max_age_s)
+            if settings.route_memory_size > 0
+            else None
+        )
+        self.routing_counts: Counter[str] = Counter()
+        """``stale_dispatches`` (routed from memory), ``unavailable`` (config_sync could
+        not be asked and nothing was remembered: retried)."""
+        self.capacity: CapacityWatch | None = (
+            CapacityWatch(settings, lk, self._publish_outcome)
+            if settings.capacity_wait_s > 0
+            else None
+        )
 
     # --- prefetch ----------------------------------------------------------------------
 
@@ -296,8 +333,12 @@ class Dispatcher:
 
     # --- one job ---------------------------------------------------------------------
 
-    async def handle(self, msg: Msg) -> None:
-        """Settle one job message: an outcome event and an ack, or a delayed nak."""
+    async def handle(self, msg: Msg, *, watch: bool = True) -> None:
+        """Settle one job message: an outcome event and an ack, or a delayed nak.
+
+        With ``watch`` (the live consumer), a dispatched job's message is handed to the
+        capacity watch, which acknowledges it once a worker took the job.
+        """
         try:
             event = decode_job_event(msg.data)
         except DecodeError:
@@ -305,6 +346,10 @@ class Dispatcher:
             await msg.term()
             return
         if not isinstance(event, JobRequested):
+            await msg.ack()
+            return
+        if self.capacity is not None and self.capacity.watching(event.job_id):
+            # Dispatched and waiting for a worker here: that watch settles the job.
             await msg.ack()
             return
         if event.job_id in self._inflight:
@@ -315,7 +360,7 @@ class Dispatcher:
         started = time.monotonic()
         try:
             outcome = await self.decide(event, msg)
-            await self._settle(event, msg, outcome, started)
+            await self._settle(event, msg, outcome, started, watch=watch)
         except (NatsError, TimeoutError) as exc:
             # The outcome could not be stored: leave the job to a redelivery.
             log.warning(
@@ -370,14 +415,22 @@ class Dispatcher:
             if existing is not None:
                 return existing
             assert route is not None
+            request = route_request(job)
             match await route:
                 case RouteError(error=error, retryable=True):
+                    remembered = self._remembered(job, request, error)
+                    if remembered is not None:
+                        return await self._dispatch(job, remembered, stale=True)
                     return Retry(RejectReason.CONFIG_UNAVAILABLE, error)
                 case RouteError(error=error):
                     return self._rejected(job, RejectReason.CONFIG_UNAVAILABLE, error)
                 case RouteRejected(reason=reason, detail=detail):
+                    if self.memory is not None:
+                        self.memory.rejected(request)
                     return self._rejected(job, reject_reason(reason), detail or reason)
                 case RouteResolved() as resolved:
+                    if self.memory is not None:
+                        self.memory.remember(request, resolved)
                     return await self._dispatch(job, resolved)
         except LIVEKIT_ERRORS as exc:
             if isinstance(exc, api.TwirpError) and exc.code in _PERMANENT_LIVEKIT_CODES:
@@ -386,7 +439,32 @@ class Dispatcher:
         finally:
             _settle_tasks(lookups)
 
-    async def _dispatch(self, job: JobRequested, route: RouteResolved) -> Outcome:
+    def _remembered(
+        self, job: JobRequested, request: RouteRequest, error: str
+    ) -> RouteResolved | None:
+        """The last answer for the job's agent, campaign or number, when config_sync could
+        not be asked (a retryable error); None: retry as before."""
+        recalled = self.memory.recall(request) if self.memory is not None else None
+        if recalled is None:
+            self.routing_counts["unavailable"] += 1
+            return None
+        self.routing_counts["stale_dispatches"] += 1
+        log.warning(
+            "job routed from memory",
+            extra={
+                "job_id": job.job_id,
+                "agent_id": recalled.answer.agent_id,
+                "key": recalled.key[0],
+                "error": error,
+                "age_s": round(recalled.age_s, 1),
+                "confirmed": recalled.confirmed,
+            },
+        )
+        return recalled.answer
+
+    async def _dispatch(
+        self, job: JobRequested, route: RouteResolved, *, stale: bool = False
+    ) -> Outcome:
         if route.target == Target.LEGACY:
             if not route.legacy_agent_name:
                 return self._rejected(
@@ -399,9 +477,10 @@ class Dispatcher:
         routed = msgspec.structs.replace(
             job, agent_id=route.agent_id, campaign_id=route.campaign_id
         )
+        metadata = encode(routed).decode()
         created = await self.lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(
-                agent_name=agent_name, room=job.room_name, metadata=encode(routed).decode()
+                agent_name=agent_name, room=job.room_name, metadata=metadata
             )
         )
         if job.room_sid and await self._live_room(job) is None:
@@ -410,7 +489,7 @@ class Dispatcher:
             with contextlib.suppress(*LIVEKIT_ERRORS):
                 await self.lk.agent_dispatch.delete_dispatch(created.id, job.room_name)
             return self._expired(job, route.agent_id, ExpiredDetail.ROOM_CLOSED_DURING_DISPATCH)
-        return JobDispatched(
+        dispatched = JobDispatched(
             job_id=job.job_id,
             room_name=job.room_name,
             agent_id=route.agent_id,
@@ -419,7 +498,9 @@ class Dispatcher:
             target=route.target.value,
             campaign_id=route.campaign_id,
             via=route.via,
+            route_stale=stale,
         )
+        return Dispatched(dispatched, metadata)
 
     def _no_caller_yet(self, job: JobRequested, msg: Msg) -> Outcome:
         stored = msg.metadata.timestamp
@@ -442,11 +523,7 @@ class Dispatcher:
 
     async def _live_room(self, job: JobRequested) -> Room | None:
         """The job's room if it is still open (same sid: a reused name is another room)."""
-        listed = await self.lk.room.list_rooms(api.ListRoomsRequest(names=[job.room_name]))
-        for room in listed.rooms:
-            if not job.room_sid or room.sid == job.room_sid:
-                return room
-        return None
+        return await self.lk.live_room(job.room_name, job.room_sid)
 
     async def _participants(self, job: JobRequested) -> list[ParticipantInfo]:
         listed = await self.lk.room.list_participants(
@@ -454,7 +531,7 @@ class Dispatcher:
         )
         return list(listed.participants)
 
-    async def _existing_dispatch(self, job: JobRequested) -> JobDispatched | None:
+    async def _existing_dispatch(self, job: JobRequested) -> Dispatched | None:
         """This job's dispatch if LiveKit already holds it (whatever agent name it used)."""
         for dispatch in await self.lk.agent_dispatch.list_dispatch(job.room_name):
             if not dispatch.agent_name or job_id_of_dispatch(dispatch.metadata) != job.job_id:
@@ -462,7 +539,7 @@ class Dispatcher:
             routed = decode_job_event(dispatch.metadata.encode())
             assert isinstance(routed, JobRequested)
             legacy = dispatch.agent_name != self.settings.worker_agent_name
-            return JobDispatched(
+            event = JobDispatched(
                 job_id=job.job_id,
                 room_name=job.room_name,
                 agent_id=routed.agent_id,
@@ -472,6 +549,9 @@ class Dispatcher:
                 target=(Target.LEGACY if legacy else Target.POOL).value,
                 campaign_id=routed.campaign_id,
             )
+            created_ns = dispatch.state.created_at
+            age = max(0.0, time.time() - created_ns / 1e9) if created_ns else 0.0
+            return Dispatched(event, dispatch.metadata, taken=bool(dispatch.state.jobs), age_s=age)
         return None
 
     # --- outcomes ------------------------------------------------------------------------
@@ -492,9 +572,29 @@ class Dispatcher:
             detail=detail,
         )
 
-    async def _settle(self, job: JobRequested, msg: Msg, outcome: Outcome, started: float) -> None:
+    async def _settle(
+        self, job: JobRequested, msg: Msg, outcome: Outcome, started: float, *, watch: bool
+    ) -> None:
         attempt = msg.metadata.num_delivered
         match outcome:
+            case Dispatched(event=event, metadata=metadata, taken=taken, age_s=age):
+                await self._publish_outcome(event, msg, started)
+                if watch and not taken and self.capacity is not None:
+                    await self.capacity.watch(
+                        Waiting(
+                            job=job,
+                            msg=msg,
+                            agent_id=event.agent_id,
+                            agent_name=event.worker_agent_name,
+                            metadata=metadata,
+                            dispatch_id=event.dispatch_id,
+                            dispatch_age_s=age,
+                            started=started,
+                        )
+                    )
+                    return
+                await msg.ack()
+                return
             case Wait(delay=delay):
                 log.debug("job waits for a sip caller", extra={"job_id": job.job_id})
                 await msg.nak(delay=delay)
@@ -510,7 +610,7 @@ class Dispatcher:
                 outcome = self._rejected(job, reason, f"{error} (after {attempt} attempts)")
             case _:
                 pass
-        assert not isinstance(outcome, Retry | Wait)
+        assert not isinstance(outcome, Retry | Wait | Dispatched)
         await self._publish_outcome(outcome, msg, started)
         await msg.ack()
 
@@ -546,6 +646,7 @@ class Dispatcher:
                     "worker_agent_name": outcome.worker_agent_name,
                     "target": outcome.target,
                     "already_existed": outcome.already_existed,
+                    "route_stale": outcome.route_stale,
                 }
             case JobExpired():
                 fields["detail"] = outcome.detail

@@ -25,6 +25,7 @@ from core_voice_contracts.webhooks import (
     REASON_HEADER,
 )
 from core_voice_dispatcher import intake
+from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.errors import WebhookRejectedError
 from core_voice_dispatcher.trace import TRACEPARENT, trace_headers
 from core_voice_dispatcher.webhook import WebhookVerifier
@@ -59,11 +60,14 @@ class Ingest:
         js: JetStreamContext,
         *,
         prefetcher: Prefetcher | None = None,
+        calls: WorkerLostReports | None = None,
     ) -> None:
         self.verifier = verifier
         self.js = js
         self.prefetcher = prefetcher
         """The local dispatcher, told of each job as it is stored (see `Prefetcher`)."""
+        self.calls = calls
+        """Where a call's agent leaving the room is checked (`calls`)."""
         self.counts: Counter[str] = Counter()
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
@@ -84,6 +88,21 @@ class Ingest:
             # LiveKit's webhook queue overflowed: those events are gone; make it visible.
             self.counts["livekit_dropped"] += event.num_dropped
             log.warning("livekit dropped webhooks", extra={"dropped": event.num_dropped})
+
+        if isinstance(action, intake.CheckCall):
+            self.counts["agent_left"] += 1
+            if self.calls is not None:
+                self.calls.check(action)
+            log.info(
+                "webhook noted",
+                extra={
+                    "event": event.event,
+                    "room_sid": event.room.sid,
+                    "webhook_id": event.id,
+                    "call_id": action.call_id,
+                },
+            )
+            return _done("noted", event=event.event)
 
         if isinstance(action, intake.Skip):
             self.counts[f"skipped_{action.reason}"] += 1

@@ -9,21 +9,40 @@ several webhooks one room produces, collapse into one job.
   either is requested under ``_unrouted`` and resolved by the consumer (a SIP caller's
   dialed number, via config_sync), so a config_sync outage never loses a webhook.
 - Metadata that is not the expected JSON object is rejected here, visibly.
-- ``room_finished`` and ``participant_left`` store nothing: the consumer checks the live
-  room (and the SIP caller) right before dispatching, which is what makes a pending job
-  for a finished room expire. See docs/dispatcher.md.
+- ``room_finished`` and ``participant_left`` store nothing on VOICE_JOBS: the consumer
+  checks the live room (and the SIP caller) right before dispatching, which is what makes
+  a pending job for a finished room expire. See docs/dispatcher.md.
+- ``participant_left`` of a call's agent participant (kind AGENT, identity
+  ``agent-<call id>``) is a `CheckCall`: unless its worker reports the call's end first,
+  the call is reported ``CallFailed(worker_lost)`` (`calls.WorkerLostReports`).
 """
 
+import datetime as dt
 from dataclasses import dataclass
 
 import msgspec
-from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.models import DisconnectReason, ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
 from core_voice_contracts import subjects
-from core_voice_contracts.events import JobRejected, JobRequested, RejectReason
+from core_voice_contracts.events import (
+    CallFailed,
+    CallFailure,
+    JobRejected,
+    JobRequested,
+    RejectReason,
+)
 from core_voice_contracts.ids import is_valid_id
-from core_voice_contracts.room import decode_room_metadata
+from core_voice_contracts.room import (
+    ATTR_AGENT_ID,
+    ATTR_CAMPAIGN_ID,
+    ATTR_CONFIG_VERSION,
+    ATTR_JOB_ID,
+    ATTR_TENANT_ID,
+    ATTR_WORKER_ID,
+    call_id_of_agent,
+    decode_room_metadata,
+)
 from core_voice_dispatcher.errors import WebhookRejectedError
 
 DIALED_NUMBER_ATTRIBUTE = "sip.trunkPhoneNumber"
@@ -50,6 +69,18 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class CheckCall:
+    """A call's agent participant left the room: ``report`` is what is published (under
+    the call's outcome message id) unless the worker reports the call's end first."""
+
+    call_id: str
+    report: CallFailed
+    disconnect_reason: str
+    """LiveKit's word for why the participant left (``CLIENT_INITIATED``, ``ROOM_DELETED``,
+    ``ROOM_CLOSED``, ``CONNECTION_TIMEOUT``, ...)."""
+
+
 def job_id_for_room(room_sid: str) -> str:
     """Stable per room: every webhook of one room maps to the same job."""
     return f"job-{room_sid}"
@@ -63,9 +94,13 @@ def is_sip_caller(participant: ParticipantInfo) -> bool:
     return any(key.startswith("sip.") for key in participant.attributes)
 
 
-def plan(event: WebhookEvent) -> Store | Skip:
-    """What a verified webhook means for VOICE_JOBS; raises 400 for incomplete events."""
+def plan(event: WebhookEvent) -> Store | Skip | CheckCall:
+    """What a verified webhook means; raises 400 for incomplete events."""
     kind = event.event
+    if kind == "participant_left":
+        check = agent_left(event)
+        if check is not None:
+            return check
     if kind in NOTED_EVENTS:
         return Skip(kind)
     if kind not in JOB_EVENTS:
@@ -82,6 +117,48 @@ def plan(event: WebhookEvent) -> Store | Skip:
             return Skip("not_a_sip_caller")
         caller = event.participant
     return _job_for_room(event, caller)
+
+
+def agent_left(event: WebhookEvent) -> CheckCall | None:
+    """A call's agent participant left: the report to make if its worker does not.
+
+    The ids come from the participant's ``corevoice.*`` attributes (set by the worker when
+    it joined); a missing one stays empty (the agent: ``_unrouted``, the subject it is
+    published on).
+    """
+    participant = event.participant
+    if participant.kind != ParticipantInfo.Kind.AGENT:
+        return None
+    call_id = call_id_of_agent(participant.identity)
+    if call_id is None or len(call_id) > _MAX_REF_LENGTH:
+        return None
+    attrs = participant.attributes
+    agent_id = attrs.get(ATTR_AGENT_ID, "")
+    try:
+        version = int(attrs.get(ATTR_CONFIG_VERSION, "0"))
+    except ValueError:
+        version = 0
+    left_at = float(event.created_at) if event.created_at else None
+    joined_ms = participant.joined_at_ms or participant.joined_at * 1000
+    duration = max(0.0, left_at - joined_ms / 1000) if left_at and joined_ms else 0.0
+    try:
+        reason = DisconnectReason.Name(participant.disconnect_reason)
+    except ValueError:
+        reason = str(participant.disconnect_reason)
+    report = CallFailed(
+        at=dt.datetime.fromtimestamp(left_at, dt.UTC) if left_at else dt.datetime.now(dt.UTC),
+        call_id=call_id,
+        job_id=attrs.get(ATTR_JOB_ID, ""),
+        room_name=event.room.name,
+        agent_id=agent_id if is_valid_id(agent_id) else subjects.UNROUTED,
+        tenant_id=attrs.get(ATTR_TENANT_ID, ""),
+        config_version=version,
+        error=CallFailure.WORKER_LOST.value,
+        duration_s=round(duration, 3),
+        campaign_id=attrs.get(ATTR_CAMPAIGN_ID) or None,
+        worker_id=attrs.get(ATTR_WORKER_ID, ""),
+    )
+    return CheckCall(call_id=call_id, report=report, disconnect_reason=reason)
 
 
 def _job_for_room(event: WebhookEvent, caller: ParticipantInfo | None) -> Store:

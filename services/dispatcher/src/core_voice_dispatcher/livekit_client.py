@@ -18,12 +18,16 @@ from livekit.api._service import Service
 from livekit.api.access_token import SIPGrants
 from livekit.api.agent_dispatch_service import AgentDispatchService
 from livekit.api.room_service import RoomService
+from livekit.protocol.models import Room
 
 TOKEN_TTL_S = 600.0
 """Lifetime of a signed token; one is reused for at most half of it, so a token in use
 always has minutes left (LiveKit's clock may differ from ours)."""
 MAX_TOKENS = 4096
 """Tokens kept (one per recent room, plus the listing one); the oldest go first."""
+
+LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError)
+"""What a LiveKit API call raises when LiveKit refuses, fails or does not answer."""
 
 _GrantKey = tuple[bool | None, bool | None, bool | None, str]
 
@@ -131,6 +135,15 @@ class LiveKitClient:
 
     def __repr__(self) -> str:
         return f"LiveKitClient({self.tokens!r})"
+
+    async def live_room(self, name: str, sid: str) -> Room | None:
+        """The room ``name`` if it is open and is the room ``sid`` (a reused name is another
+        room); any room of that name when ``sid`` is empty."""
+        listed = await self.room.list_rooms(api.ListRoomsRequest(names=[name]))
+        for room in listed.rooms:
+            if not sid or room.sid == sid:
+                return room
+        return None
 
     async def aclose(self) -> None:
         await self._session.close()

@@ -132,7 +132,9 @@ class Replays:
                 await msg.ack()
                 return
             counts["handled"] += 1
-            await self._dispatcher.handle(msg)
+            # No capacity watch: the live consumer's delivery of this job has one if it
+            # needs it; two replicas must not both re-offer one job's dispatch.
+            await self._dispatcher.handle(msg, watch=False)
 
         try:
             sub = await self._js.pull_subscribe_bind(durable=name, stream=VOICE_JOBS)

@@ -70,8 +70,17 @@ class DispatcherSettings(BaseSettings):
     """DISPATCHER_MAX_CONCURRENCY: jobs handled at once by one process."""
     replay_concurrency: int = Field(default=8, ge=1)
     """DISPATCHER_REPLAY_CONCURRENCY: jobs of a replay handled at once (live traffic first)."""
-    route_timeout_s: float = Field(default=2.0, gt=0)
-    """DISPATCHER_ROUTE_TIMEOUT_S: how long to wait for config_sync's routing answer."""
+    route_timeout_s: float = Field(default=1.0, gt=0)
+    """DISPATCHER_ROUTE_TIMEOUT_S: how long to wait for config_sync's routing answer. It
+    answers from memory in about a millisecond; a frozen config_sync holds every job this
+    long before the remembered answer (or a retry) takes over, so keep it short."""
+    route_memory_size: int = Field(default=10_000, ge=0)
+    """DISPATCHER_ROUTE_MEMORY_SIZE: routing answers remembered (per agent, campaign and
+    dialed number, least recently used dropped first) to dispatch with while config_sync
+    cannot be asked. 0 turns the fallback off: jobs then wait for config_sync."""
+    route_memory_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    """DISPATCHER_ROUTE_MEMORY_MAX_AGE_S: a remembered answer config_sync has not repeated
+    for this long is not used any more."""
     sip_wait_s: float = Field(default=10.0, ge=0)
     """DISPATCHER_SIP_WAIT_S: a room without agent metadata waits this long for a SIP caller
     whose dialed number routes it, then is rejected as ``no_agent``."""
@@ -80,6 +89,22 @@ class DispatcherSettings(BaseSettings):
     ListDispatch) as its webhook is being stored, not when the consumer receives it. With
     several replicas the consumer may hand the job to another one, whose own look-ups then
     run too: up to two extra LiveKit reads per job. Off: look-ups start at delivery."""
+    capacity_wait_s: float = Field(default=30.0, ge=0)
+    """DISPATCHER_CAPACITY_WAIT_S: how long after its job was stored a dispatched room may
+    wait for a worker to take it (LiveKit offers a dispatch once; the dispatcher offers it
+    again while it waits). Then the job is rejected ``no_capacity``, its dispatch removed
+    and, unless DISPATCHER_CAPACITY_KEEP_ROOM, the room deleted. 0: no watch (a job is
+    finished once LiveKit holds its dispatch)."""
+    capacity_keep_room: bool = False
+    """DISPATCHER_CAPACITY_KEEP_ROOM: keep the room of a ``no_capacity`` job (for a
+    backend that plays its own message to the caller) instead of deleting it."""
+    capacity_max_waiting: int = Field(default=1000, ge=1)
+    """DISPATCHER_CAPACITY_MAX_WAITING: jobs one process watches at once while they wait
+    for a worker; past it, new dispatches wait for a free place (the consumer slows)."""
+    worker_lost_grace_s: float = Field(default=5.0, ge=0)
+    """DISPATCHER_WORKER_LOST_GRACE_S: after a call's agent participant left the room,
+    how long the worker has to report the call's end before the dispatcher reports
+    ``CallFailed(worker_lost)`` for it (the first report wins; see docs/dispatcher.md)."""
     drain_timeout_s: float = Field(default=10.0, ge=0)
     """DISPATCHER_DRAIN_TIMEOUT_S: on SIGTERM, how long in-flight webhooks and jobs may finish."""
 

@@ -1,0 +1,346 @@
+"""Watching a dispatched job until a worker takes it, else ending it ``no_capacity``.
+
+LiveKit (1.13.5) offers a dispatch to its workers once, when it is created: if every
+worker of the agent name is full, or none is registered, the dispatch stays in the room
+with no job, and a worker that frees up or registers later is never offered it. So after
+`JobDispatched` the live consumer keeps the job message unacknowledged and watches the
+room (``ListDispatch``: a worker that accepted shows as a job in the dispatch's
+``state.jobs``). A dispatch nobody took is offered again by deleting and re-creating it
+(the only way to make LiveKit offer it again), after 2, 4, then every 5 s, until
+``capacity_wait_s`` after the job was stored. Then the dispatch is removed,
+`JobRejected(no_capacity)` published and the room deleted (unless
+``capacity_keep_room``), so the caller is not left in a silent room.
+
+``state.jobs`` lags: the first offer after LiveKit refreshed its list of agent names
+(at most once a minute, or when the first worker of a name registers) only shows its
+job ~5 s later, though the worker joined the room at once. Before re-offering or
+rejecting, the room's participants are read too: an agent participant means taken, so a
+job that was in fact accepted is never deleted under its worker.
+
+A restart loses nothing: the job message is acknowledged only once the job is taken,
+rejected or its room gone, and is kept from redelivery meanwhile (``in_progress``). After
+a SIGTERM the watch hands the job back at once; after a crash, JetStream redelivers it
+after ``ack_wait_s``. Either way the next delivery finds the dispatch in LiveKit and
+resumes the watch, its deadline still counted from when the job was stored.
+
+The common path costs one ``ListDispatch``, 0.5 s after the dispatch (a worker takes a
+job ~0.2 s after it is dispatched); a waiting job costs one call a second plus three per
+re-offer. Only the live consumer watches: an operator's replay settles a job once its
+dispatch exists, as before, so one job is never watched by two replicas.
+"""
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from livekit import api
+from livekit.protocol.models import ParticipantInfo
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from core_voice_contracts.events import (
+    ExpiredDetail,
+    JobDispatched,
+    JobExpired,
+    JobRejected,
+    JobRequested,
+    RejectReason,
+)
+from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
+from core_voice_dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger(__name__)
+
+FIRST_CHECK_S = 0.5
+"""A dispatch is first looked at this long after it was created."""
+POLL_S = 1.0
+"""Then once a second while it waits."""
+REOFFER_FIRST_S = 2.0
+REOFFER_MAX_S = 5.0
+
+PublishOutcome = Callable[[JobDispatched | JobExpired | JobRejected, Msg, float], Awaitable[None]]
+
+
+def reoffer_delay(offers: int) -> float:
+    """How old a dispatch nobody took must be before offer ``offers + 1``: 2, 4, 5, 5 s."""
+    return float(min(REOFFER_MAX_S, REOFFER_FIRST_S * 2 ** max(0, offers - 1)))
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A dispatched job whose message is held until a worker takes it."""
+
+    job: JobRequested
+    msg: Msg
+    agent_id: str
+    """The routed agent (the outcome events' subject)."""
+    agent_name: str
+    metadata: str
+    """The dispatch's metadata (the routed job), for a re-offer."""
+    dispatch_id: str
+    dispatch_age_s: float
+    """How long ago LiveKit created the dispatch (0 for one created just now)."""
+    started: float
+    """When handling of this delivery started (monotonic), for the outcome log."""
+    next_progress: float = 0.0
+    """When to tell JetStream again that the job is still being worked on."""
+
+
+class _Gone(Exception):
+    """The job's room closed while it waited."""
+
+
+class CapacityWatch:
+    """The live consumer's waiting jobs: owned tasks, bounded, cancelled on shutdown."""
+
+    def __init__(
+        self, settings: DispatcherSettings, lk: LiveKitClient, publish: PublishOutcome
+    ) -> None:
+        self._settings = settings
+        self._lk = lk
+        self._publish = publish
+        self._slots = asyncio.Semaphore(settings.capacity_max_waiting)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.counts: Counter[str] = Counter()
+        """``taken`` (at the first offer), ``taken_after_wait``, ``reoffered``,
+        ``no_capacity``, ``abandoned`` (the room closed while waiting), ``removed`` (the
+        dispatch was deleted by someone else), ``livekit_errors``."""
+
+    def watching(self, job_id: str) -> bool:
+        return job_id in self._tasks
+
+    def waiting(self) -> int:
+        return len(self._tasks)
+
+    async def watch(self, waiting: Waiting) -> None:
+        """Start watching; waits for a free place first if ``capacity_max_waiting`` are
+        watched already (the consumer's slot is held meanwhile: backpressure)."""
+        await self._slots.acquire()
+        job_id = waiting.job.job_id
+        task = asyncio.create_task(self._run(waiting), name=f"capacity-{job_id}")
+        self._tasks[job_id] = task
+
+        def done(_: "asyncio.Task[None]") -> None:
+            self._tasks.pop(job_id, None)
+            self._slots.release()
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Hand every waiting job back to JetStream (at once, for another replica)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    # --- one job -----------------------------------------------------------------------
+
+    async def _run(self, w: Waiting) -> None:
+        try:
+            await self._wait(w)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await w.msg.nak()
+            raise
+        except (NatsError, TimeoutError) as exc:
+            log.warning(
+                "job outcome not stored: bus unavailable",
+                extra={"job_id": w.job.job_id, "error": type(exc).__name__},
+            )
+            with contextlib.suppress(NatsError, TimeoutError):
+                await w.msg.nak(delay=POLL_S)
+        except Exception:
+            log.exception("capacity watch failed", extra={"job_id": w.job.job_id})
+            with contextlib.suppress(Exception):
+                await w.msg.nak(delay=POLL_S)
+
+    async def _wait(self, w: Waiting) -> None:
+        settings = self._settings
+        stored = w.msg.metadata.timestamp
+        since_stored = (dt.datetime.now(dt.UTC) - stored).total_seconds()
+        now = time.monotonic()
+        offered_at = first_offered_at = now - w.dispatch_age_s
+        deadline = now + max(FIRST_CHECK_S, settings.capacity_wait_s - since_stored)
+        w.next_progress = now + self._progress_every()
+        offers = 1
+        check_at = offered_at + FIRST_CHECK_S
+        while True:
+            await asyncio.sleep(max(0.0, check_at - time.monotonic()))
+            now = time.monotonic()
+            await self._progress(w)
+            try:
+                ours = await self._our_dispatches(w)
+                if ours is None:
+                    self._taken(w, offers, now - first_offered_at)
+                    await w.msg.ack()
+                    return
+                if not ours and w.dispatch_id:
+                    self.counts["removed"] += 1
+                    log.warning(
+                        "job dispatch removed while waiting for a worker",
+                        extra={"job_id": w.job.job_id},
+                    )
+                    await w.msg.ack()
+                    return
+                past = now >= deadline
+                # No new offer right before the deadline: a worker taking it would not be
+                # in the room yet when the deadline's check looks.
+                reoffer_due = (
+                    now - offered_at >= reoffer_delay(offers) and deadline - now >= REOFFER_FIRST_S
+                )
+                if past or not ours or reoffer_due:
+                    if await self._agent_present(w):
+                        self._taken(w, offers, now - first_offered_at)
+                        await w.msg.ack()
+                        return
+                    await self._progress(w)
+                    if past:
+                        await self._no_capacity(w, ours, offers)
+                        return
+                    await self._reoffer(w, ours, offers)
+                    offers += 1
+                    offered_at = time.monotonic()
+            except _Gone:
+                self.counts["abandoned"] += 1
+                expired = JobExpired(
+                    job_id=w.job.job_id,
+                    room_name=w.job.room_name,
+                    agent_id=w.agent_id,
+                    detail=ExpiredDetail.ROOM_GONE.value,
+                )
+                await self._publish(expired, w.msg, w.started)
+                await w.msg.ack()
+                return
+            except LIVEKIT_ERRORS as exc:
+                self.counts["livekit_errors"] += 1
+                log.warning(
+                    "capacity watch livekit error",
+                    extra={"job_id": w.job.job_id, "error": _error_name(exc)},
+                )
+                if now >= deadline:
+                    await self._no_capacity(w, [], offers)
+                    return
+            check_at = time.monotonic() + POLL_S
+
+    def _progress_every(self) -> float:
+        return max(1.0, self._settings.ack_wait_s / 3)
+
+    async def _progress(self, w: Waiting) -> None:
+        """Keep JetStream from redelivering the held job: called before each step (a look,
+        a re-offer), every ``ack_wait_s / 3`` at most."""
+        now = time.monotonic()
+        if now >= w.next_progress:
+            await w.msg.in_progress()
+            w.next_progress = now + self._progress_every()
+
+    # --- LiveKit ---------------------------------------------------------------------
+
+    async def _our_dispatches(self, w: Waiting) -> list[api.AgentDispatch] | None:
+        """This job's dispatches in the room; None once one of them has a worker's job.
+
+        Raises `_Gone` if the room closed (LiveKit answers a listing for a room that is
+        gone with an error, after an internal 3 s timeout).
+        """
+        try:
+            listed = await self._lk.agent_dispatch.list_dispatch(w.job.room_name)
+        except LIVEKIT_ERRORS:
+            if await self._lk.live_room(w.job.room_name, w.job.room_sid) is None:
+                raise _Gone from None
+            raise
+        ours = [d for d in listed if d.id == w.dispatch_id or d.metadata == w.metadata]
+        if any(d.state.jobs for d in ours):
+            return None
+        if ours:
+            w.dispatch_id = ours[0].id
+        return ours
+
+    async def _agent_present(self, w: Waiting) -> bool:
+        """A worker's participant is in the room: taken, though LiveKit may not list the
+        job yet (see the module docstring)."""
+        listed = await self._lk.room.list_participants(
+            api.ListParticipantsRequest(room=w.job.room_name)
+        )
+        return any(p.kind == ParticipantInfo.Kind.AGENT for p in listed.participants)
+
+    async def _reoffer(self, w: Waiting, ours: list[api.AgentDispatch], offers: int) -> None:
+        """Delete and re-create the dispatch: LiveKit offers a new dispatch to its workers."""
+        for dispatch in ours:
+            await self._delete_dispatch(dispatch.id, w.job.room_name)
+        w.dispatch_id = ""  # none now: if the creation fails, the next look creates one
+        created = await self._lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=w.agent_name, room=w.job.room_name, metadata=w.metadata
+            )
+        )
+        w.dispatch_id = created.id
+        if await self._lk.live_room(w.job.room_name, w.job.room_sid) is None:
+            # LiveKit's auto-create made a new room for the dispatch: take it back out.
+            with contextlib.suppress(*LIVEKIT_ERRORS):
+                await self._lk.agent_dispatch.delete_dispatch(created.id, w.job.room_name)
+            raise _Gone
+        self.counts["reoffered"] += 1
+        log.info(
+            "dispatch offered again",
+            extra={"job_id": w.job.job_id, "dispatch_id": created.id, "offer": offers + 1},
+        )
+
+    async def _no_capacity(self, w: Waiting, ours: list[api.AgentDispatch], offers: int) -> None:
+        """Past the wait: remove the dispatch, publish the rejection, close the room."""
+        room = w.job.room_name
+        for dispatch_id in {d.id for d in ours} | ({w.dispatch_id} - {""}):
+            with contextlib.suppress(*LIVEKIT_ERRORS):
+                await self._delete_dispatch(dispatch_id, room)
+        wait = self._settings.capacity_wait_s
+        rejected = JobRejected(
+            job_id=w.job.job_id,
+            room_name=room,
+            agent_id=w.agent_id,
+            reason=RejectReason.NO_CAPACITY,
+            detail=f"no worker took the job within {wait:g} s ({offers} offers)",
+        )
+        await self._publish(rejected, w.msg, w.started)
+        self.counts["no_capacity"] += 1
+        if not self._settings.capacity_keep_room:
+            try:
+                await self._lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            except LIVEKIT_ERRORS as exc:
+                log.warning(
+                    "room of a rejected job not deleted",
+                    extra={"job_id": w.job.job_id, "error": _error_name(exc)},
+                )
+        await w.msg.ack()
+
+    async def _delete_dispatch(self, dispatch_id: str, room: str) -> None:
+        try:
+            await self._lk.agent_dispatch.delete_dispatch(dispatch_id, room)
+        except api.TwirpError as exc:
+            if exc.code != "not_found":
+                raise
+
+    def _taken(self, w: Waiting, offers: int, waited_s: float) -> None:
+        if offers == 1:
+            self.counts["taken"] += 1
+            log.debug("job taken", extra={"job_id": w.job.job_id, "offers": offers})
+            return
+        self.counts["taken_after_wait"] += 1
+        log.info(
+            "job taken",
+            extra={
+                "job_id": w.job.job_id,
+                "offers": offers,
+                "waited_ms": round(waited_s * 1000),
+                "dispatch_id": w.dispatch_id,
+            },
+        )
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, api.TwirpError):
+        return f"livekit_{exc.code}"
+    return f"livekit_{type(exc).__name__}"

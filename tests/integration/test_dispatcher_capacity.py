@@ -1,0 +1,221 @@
+"""A dispatch no worker takes: offered again while it waits, then ``no_capacity``.
+
+Real servers (the dispatcher rig) and, where a worker is needed, a minimal real
+livekit-agents worker (`tests.fakes.minimal_worker`) as a child process. LiveKit offers a
+dispatch once; with no worker registered under the pool's name it stays in the room
+untouched, so only the dispatcher's watch can end the job (visibly) or get it taken by a
+worker that registers during the wait.
+"""
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from livekit import api
+from nats.js import JetStreamContext
+
+from core_voice_cli.procs import ManagedProcess
+from core_voice_cli.stack import WORKER_AGENT_NAME
+from core_voice_contracts import subjects
+from core_voice_contracts.bus import connect
+from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
+from core_voice_contracts.streams import VOICE_JOBS
+from tests.conftest import repo_path
+from tests.fakes.minimal_worker import AGENT_NAME_ENV
+from tests.integration.test_dispatcher_pipeline import (
+    Rig,
+    count,
+    create_agent,
+    eventually,
+    job_events,
+    named_dispatches,
+    start_rig,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+CAPACITY_WAIT_S = 20.0
+"""Long enough for a worker process started during the wait to register (~4 s here)."""
+ACK_WAIT_S = 6.0
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    running = start_rig(
+        tmp_path_factory.mktemp("dispatcher-capacity"),
+        DISPATCHER_CAPACITY_WAIT_S=str(CAPACITY_WAIT_S),
+        DISPATCHER_ACK_WAIT_S=str(ACK_WAIT_S),
+        DISPATCHER_LIVEKIT_TIMEOUT_S="1",
+        DISPATCHER_ROUTE_TIMEOUT_S="1",
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
+    nc, js = await connect(rig.nats.url, name="test-capacity")
+    try:
+        yield js
+    finally:
+        await nc.drain()
+
+
+def capacity_counts(rig: Rig) -> dict[str, int]:
+    found: dict[str, int] = httpx.get(f"{rig.dispatcher_url}/healthz", timeout=5).json()["capacity"]
+    return found
+
+
+def worker_process(rig: Rig) -> ManagedProcess:
+    """The minimal worker under the pool's agent name; ready once LiveKit registered it."""
+    process = ManagedProcess(
+        "minimal-worker",
+        [sys.executable, "-m", "tests.fakes.minimal_worker", "start"],
+        log_dir=rig.base / "logs",
+        env=rig.dispatcher_env(**{AGENT_NAME_ENV: WORKER_AGENT_NAME}),
+        cwd=repo_path(),
+        ready=lambda: "registered worker" in process.log_tail(200),
+    )
+    return process
+
+
+async def room_exists(lk: api.LiveKitAPI, room: str) -> bool:
+    return bool((await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms)
+
+
+async def room_closed(lk: api.LiveKitAPI, room: str) -> None:
+    async def closed() -> bool:
+        return not await room_exists(lk, room)
+
+    await eventually(closed, timeout=5, interval=0.1)
+
+
+async def dispatched_room(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext, prefix: str
+) -> tuple[str, str, JobDispatched]:
+    """A new agent's room, dispatched at once (agent id, room, its JobDispatched)."""
+    agent_id = unique(prefix)
+    create_agent(rig, agent_id)
+    room = f"room-{agent_id}"
+    await lk.room.create_room(
+        api.CreateRoomRequest(name=room, metadata=json.dumps({"agent_id": agent_id}))
+    )
+    (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1)
+    assert isinstance(dispatched, JobDispatched)
+    return agent_id, room, dispatched
+
+
+async def test_with_no_worker_the_job_waits_then_is_rejected_and_the_room_closed(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    before = capacity_counts(rig)
+    started = time.monotonic()
+    agent_id, room, dispatched = await dispatched_room(rig, lk, js, "nocap")
+    assert len(await named_dispatches(lk, room)) == 1
+    (rejected,) = await job_events(
+        js, subjects.job_rejected(agent_id), 1, timeout=CAPACITY_WAIT_S + 10
+    )
+    waited = time.monotonic() - started
+    assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.NO_CAPACITY
+    assert rejected.job_id == dispatched.job_id and "no worker took the job" in rejected.detail
+    assert CAPACITY_WAIT_S - 1 <= waited <= CAPACITY_WAIT_S + 5, waited
+    await room_closed(lk, room)  # deleted right after the rejection is stored
+    after = capacity_counts(rig)
+    assert after["no_capacity"] == before.get("no_capacity", 0) + 1
+    assert after["reoffered"] - before.get("reoffered", 0) >= 4  # offered at 0, 2, 6, 11, 16 s
+    assert after["waiting"] == 0
+    info = await js.consumer_info(VOICE_JOBS, "dispatcher")
+    assert info.num_ack_pending == 0
+    print(f"no worker: room created -> no_capacity in {waited:.1f} s, {rejected.detail}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_a_dispatcher_stopped_mid_wait_still_ends_the_job_once(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext, sig: signal.Signals
+) -> None:
+    agent_id, room, dispatched = await dispatched_room(rig, lk, js, "restarted")
+    await asyncio.sleep(3.0)  # waiting (re-offered once) when it stops
+    dispatcher = next(p for p in rig.processes if p.name == "dispatcher")
+    stopping = time.monotonic()
+    dispatcher.signal(sig)
+    code = await asyncio.to_thread(dispatcher.stop)
+    if sig == signal.SIGTERM:  # drained: the waiting job handed back at once, exit 0
+        assert code == 0 and time.monotonic() - stopping < 5, dispatcher.log_tail()
+    rig.processes.remove(dispatcher)
+    rig.start(rig.dispatcher_process())
+    # The job comes back (at once after SIGTERM, after ack_wait after SIGKILL); the new
+    # process finds the dispatch and resumes the wait, counted from when it was stored.
+    (rejected,) = await job_events(
+        js, subjects.job_rejected(agent_id), 1, timeout=CAPACITY_WAIT_S + ACK_WAIT_S + 10
+    )
+    assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.NO_CAPACITY
+    assert rejected.job_id == dispatched.job_id
+    await room_closed(lk, room)  # deleted right after the rejection is stored
+    await asyncio.sleep(1.0)
+    assert await count(js, subjects.job_dispatched(agent_id)) == 1  # the redelivery's collapsed
+    assert await count(js, subjects.job_rejected(agent_id)) == 1
+    assert (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending == 0
+
+
+# Last in the module: its worker stays registered with LiveKit for a while.
+async def test_a_worker_registering_during_the_wait_takes_the_job(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    before = capacity_counts(rig)
+    started = time.monotonic()
+    agent_id, room, dispatched = await dispatched_room(rig, lk, js, "late")
+    await asyncio.sleep(1.0)
+    assert [d.state.jobs for d in await named_dispatches(lk, room)] == [[]]  # nobody took it
+    worker = worker_process(rig)
+    rig.processes.append(worker)
+    worker.start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, CAPACITY_WAIT_S)
+
+        async def agent_joined() -> bool:
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            return any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants)
+
+        await eventually(agent_joined, timeout=CAPACITY_WAIT_S)
+
+        async def settled() -> bool:
+            return capacity_counts(rig).get("taken_after_wait", 0) > before.get(
+                "taken_after_wait", 0
+            )
+
+        await eventually(settled, timeout=CAPACITY_WAIT_S)
+        # Past the job's deadline: nothing rejects it or closes its room.
+        await asyncio.sleep(max(0.0, started + CAPACITY_WAIT_S + 2 - time.monotonic()))
+        assert await count(js, subjects.job_rejected(agent_id)) == 0
+        assert await room_exists(lk, room)
+        (dispatch,) = await named_dispatches(lk, room)
+        assert len(dispatch.state.jobs) == 1
+        assert "job accepted" in worker.log_tail(200)
+        assert (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending == 0
+        assert dispatched.dispatch_id != dispatch.id  # taken on a re-offer
+
+        # The common path, with the worker free: taken at the first offer, settled at once.
+        taken = capacity_counts(rig).get("taken", 0)
+        quick = time.monotonic()
+        _, quick_room, quick_job = await dispatched_room(rig, lk, js, "quick")
+
+        async def taken_at_once() -> bool:
+            return capacity_counts(rig).get("taken", 0) > taken
+
+        await eventually(taken_at_once, timeout=5, interval=0.05)
+        print(
+            f"free worker: room created -> job taken and acknowledged in {time.monotonic() - quick:.2f} s"
+        )
+        (dispatch,) = await named_dispatches(lk, quick_room)
+        assert dispatch.id == quick_job.dispatch_id and len(dispatch.state.jobs) == 1
+    finally:
+        worker.stop()
+        rig.processes.remove(worker)
