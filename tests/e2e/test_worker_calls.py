@@ -6,6 +6,7 @@ its own cap and drain settings, and stops them.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,8 @@ from core_voice_contracts.events import (
     CallFailed,
     CallFailure,
     CallStarted,
+    JobRejected,
+    RejectReason,
 )
 from core_voice_worker.speech import normalize
 from tests.fakes.openai_server import OpenAIFake
@@ -49,9 +52,16 @@ AGENT_KEY = "sk-agent-canary-e2e-77aa"
 SAID_WORDS = ("opening hours", "nine to five", "moved", "thank you for calling")
 
 
+CAPACITY_WAIT_S = 15
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("workers"), worker=False) as running:
+    with Stack(
+        tmp_path_factory.mktemp("workers"),
+        worker=False,
+        dispatcher_env={"DISPATCHER_CAPACITY_WAIT_S": str(CAPACITY_WAIT_S)},
+    ) as running:
         yield running
 
 
@@ -197,13 +207,14 @@ async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers:
     assert ended.worker_id == "edit-pool" and ended.tenant_id
 
 
-async def test_the_cap_is_exact_across_two_workers(
+async def test_the_cap_is_exact_across_two_workers_and_the_rest_wait_then_end_visibly(
     stack: Stack, workers: Workers, lk: api.LiveKitAPI
 ) -> None:
     cap = 3
     ports = [workers.start(f"cap-{i}", WORKER_MAX_CONCURRENCY=str(cap))[1] for i in range(2)]
     agent_id = await new_agent(stack)
     rooms = [f"cap-{agent_id}-{i}" for i in range(3 * cap)]
+    created = time.monotonic()
     await asyncio.gather(
         *(
             lk.room.create_room(
@@ -213,32 +224,80 @@ async def test_the_cap_is_exact_across_two_workers(
         )
     )
 
-    async def agents_in_rooms() -> dict[str, int]:
-        per_worker: dict[str, int] = {}
+    async def agents_per_worker() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
         for name in rooms:
-            for p in (
-                await lk.room.list_participants(api.ListParticipantsRequest(room=name))
-            ).participants:
-                if room.call_id_of_agent(p.identity):
-                    worker = p.attributes.get(room.ATTR_WORKER_ID, "?")
-                    per_worker[worker] = per_worker.get(worker, 0) + 1
-        return per_worker
+            with contextlib.suppress(api.TwirpError):
+                listed = await lk.room.list_participants(api.ListParticipantsRequest(room=name))
+                for p in listed.participants:
+                    if room.call_id_of_agent(p.identity):
+                        worker = p.attributes.get(room.ATTR_WORKER_ID, "?")
+                        found.setdefault(worker, []).append(name)
+        return found
 
-    deadline = time.monotonic() + 20
-    seen: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        seen = await agents_in_rooms()
-        if sum(seen.values()) >= 2 * cap:
+    async def served() -> int:
+        return sum(len(v) for v in (await agents_per_worker()).values())
+
+    for _ in range(80):
+        if await served() >= 2 * cap:
             break
         await asyncio.sleep(0.25)
     await asyncio.sleep(2.0)  # would anything slip in past the cap?
-    seen = await agents_in_rooms()
+    seen = await agents_per_worker()
+    print(f"\nagents per worker: { {k: len(v) for k, v in seen.items()} }")
+    assert sorted(seen) == ["cap-0", "cap-1"]
+    assert [len(seen[w]) for w in ("cap-0", "cap-1")] == [cap, cap], "2N slots, none past N"
+
+    # Two calls end: two of the N waiting rooms get those slots while they wait.
+    for name in (seen["cap-0"][0], seen["cap-1"][0]):
+        await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+    for _ in range(60):
+        if await served() >= 2 * cap:
+            break
+        await asyncio.sleep(0.25)
+    assert await served() == 2 * cap
+
+    # The last one waits out DISPATCHER_CAPACITY_WAIT_S and ends visibly.
+    nc, js = await connect(stack.nats.url, name="e2e-capacity", ensure=False)
+    try:
+        sub = await js.subscribe(subjects.job_rejected(agent_id), ordered_consumer=True)
+        rejected = codec.decode_job_event((await sub.next_msg(timeout=CAPACITY_WAIT_S + 20)).data)
+    finally:
+        await nc.drain()
+    waited = time.monotonic() - created
+    print(f"no_capacity after {waited:.1f} s")
+    assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.NO_CAPACITY
+    assert CAPACITY_WAIT_S - 1 <= waited <= CAPACITY_WAIT_S + 10
+    gone = await lk.room.list_rooms(api.ListRoomsRequest(names=[rejected.room_name]))
+    assert not gone.rooms, "the caller of a call nobody could take is not left waiting"
     peaks = [(await status(port))["peak_calls"] for port in ports]
-    print(f"\nagents per worker: {seen}, peaks {peaks}")
-    assert seen == {"cap-0": cap, "cap-1": cap}, "all 2N slots fill, none past the cap"
     assert peaks == [cap, cap]
     for name in rooms:
-        await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+        with contextlib.suppress(api.TwirpError):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+
+async def test_a_worker_killed_mid_call_is_reported_worker_lost(
+    stack: Stack, workers: Workers
+) -> None:
+    process, _ = workers.start("doomed-pool")
+    agent_id = await new_agent(stack)
+    killed: dict[str, float] = {}
+
+    async def kill_mid_call(turn: int) -> None:
+        if turn == 1:
+            process.signal(signal.SIGKILL)  # the pool and its job processes, no goodbye
+            killed["at"] = time.time()
+
+    result = await run_call(
+        options(stack, agent_id, say=[ASK, ASK], reply_timeout=3.0, between_turns=kill_mid_call)
+    )
+    assert not result.ok and len(result.replies) == 1
+    started, failed = await call_events(stack, agent_id, 2, timeout=60)
+    assert isinstance(started, CallStarted) and isinstance(failed, CallFailed)
+    print(f"\nworker_lost reported {failed.at.timestamp() - killed['at']:.1f} s after the kill")
+    assert failed.error == CallFailure.WORKER_LOST and failed.call_id == started.call_id
+    assert failed.worker_id == "doomed-pool" and failed.tenant_id == started.tenant_id
 
 
 async def test_sigterm_drains_a_live_call_then_exits_zero(
