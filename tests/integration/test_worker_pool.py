@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 
-from core_voice_cli.procs import free_port
+from core_voice_cli.procs import ManagedProcess, free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect, publish
@@ -373,3 +374,25 @@ async def test_a_call_whose_job_dies_unreported_is_reported_failed_by_its_pool(
         headers={"Nats-Msg-Id": call_outcome_msg_id(call_id)},
     )
     assert ack.duplicate
+
+
+def test_a_worker_that_cannot_reach_nats_exits_1(tmp_path: Path) -> None:
+    """Not 0: an orchestrator must restart it, not count it as done."""
+    process = ManagedProcess(
+        "worker-no-nats",
+        [sys.executable, "-m", "core_voice_worker", "start"],
+        log_dir=tmp_path,
+        env={
+            **os.environ,
+            "NATS_URL": f"nats://127.0.0.1:{free_port()}",
+            "LIVEKIT_API_KEY": "devkey",
+            "LIVEKIT_API_SECRET": "secret",
+            "WORKER_STARTUP_TIMEOUT_S": "1",
+            "WORKER_HEALTH_PORT": str(free_port()),
+        },
+    ).start()
+    deadline = time.monotonic() + 60
+    while process.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.stop() == 1, process.log_tail()
+    assert "pool runtime failed to start" in process.log_path.read_text()

@@ -71,6 +71,8 @@ def admin(stack: Stack) -> httpx.AsyncClient:
         base_url=stack.config_sync_url,
         headers={"Authorization": f"Bearer {stack.admin_token}"},
         timeout=10,
+        # uvicorn closes a connection idle for 5 s: never reuse one that old
+        limits=httpx.Limits(keepalive_expiry=2.0),
     )
 
 

@@ -1,7 +1,8 @@
 """``python -m core_voice_worker start``: run a worker of the shared pool.
 
-Exits 0 after a drain (SIGTERM), 1 if the pool could not start (NATS unreachable, a
-bad setting): an orchestrator then restarts it instead of counting it as done.
+Exits 0 after a drain (SIGTERM), 1 if the pool could not start (NATS unreachable for
+WORKER_STARTUP_TIMEOUT_S, a bad setting): an orchestrator then restarts it instead of
+counting it as done.
 """
 
 import sys
@@ -13,5 +14,9 @@ from core_voice_worker.settings import WorkerSettings
 
 if __name__ == "__main__":
     server = create_server(WorkerSettings())
-    cli.run_app(server)
-    sys.exit(1 if server.runtime.start_error else 0)
+    try:
+        cli.run_app(server)  # its command line ends with sys.exit(0) whatever happened
+    except SystemExit:
+        if server.runtime.start_error:
+            sys.exit(1)
+        raise

@@ -9,6 +9,7 @@ announced, and answers a starting call over a local socket in well under a milli
 (docs/design.md has the numbers).
 """
 
+import asyncio
 import logging
 import tempfile
 from pathlib import Path
@@ -86,12 +87,7 @@ class PoolRuntime:
             raise
 
     async def _start(self) -> None:
-        self._nc, self._js = await connect(
-            self.settings.nats_url,
-            name=f"voice-worker:{self.settings.worker_id}",
-            on_disconnected=self._disconnected,
-            on_reconnected=self._reconnected,
-        )
+        self._nc, self._js = await self._connect()
         self._publisher = CallEventPublisher(self._js, max_queued=self.settings.event_queue_size)
         self._publisher.start()
         self._link = LinkServer(
@@ -114,6 +110,19 @@ class PoolRuntime:
                 "health": f"{self.settings.health_host}:{self.health.port}",
                 "capacity": self.capacity,
             },
+        )
+
+    async def _connect(self) -> tuple[Client, JetStreamContext]:
+        """NATS, waited for up to WORKER_STARTUP_TIMEOUT_S (the client retries every
+        0.5 s): a pool starting beside its bus waits for it; one that never comes exits 1."""
+        return await asyncio.wait_for(
+            connect(
+                self.settings.nats_url,
+                name=f"voice-worker:{self.settings.worker_id}",
+                on_disconnected=self._disconnected,
+                on_reconnected=self._reconnected,
+            ),
+            self.settings.startup_timeout_s,
         )
 
     async def stop(self) -> None:

@@ -17,7 +17,16 @@ import logging
 import os
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest, vad
+from livekit.agents import (
+    NOT_GIVEN,
+    AgentServer,
+    JobContext,
+    JobExecutorType,
+    JobProcess,
+    JobRequest,
+    NotGivenOr,
+    vad,
+)
 from livekit.plugins import silero
 
 from core_voice_contracts import room
@@ -71,6 +80,7 @@ class PoolServer(AgentServer):
         self.settings = settings
         self.runtime = runtime or PoolRuntime(settings)
         self._registered_id = ""
+        self._worker_started = False
         super().__init__(
             ws_url=settings.livekit_url,
             api_key=settings.livekit_api_key,
@@ -134,10 +144,16 @@ class PoolServer(AgentServer):
         # Job processes (forked after this) and thread jobs find the link through it.
         os.environ[LINK_PATH_ENV] = str(self.runtime.link_path)
         await self.runtime.start(self)
+        self._worker_started = True
         await super().run(devmode=devmode, unregistered=unregistered)
 
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        if self._worker_started:  # else the LiveKit half never ran: nothing to drain
+            await super().drain(timeout)
+
     async def aclose(self) -> None:
-        await super().aclose()
+        if self._worker_started:
+            await super().aclose()
         await self.runtime.stop()
 
 

@@ -61,6 +61,8 @@ class WorkerSettings(BaseSettings):
     so Kubernetes probes reach them)."""
     health_port: int = Field(default=8083, ge=0, le=65535)
     """WORKER_HEALTH_PORT: the health port (0 = any free port)."""
+    startup_timeout_s: float = Field(default=30.0, ge=0)
+    """WORKER_STARTUP_TIMEOUT_S: how long a starting pool waits for NATS before it exits 1."""
     drain_timeout_s: int = Field(default=1800, ge=1)
     """WORKER_DRAIN_TIMEOUT_S: after SIGTERM, how long running calls may go on before the
     worker ends them and exits (size the pod's grace period to this plus a margin)."""
