@@ -34,9 +34,9 @@ from core_voice_contracts.events import (
     JobDispatched,
     call_outcome_msg_id,
 )
-from core_voice_contracts.pool_link import LinkConfig, LinkRefused
+from core_voice_contracts.pool_link import LinkConfig, LinkGetConfig, LinkRefused
 from core_voice_contracts.runtime_config import RuntimeConfig
-from core_voice_worker.link import PoolLink
+from core_voice_worker.link import PoolLink, ask_now, preconnect
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.settings import WorkerSettings
 from tests.integration.test_config_sync import (
@@ -396,3 +396,64 @@ def test_a_worker_that_cannot_reach_nats_exits_1(tmp_path: Path) -> None:
         time.sleep(0.2)
     assert process.stop() == 1, process.log_tail()
     assert "pool runtime failed to start" in process.log_path.read_text()
+
+
+async def test_a_prewarmed_job_process_gets_its_config_in_one_blocking_round_trip(
+    pool: PoolRuntime, admin: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    agent_id = await new_agent(admin)
+    await announce_job(js, agent_id)
+    await held(pool, agent_id, 1)
+    sock = preconnect(str(pool.link_path))  # what prewarm does, before any call
+    assert sock is not None
+    request = LinkGetConfig(
+        req=1, call_id="AJ_prewarmed", job_id="j", room_name="r", agent_id=agent_id
+    )
+    # The pool runs on this test's event loop: the blocking half goes to a thread.
+    started = time.perf_counter()
+    answer, early = await asyncio.to_thread(ask_now, sock, request, 1.0)
+    took_ms = (time.perf_counter() - started) * 1000
+    print(f"\nblocking first ask: {took_ms:.3f} ms")
+    assert isinstance(answer, LinkConfig) and answer.config.version == 1 and early == []
+
+    # The same socket then carries the call on: pushes and events.
+    link = await PoolLink.connect(str(pool.link_path), sock)
+    pushed: list[int] = []
+    link.on_update = lambda config, _stale: pushed.append(config.version)
+    edited = await admin.patch(f"/api/v1/agents/{agent_id}", json={"instructions": "v2"})
+    assert edited.status_code == 200
+    await until(lambda: pushed == [2], 2)
+    await link.aclose()
+    (failed,) = await calls_of(js, agent_id, 1)  # ended without a terminal event
+    assert isinstance(failed, CallFailed) and failed.call_id == "AJ_prewarmed"
+
+
+async def test_a_call_on_an_agent_the_pool_does_not_hold_waits_for_the_fetch(
+    pool: PoolRuntime, admin: httpx.AsyncClient
+) -> None:
+    agent_id = await new_agent(admin)  # no job announced: the pool has never seen it
+    sock = preconnect(str(pool.link_path))
+    request = LinkGetConfig(req=1, call_id="AJ_cold", job_id="j", room_name="r", agent_id=agent_id)
+
+    async def open_in_a_job_thread() -> LinkConfig | LinkRefused:
+        link, answer = await PoolLink.open_call(
+            "", sock, request, timeout=5, on_update=lambda *_: None, on_gone=lambda *_: None
+        )
+        await link.publish(
+            CallEnded(
+                call_id="AJ_cold",
+                job_id="j",
+                room_name="r",
+                agent_id=agent_id,
+                tenant_id="t",
+                config_version=1,
+                duration_s=0.1,
+            )
+        )
+        await link.aclose()
+        return answer
+
+    # ask_now gives up after ANSWER_NOW_S (a fetch from config_sync takes longer); the
+    # answer then arrives through the event loop like any other.
+    answer = await asyncio.to_thread(asyncio.run, open_in_a_job_thread())
+    assert isinstance(answer, LinkConfig) and answer.config.agent_id == agent_id

@@ -11,6 +11,8 @@ import contextlib
 import itertools
 import logging
 import os
+import select
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,9 @@ from core_voice_worker.call_events import CallEventPublisher, CallEventT
 from core_voice_worker.mirror import ConfigMirror, ConfigRefusedError, Key
 
 log = logging.getLogger(__name__)
+
+ANSWER_NOW_S = 0.005
+"""How long a call's first question blocks its job process for the answer (`ask_now`)."""
 
 
 class LinkClosedError(ConnectionError):
@@ -106,6 +111,10 @@ class LinkServer:
         self.calls: set[CallConnection] = set()
         self.lost_calls = 0
 
+    def call_count(self) -> int:
+        """Connections serving a call (a prewarmed job process connects before its call)."""
+        return sum(1 for conn in self.calls if conn.call is not None)
+
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -156,7 +165,7 @@ class LinkServer:
                 key = (message.agent_id, message.campaign_id)
                 self._mirror.watch(key, conn)
                 if self._on_call_opened is not None:
-                    self._on_call_opened(len(self.calls))
+                    self._on_call_opened(self.call_count())
                 try:
                     entry = await self._mirror.config_for_call(*key)
                 except ConfigRefusedError as exc:
@@ -213,13 +222,70 @@ class LinkServer:
 # --- the job's end ---------------------------------------------------------------------
 
 
+def preconnect(path: str) -> socket.socket | None:
+    """Connect while the job process is still idle (prewarm), so a call's first request
+    needs no connection setup; None if the pool cannot be reached (the call then tries
+    again and reports why)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def ask_now(
+    sock: socket.socket, request: LinkGetConfig, wait: float
+) -> tuple[LinkMessage | None, list[LinkMessage]]:
+    """Send ``request`` and wait up to ``wait`` seconds for its answer, blocking.
+
+    A call's first question is answered from the pool's memory in well under a
+    millisecond; asked through a job process's event loop, which is busy starting the
+    job, the answer waited its turn for milliseconds. Returns the answer (None if it did
+    not come in time: the caller then awaits it normally) and any pushes read before it.
+    """
+    sock.setblocking(True)
+    try:
+        sock.sendall(encode_frame(request))
+        early: list[LinkMessage] = []
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                break
+            sock.settimeout(1.0)  # the rest of a frame the pool wrote whole
+            message = decode_body(_recv_exact(sock, HEADER.unpack(_recv_exact(sock, 4))[0]))
+            sock.settimeout(None)
+            if getattr(message, "req", None) == request.req:
+                return message, early
+            early.append(message)
+        return None, early
+    finally:
+        sock.setblocking(False)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    if size > MAX_FRAME_BYTES:
+        raise DecodeError("pool link message", f"frame of {size} bytes is too large")
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise LinkClosedError("link closed")
+        data += chunk
+    return bytes(data)
+
+
 class PoolLink:
     """A call's connection to its pool: config in, pushes in, events out."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, next_req: int = 1
+    ) -> None:
         self._reader = reader
         self._writer = writer
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(next_req)
         self._pending: dict[int, asyncio.Future[LinkMessage]] = {}
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read(), name="pool-link.read"
@@ -228,9 +294,43 @@ class PoolLink:
         self.on_gone: Callable[[str, str], None] | None = None
 
     @classmethod
-    async def connect(cls, path: str) -> "PoolLink":
-        reader, writer = await asyncio.open_unix_connection(path)
+    async def connect(cls, path: str, sock: socket.socket | None = None) -> "PoolLink":
+        """Over ``sock`` when a prewarmed job process has one (`preconnect`)."""
+        if sock is not None:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+        else:
+            reader, writer = await asyncio.open_unix_connection(path)
         return cls(reader, writer)
+
+    @classmethod
+    async def open_call(
+        cls,
+        path: str,
+        sock: socket.socket | None,
+        request: LinkGetConfig,
+        *,
+        timeout: float,
+        on_update: Callable[[RuntimeConfig, bool], None],
+        on_gone: Callable[[str, str], None],
+    ) -> "tuple[PoolLink, LinkConfig | LinkRefused]":
+        """The call's link and its config: over a prewarmed ``sock`` answered at once
+        (`ask_now`) when the pool has it, else asked and awaited like any request."""
+        answer: LinkMessage | None = None
+        early: list[LinkMessage] = []
+        if sock is not None:
+            answer, early = ask_now(sock, request, ANSWER_NOW_S)
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+        else:
+            reader, writer = await asyncio.open_unix_connection(path)
+        link = cls(reader, writer, next_req=request.req + 1)
+        link.on_update, link.on_gone = on_update, on_gone
+        for message in early:
+            link._dispatch(message)
+        if answer is None:
+            answer = await link._ask(request, request.req, timeout, send=sock is None)
+        if isinstance(answer, LinkConfig | LinkRefused):
+            return link, answer
+        raise LinkClosedError(f"unexpected answer {type(answer).__name__}")
 
     async def get_config(
         self,
@@ -271,35 +371,40 @@ class PoolLink:
         self._reader_task.cancel()
         await asyncio.gather(self._reader_task, return_exceptions=True)
 
-    async def _ask(self, message: LinkMessage, req: int, timeout: float) -> LinkMessage:
+    async def _ask(
+        self, message: LinkMessage, req: int, timeout: float, *, send: bool = True
+    ) -> LinkMessage:
         if self._reader_task.done():
             raise LinkClosedError("link closed")
         future: asyncio.Future[LinkMessage] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
         try:
-            self._writer.write(encode_frame(message))
-            await self._writer.drain()
+            if send:
+                self._writer.write(encode_frame(message))
+                await self._writer.drain()
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(req, None)
 
+    def _dispatch(self, message: LinkMessage) -> None:
+        match message:
+            case LinkConfig(req=req) | LinkRefused(req=req) | LinkAccepted(req=req):
+                future = self._pending.get(req)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            case LinkConfigUpdate(config=config, stale=stale):
+                if self.on_update is not None:
+                    self.on_update(config, stale)
+            case LinkAgentGone(agent_id=agent_id, reason=reason):
+                if self.on_gone is not None:
+                    self.on_gone(agent_id, reason)
+            case _:
+                pass
+
     async def _read(self) -> None:
         try:
             while True:
-                message = await read_message(self._reader)
-                match message:
-                    case LinkConfig(req=req) | LinkRefused(req=req) | LinkAccepted(req=req):
-                        future = self._pending.get(req)
-                        if future is not None and not future.done():
-                            future.set_result(message)
-                    case LinkConfigUpdate(config=config, stale=stale):
-                        if self.on_update is not None:
-                            self.on_update(config, stale)
-                    case LinkAgentGone(agent_id=agent_id, reason=reason):
-                        if self.on_gone is not None:
-                            self.on_gone(agent_id, reason)
-                    case _:
-                        pass
+                self._dispatch(await read_message(self._reader))
         except (LinkClosedError, DecodeError) as exc:
             for future in self._pending.values():
                 if not future.done():

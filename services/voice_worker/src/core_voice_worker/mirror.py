@@ -14,7 +14,6 @@ an entry's is fetched at once and pushed to the calls watching it. Rules:
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -95,6 +94,7 @@ class ConfigMirror:
         self._gone: dict[str, CallFailure] = {}
         self._inflight: dict[Key, asyncio.Task[Fetched]] = {}
         self._asked: dict[Key, int] = {}
+        self._asked_at: dict[Key, float] = {}
         self._watchers: dict[Key, set[Watcher]] = {}
         self._live = False
         self._changed = asyncio.Event()
@@ -171,7 +171,7 @@ class ConfigMirror:
         if entry is not None and entry.config.version >= announced:
             self._entries.move_to_end(key)
             self.stats.hits += 1
-            await self._confirmation(key, entry)
+            self._check_confirmation(key)
             if entry.stale:
                 self.stats.stale_served += 1
             return entry
@@ -206,16 +206,13 @@ class ConfigMirror:
             retryable=True,
         )
 
-    async def _confirmation(self, key: Key, entry: Entry) -> None:
-        """A job's confirmation of ``entry`` still in flight (normally done long before
-        the job arrives) gets CONFIRM_WAIT_S more; if config_sync has not answered by
-        then (frozen, overloaded), the call starts on the entry marked stale."""
+    def _check_confirmation(self, key: Key) -> None:
+        """A job's confirmation of ``key`` normally answers long before the job arrives. One
+        still unanswered after CONFIRM_WAIT_S means config_sync is frozen or overloaded:
+        the call starts at once on the entry, marked stale (a later answer clears it)."""
         pending = self._inflight.get(key)
-        if pending is None or pending.done():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(pending), CONFIRM_WAIT_S)
-        if not pending.done():
+        overdue = time.monotonic() - self._asked_at.get(key, time.monotonic()) > CONFIRM_WAIT_S
+        if pending is not None and not pending.done() and overdue:
             self._mark_stale(key, "config_sync_slow")
 
     def watch(self, key: Key, watcher: Watcher) -> None:
@@ -277,11 +274,13 @@ class ConfigMirror:
         )
         self._inflight[key] = task
         self._asked[key] = min_version
+        self._asked_at[key] = time.monotonic()
 
         def done(finished: "asyncio.Task[Fetched]") -> None:
             if self._inflight.get(key) is finished:
                 del self._inflight[key]
                 del self._asked[key]
+                del self._asked_at[key]
 
         task.add_done_callback(done)
         return task

@@ -168,7 +168,7 @@ class PoolRuntime:
             "capacity": self.capacity,
             "active_calls": self.active_calls(),
             "peak_calls": self.peak_calls,
-            "linked_calls": len(self._link.calls) if self._link else 0,
+            "linked_calls": self._link.call_count() if self._link else 0,
             "lost_calls": self._link.lost_calls if self._link else 0,
             "draining": self.draining(),
             "ready": not self.not_ready(),

@@ -33,6 +33,7 @@ from core_voice_contracts import room
 from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import JobRequested
+from core_voice_worker.link import preconnect
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.session import Call
 from core_voice_worker.settings import WorkerSettings
@@ -40,6 +41,7 @@ from core_voice_worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 VAD_KEY = "vad"
+LINK_KEY = "pool_link"
 LINK_PATH_ENV = "WORKER_LINK_PATH"
 EXECUTORS = {"process": JobExecutorType.PROCESS, "thread": JobExecutorType.THREAD}
 # Loaded once in the forkserver, so every job process starts with them imported.
@@ -54,6 +56,8 @@ def shared_vad() -> vad.VAD:
 
 def prewarm(proc: JobProcess) -> None:
     proc.userdata[VAD_KEY] = shared_vad()
+    if path := os.environ.get(LINK_PATH_ENV):
+        proc.userdata[LINK_KEY] = preconnect(path)
 
 
 @functools.cache
@@ -64,7 +68,8 @@ def job_settings() -> WorkerSettings:
 
 async def entrypoint(ctx: JobContext) -> None:
     """Module-level (picklable): job processes are forked from a forkserver."""
-    await Call(ctx, job_settings(), ctx.proc.userdata[VAD_KEY]).run()
+    userdata = ctx.proc.userdata
+    await Call(ctx, job_settings(), userdata[VAD_KEY], userdata.pop(LINK_KEY, None)).run()
 
 
 def _job_of(metadata: str) -> JobRequested | None:

@@ -18,6 +18,7 @@ running call finishes on what it has (docs/voice_worker.md); new calls are refus
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -44,7 +45,7 @@ from core_voice_contracts.events import (
     CallStarted,
     JobRequested,
 )
-from core_voice_contracts.pool_link import LinkRefused
+from core_voice_contracts.pool_link import LinkGetConfig, LinkRefused
 from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 from core_voice_worker.call_stats import CallStats
 from core_voice_worker.errors import CallFailedError, ProviderConfigError
@@ -113,8 +114,15 @@ def build_session(
 
 
 class Call:
-    def __init__(self, ctx: JobContext, settings: WorkerSettings, vad_model: vad.VAD) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        settings: WorkerSettings,
+        vad_model: vad.VAD,
+        link_socket: socket.socket | None = None,
+    ) -> None:
         self.ctx = ctx
+        self._link_socket = link_socket
         self.settings = settings
         self.vad = vad_model
         self.stats = CallStats()
@@ -141,25 +149,25 @@ class Call:
 
     async def _start(self) -> None:
         entered = time.monotonic()
+        self.job = job = parse_job(self.ctx.job.metadata)
+        request = LinkGetConfig(
+            req=1,
+            call_id=self.call_id,
+            job_id=job.job_id,
+            room_name=job.room_name,
+            agent_id=job.agent_id,
+            campaign_id=job.campaign_id,
+        )
         try:
-            self.link = await PoolLink.connect(self.settings.link_path)
-        except OSError as exc:
-            raise CallFailedError(
-                CallFailure.CONFIG_UNAVAILABLE, f"pool link: {type(exc).__name__}"
-            ) from None
-        self.link.on_update = self._on_update
-        self.link.on_gone = self._on_gone
-        self.job = parse_job(self.ctx.job.metadata)
-        try:
-            reply = await self.link.get_config(
-                call_id=self.call_id,
-                job_id=self.job.job_id,
-                room_name=self.job.room_name,
-                agent_id=self.job.agent_id,
-                campaign_id=self.job.campaign_id,
+            self.link, reply = await PoolLink.open_call(
+                self.settings.link_path,
+                self._link_socket,
+                request,
                 timeout=self.settings.config_timeout_s + LINK_TIMEOUT_S,
+                on_update=self._on_update,
+                on_gone=self._on_gone,
             )
-        except (LinkClosedError, TimeoutError) as exc:
+        except (OSError, TimeoutError, DecodeError) as exc:
             raise CallFailedError(
                 CallFailure.CONFIG_UNAVAILABLE, f"pool link: {type(exc).__name__}", retryable=True
             ) from None
@@ -399,6 +407,9 @@ class Call:
             await self.link.aclose()
 
     async def _publish(self, event: CallStarted | CallEnded | CallFailed) -> None:
+        if self.link is None:  # failed before the link was open (a bad job): open it now
+            with contextlib.suppress(OSError):
+                self.link = await PoolLink.connect(self.settings.link_path, self._link_socket)
         if self.link is None:
             log.error(
                 "call event not reported: no pool link",
