@@ -59,7 +59,7 @@ Core Voice is up (logs in {stack.log_dir}).
   config_sync API      {stack.config_sync_url}/api/v1/agents   OpenAPI {stack.config_sync_url}/schema
   dispatcher webhook   {stack.dispatcher_url}/webhook/livekit
   telemetry metrics    {stack.telemetry_url}/metrics
-  voice worker         agent name "core-voice"
+  voice worker pool    agent name "core-voice"   status http://127.0.0.1:{stack.ports.worker_health}/status
 
   admin token          {stack.base_dir / "admin-token"} (read it from there)
   process ids          {stack.base_dir / "pids"}

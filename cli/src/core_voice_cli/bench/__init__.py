@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, str] = {
     "config_sync": "core_voice_cli.bench.config_sync",
     "dispatch": "core_voice_cli.bench.dispatch",
     "worker": "core_voice_cli.bench.worker",
+    "density": "core_voice_cli.bench.density",
+    "memory": "core_voice_cli.bench.memory",
 }
 """Name -> the module whose ``run`` it is, in the order ``make bench`` runs them. Modules
 load on demand: running one benchmark never imports (or breaks on) another."""
