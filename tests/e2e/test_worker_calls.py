@@ -347,6 +347,30 @@ async def test_sigterm_drains_a_live_call_then_exits_zero(
     await lk.room.delete_room(api.DeleteRoomRequest(room=drain["room"]))
 
 
+async def test_an_agent_no_caller_comes_to_ends_no_caller_and_deletes_the_room(
+    stack: Stack, workers: Workers, lk: api.LiveKitAPI
+) -> None:
+    """The caller hung up before the agent joined (LiveKit re-creates the room for the late
+    agent): the job must not sit there holding a slot for ever."""
+    _, port = workers.start("lonely-pool", WORKER_CALLER_WAIT_S="2")
+    agent_id = await new_agent(stack)
+    name = f"{agent_id}-empty"
+    await lk.room.create_room(
+        api.CreateRoomRequest(name=name, metadata=json.dumps({"agent_id": agent_id}))
+    )
+    started, failed = await call_events(stack, agent_id, 2)
+    assert isinstance(started, CallStarted) and isinstance(failed, CallFailed)
+    assert failed.error == CallFailure.NO_CALLER and failed.call_id == started.call_id
+    assert failed.at.timestamp() - started.at.timestamp() >= 1.9  # it did wait
+    assert failed.worker_id == "lonely-pool" and failed.config_versions == [1]
+
+    async def room_gone_and_slot_free() -> bool:
+        rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[name]))
+        return not rooms.rooms and (await status(port))["active_calls"] == 0
+
+    await until(room_gone_and_slot_free, 15, 0.2)
+
+
 async def test_a_provider_failing_at_call_start_ends_the_call_with_call_failed(
     stack: Stack, workers: Workers, lk: api.LiveKitAPI
 ) -> None:

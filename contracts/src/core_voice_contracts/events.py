@@ -116,6 +116,7 @@ class CallFailure(StrEnum):
     PROVIDER_CONFIG = "provider_config"  # a provider cannot be built from the config
     PROVIDER_UNAVAILABLE = "provider_unavailable"  # a provider failed at call start
     CONNECT_FAILED = "connect_failed"  # joining the LiveKit room failed
+    NO_CALLER = "no_caller"  # no caller came into the room within WORKER_CALLER_WAIT_S
     SESSION_FAILED = "session_failed"  # the voice session would not start
     CALL_ERROR = "call_error"  # the running call broke on an unrecoverable error
     JOB_CRASHED = "job_crashed"  # the job process died; its pool saw it

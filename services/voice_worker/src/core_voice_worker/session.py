@@ -225,7 +225,12 @@ class Call:
             },
         )
         # Greet someone: a dispatched agent can be in the room before its caller.
-        await self.ctx.wait_for_participant()
+        try:
+            await asyncio.wait_for(self.ctx.wait_for_participant(), self.settings.caller_wait_s)
+        except TimeoutError:
+            raise CallFailedError(
+                CallFailure.NO_CALLER, f"no caller within {self.settings.caller_wait_s:g} s"
+            ) from None
         self.stats.greeting_clock()
         session.say(config.greeting, allow_interruptions=False)
         if self._newest is not None:  # pushed while the session was starting

@@ -63,6 +63,10 @@ class WorkerSettings(BaseSettings):
     """WORKER_HEALTH_PORT: the health port (0 = any free port)."""
     startup_timeout_s: float = Field(default=30.0, ge=0)
     """WORKER_STARTUP_TIMEOUT_S: how long a starting pool waits for NATS before it exits 1."""
+    caller_wait_s: float = Field(default=60.0, gt=0)
+    """WORKER_CALLER_WAIT_S: how long an agent waits in its room for a caller. A caller who
+    hung up before the agent joined leaves a room LiveKit re-creates for the late agent;
+    after this the job ends as ``CallFailed(no_caller)`` and the room is deleted."""
     drain_timeout_s: int = Field(default=1800, ge=1)
     """WORKER_DRAIN_TIMEOUT_S: after SIGTERM, how long running calls may go on before the
     worker ends them and exits (size the pod's grace period to this plus a margin)."""
