@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import psutil
 import pytest
 from livekit import api
 
@@ -33,6 +34,7 @@ from core_voice_contracts.events import (
     CallFailed,
     CallFailure,
     CallStarted,
+    JobAccepted,
     JobRejected,
     RejectReason,
 )
@@ -205,6 +207,56 @@ async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers:
     assert first.tts_ttfb_s is not None and first.end_of_turn_s is not None
     assert ended.greeting_latency_s is not None and ended.llm_completion_tokens > 0
     assert ended.worker_id == "edit-pool" and ended.tenant_id
+
+
+def job_processes(process: ManagedProcess) -> list[psutil.Process]:
+    """The pool's job processes (forked from its forkserver), prewarmed or running."""
+    tree = psutil.Process(process.pid).children(recursive=True)
+    forkservers = [p for p in tree if "forkserver" in " ".join(p.cmdline())]
+    return [p for p in tree if p.ppid() in {f.pid for f in forkservers}]
+
+
+async def test_a_job_slow_to_join_is_never_offered_to_a_second_worker(
+    stack: Stack, workers: Workers
+) -> None:
+    """A job process that takes seconds to join (a busy machine) holds its job: the pool's
+    JobAccepted tells the dispatcher at assignment, so the capacity watch (which re-offers
+    a dispatch nobody took after 2 s) leaves it alone, and one agent answers."""
+    process, _ = workers.start("slow-pool")
+    agent_id = await new_agent(stack)
+    await until(lambda: job_processes(process), 30, 0.2)
+    prewarmed = job_processes(process)
+    for proc in prewarmed:  # the next job lands in a process that cannot run yet
+        proc.suspend()
+    async with httpx.AsyncClient(base_url=stack.dispatcher_url) as client:
+        before = (await client.get("/healthz")).json()["capacity"]
+
+        async def resume_after_the_reoffers(*_: object) -> None:
+            await asyncio.sleep(7.0)  # past re-offers due at 2 and 4 s
+            for proc in prewarmed:
+                proc.resume()
+
+        resumer = asyncio.create_task(resume_after_the_reoffers())
+        try:
+            result = await run_call(options(stack, agent_id, greeting_timeout=25.0))
+        finally:
+            await resumer
+        after = (await client.get("/healthz")).json()["capacity"]
+    assert result.ok, result.error
+    assert after.get("reoffered", 0) == before.get("reoffered", 0)
+    assert after.get("taken", 0) == before.get("taken", 0) + 1
+
+    nc, js = await connect(stack.nats.url, name="e2e-slow", ensure=False)
+    try:
+        sub = await js.subscribe(subjects.job_accepted(agent_id), ordered_consumer=True)
+        accepted = codec.decode_job_event((await sub.next_msg(timeout=5)).data)
+    finally:
+        await nc.drain()
+    started, ended = await call_events(stack, agent_id, 2)
+    assert isinstance(accepted, JobAccepted) and isinstance(started, CallStarted)
+    assert accepted.call_id == started.call_id and accepted.worker_id == "slow-pool"
+    assert isinstance(ended, CallEnded) and ended.call_id == started.call_id  # one call
+    assert accepted.at < started.at
 
 
 async def test_the_cap_is_exact_across_two_workers_and_the_rest_wait_then_end_visibly(

@@ -14,6 +14,7 @@ from core_voice_contracts.events import (
     ConfigFound,
     ConfigGetError,
     ConfigNotFound,
+    JobAccepted,
     JobDispatched,
     JobExpired,
     JobRejected,
@@ -39,6 +40,7 @@ def test_every_subject_streams_into_exactly_one_stream() -> None:
     builders = [
         subjects.job_requested,
         subjects.job_dispatched,
+        subjects.job_accepted,
         subjects.job_expired,
         subjects.job_rejected,
         subjects.call_started,
@@ -78,6 +80,7 @@ def test_job_events_round_trip_through_one_decoder() -> None:
         JobDispatched(
             job_id="j", room_name="r", agent_id="a", dispatch_id="d", worker_agent_name="w"
         ),
+        JobAccepted(job_id="j", room_name="r", agent_id="a", call_id="AJ_1", worker_id="pod-1"),
         JobExpired(job_id="j", room_name="r", agent_id="a"),
         JobRejected(job_id="j", room_name="r", agent_id="a", reason=RejectReason.UNKNOWN_AGENT),
     ]

@@ -72,6 +72,27 @@ class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
     """Routed on the dispatcher's last known answer: config_sync could not be asked."""
 
 
+class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
+    """A worker pool was assigned the job by LiveKit: its call is starting.
+
+    Sent by the pool the moment LiveKit assigns it the job, before the job process has
+    joined the room (seconds later on a busy machine). The dispatcher's capacity watch
+    counts the job taken from it, so it never offers a job a second time that a slow
+    worker already holds."""
+
+    job_id: str
+    room_name: str
+    agent_id: str
+    call_id: str
+    """LiveKit's job id: the call's id in every call event."""
+    worker_id: str
+    campaign_id: str | None = None
+
+
+def job_accepted_msg_id(call_id: str) -> str:
+    return f"{call_id}-accepted"
+
+
 class ExpiredDetail(StrEnum):
     ROOM_GONE = "room_gone"  # no room with this sid when the dispatch was due
     CALLER_LEFT = "caller_left"  # the SIP caller that triggered the job hung up first
@@ -98,7 +119,7 @@ class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):
     detail: str = ""
 
 
-JobEvent = JobRequested | JobDispatched | JobExpired | JobRejected
+JobEvent = JobRequested | JobDispatched | JobAccepted | JobExpired | JobRejected
 
 
 # --- voice.calls.* (VOICE_CALLS) -----------------------------------------------------
@@ -304,6 +325,7 @@ ConfigGetReply = ConfigFound | ConfigNotFound | ConfigGetError
 ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     JobRequested,
     JobDispatched,
+    JobAccepted,
     JobExpired,
     JobRejected,
     CallStarted,

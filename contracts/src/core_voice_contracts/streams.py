@@ -30,7 +30,7 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             max_age=7 * _DAY,
             duplicate_window=300.0,
             num_replicas=replicas,
-            description="Room-to-agent jobs: requested, dispatched, expired, rejected",
+            description="Room-to-agent jobs: requested, dispatched, accepted, expired, rejected",
         ),
         StreamConfig(
             name=VOICE_CALLS,

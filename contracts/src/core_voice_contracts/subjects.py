@@ -33,6 +33,10 @@ def job_dispatched(agent_id: str) -> str:
     return f"{PREFIX}.jobs.dispatched.{_agent_token(agent_id)}"
 
 
+def job_accepted(agent_id: str) -> str:
+    return f"{PREFIX}.jobs.accepted.{_agent_token(agent_id)}"
+
+
 def job_expired(agent_id: str) -> str:
     return f"{PREFIX}.jobs.expired.{_agent_token(agent_id)}"
 
@@ -43,6 +47,7 @@ def job_rejected(agent_id: str) -> str:
 
 JOBS_REQUESTED_ALL = f"{PREFIX}.jobs.requested.*"
 JOBS_DISPATCHED_ALL = f"{PREFIX}.jobs.dispatched.*"
+JOBS_ACCEPTED_ALL = f"{PREFIX}.jobs.accepted.*"
 
 
 def call_started(agent_id: str) -> str:

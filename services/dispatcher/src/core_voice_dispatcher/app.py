@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 from jwt.warnings import InsecureKeyLengthWarning
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from core_voice_contracts.bus import connect
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_dispatcher.calls import WorkerLostReports
+from core_voice_dispatcher.capacity import follow_accepted_jobs
 from core_voice_dispatcher.dispatch import Dispatcher, LiveConsumer
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.ingest import Ingest, make_app
@@ -81,6 +83,7 @@ async def _serve(
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
     config_events: list[JetStreamContext.PushSubscription] = []
+    accepted: Subscription | None = None
     if settings.role != Role.INGEST:
         lk = LiveKitClient(
             settings.livekit_http_url,
@@ -91,6 +94,8 @@ async def _serve(
         dispatcher = Dispatcher(settings, nc, js, lk)
         if dispatcher.memory is not None:
             config_events = await follow_config_events(js, dispatcher.memory)
+        if dispatcher.capacity is not None:
+            accepted = await follow_accepted_jobs(nc, dispatcher.capacity)
         if ingest is not None and settings.prefetch:
             ingest.prefetcher = dispatcher
         live = LiveConsumer(settings, js, dispatcher)
@@ -159,6 +164,9 @@ async def _serve(
         for sub in config_events:
             with contextlib.suppress(NatsError, TimeoutError):
                 await sub.unsubscribe()
+        if accepted is not None:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await accepted.unsubscribe()
         if lk is not None:
             await lk.aclose()
     log.info("dispatcher stopped")

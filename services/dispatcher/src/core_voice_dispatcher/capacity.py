@@ -13,9 +13,12 @@ room (``ListDispatch``: a worker that accepted shows as a job in the dispatch's
 
 ``state.jobs`` lags: the first offer after LiveKit refreshed its list of agent names
 (at most once a minute, or when the first worker of a name registers) only shows its
-job ~5 s later, though the worker joined the room at once. Before re-offering or
-rejecting, the room's participants are read too: an agent participant means taken, so a
-job that was in fact accepted is never deleted under its worker.
+job ~5 s later, and a worker's job shows only once its job process runs, 2-5 s after the
+assignment on a busy machine. So the pool publishes `JobAccepted` the moment LiveKit
+assigns it a job; every dispatcher follows those (core NATS, `note_accepted`) and counts
+the job taken at once. Before re-offering or rejecting, the room's participants are read
+too: an agent participant means taken. Either way a job a worker holds is never offered
+to a second worker (two agents in one room) nor deleted under its worker.
 
 A restart loses nothing: the job message is acknowledged only once the job is taken,
 rejected or its room gone, and is kept from redelivery meanwhile (``in_progress``). After
@@ -34,17 +37,23 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from livekit import api
 from livekit.protocol.models import ParticipantInfo
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from core_voice_contracts import subjects
+from core_voice_contracts.codec import decode_job_event
+from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
     ExpiredDetail,
+    JobAccepted,
     JobDispatched,
     JobExpired,
     JobRejected,
@@ -60,6 +69,8 @@ FIRST_CHECK_S = 0.5
 """A dispatch is first looked at this long after it was created."""
 POLL_S = 1.0
 """Then once a second while it waits."""
+ACCEPTED_REMEMBERED = 10_000
+"""Job ids of `JobAccepted` kept (far more than jobs wait at once)."""
 REOFFER_FIRST_S = 2.0
 REOFFER_MAX_S = 5.0
 
@@ -106,10 +117,21 @@ class CapacityWatch:
         self._publish = publish
         self._slots = asyncio.Semaphore(settings.capacity_max_waiting)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._accepted: OrderedDict[str, None] = OrderedDict()
         self.counts: Counter[str] = Counter()
         """``taken`` (at the first offer), ``taken_after_wait``, ``reoffered``,
         ``no_capacity``, ``abandoned`` (the room closed while waiting), ``removed`` (the
         dispatch was deleted by someone else), ``livekit_errors``."""
+
+    def note_accepted(self, job_id: str) -> None:
+        """A pool said it holds ``job_id`` (`JobAccepted`); remembered, bounded."""
+        self._accepted[job_id] = None
+        self._accepted.move_to_end(job_id)
+        while len(self._accepted) > ACCEPTED_REMEMBERED:
+            self._accepted.popitem(last=False)
+
+    def accepted(self, job_id: str) -> bool:
+        return job_id in self._accepted
 
     def watching(self, job_id: str) -> bool:
         return job_id in self._tasks
@@ -175,7 +197,7 @@ class CapacityWatch:
             now = time.monotonic()
             await self._progress(w)
             try:
-                ours = await self._our_dispatches(w)
+                ours = None if self.accepted(w.job.job_id) else await self._our_dispatches(w)
                 if ours is None:
                     self._taken(w, offers, now - first_offered_at)
                     await w.msg.ack()
@@ -195,7 +217,7 @@ class CapacityWatch:
                     now - offered_at >= reoffer_delay(offers) and deadline - now >= REOFFER_FIRST_S
                 )
                 if past or not ours or reoffer_due:
-                    if await self._agent_present(w):
+                    if self.accepted(w.job.job_id) or await self._agent_present(w):
                         self._taken(w, offers, now - first_offered_at)
                         await w.msg.ack()
                         return
@@ -344,3 +366,18 @@ def _error_name(exc: BaseException) -> str:
     if isinstance(exc, api.TwirpError):
         return f"livekit_{exc.code}"
     return f"livekit_{type(exc).__name__}"
+
+
+async def follow_accepted_jobs(nc: Client, watch: CapacityWatch) -> Subscription:
+    """Feed every pool's `JobAccepted` to ``watch`` (core NATS: only what is said from now
+    on matters, and every replica hears every pool)."""
+
+    async def on_accepted(msg: Msg) -> None:
+        try:
+            event = decode_job_event(msg.data)
+        except DecodeError:
+            return
+        if isinstance(event, JobAccepted):
+            watch.note_accepted(event.job_id)
+
+    return await nc.subscribe(subjects.JOBS_ACCEPTED_ALL, cb=on_accepted)

@@ -13,6 +13,7 @@ from core_voice_contracts.events import (
     CallFailed,
     CallStarted,
     ConfigChanged,
+    JobAccepted,
     JobDispatched,
     JobEvent,
     JobExpired,
@@ -34,6 +35,12 @@ class Metrics:
         self.jobs_dispatched = Counter(
             "corevoice_jobs_dispatched",
             "Jobs dispatched to the pool",
+            ["agent_id"],
+            registry=r,
+        )
+        self.jobs_accepted = Counter(
+            "corevoice_jobs_accepted",
+            "Jobs a worker pool was assigned by LiveKit",
             ["agent_id"],
             registry=r,
         )
@@ -93,6 +100,8 @@ class Metrics:
                 self.jobs_requested.labels(agent).inc()
             case JobDispatched(agent_id=agent):
                 self.jobs_dispatched.labels(agent).inc()
+            case JobAccepted(agent_id=agent):
+                self.jobs_accepted.labels(agent).inc()
             case JobRejected(agent_id=agent, reason=reason):
                 self.jobs_rejected.labels(agent, reason.value).inc()
             case JobExpired(agent_id=agent):

@@ -1,4 +1,5 @@
-"""Publishing call events from the pool: in order, retried until JetStream stores them.
+"""Publishing call events (and `JobAccepted`) from the pool: in order, retried until
+JetStream stores them.
 
 Calls hand their events to the pool (over the local link) and go on; the pool keeps
 them in a bounded queue while NATS is away, so a bus outage delays events but loses
@@ -19,19 +20,26 @@ from core_voice_contracts.events import (
     CallEnded,
     CallFailed,
     CallStarted,
+    JobAccepted,
     call_outcome_msg_id,
     call_started_msg_id,
+    job_accepted_msg_id,
 )
 
 log = logging.getLogger(__name__)
 
 CallEventT = CallStarted | CallEnded | CallFailed
+"""What a call hands its pool over the link."""
+PoolEventT = JobAccepted | CallEventT
+"""What the pool publishes: its calls' events and its own `JobAccepted`."""
 RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
-def route(event: CallEventT) -> tuple[str, str]:
+def route(event: PoolEventT) -> tuple[str, str]:
     """(subject, JetStream message id) of a call event."""
     match event:
+        case JobAccepted():
+            return subjects.job_accepted(event.agent_id), job_accepted_msg_id(event.call_id)
         case CallStarted():
             return subjects.call_started(event.agent_id), call_started_msg_id(event.call_id)
         case CallEnded():
@@ -51,14 +59,14 @@ class PublisherStats:
 class CallEventPublisher:
     def __init__(self, js: JetStreamContext, *, max_queued: int = 10_000) -> None:
         self._js = js
-        self._queue: asyncio.Queue[CallEventT] = asyncio.Queue(maxsize=max_queued)
+        self._queue: asyncio.Queue[PoolEventT] = asyncio.Queue(maxsize=max_queued)
         self._task: asyncio.Task[None] | None = None
         self.stats = PublisherStats()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="call-events")
 
-    def submit(self, event: CallEventT) -> bool:
+    def submit(self, event: PoolEventT) -> bool:
         """Queue ``event``; False (and counted, logged) when the queue is full."""
         try:
             self._queue.put_nowait(event)
@@ -98,7 +106,7 @@ class CallEventPublisher:
             finally:
                 self._queue.task_done()
 
-    async def _publish(self, event: CallEventT) -> None:
+    async def _publish(self, event: PoolEventT) -> None:
         subject, msg_id = route(event)
         attempt = 0
         while True:

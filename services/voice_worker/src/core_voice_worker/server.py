@@ -28,11 +28,12 @@ from livekit.agents import (
     vad,
 )
 from livekit.plugins import silero
+from livekit.protocol import agent
 
 from core_voice_contracts import room
 from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import JobRequested
+from core_voice_contracts.events import JobAccepted, JobRequested
 from core_voice_worker.link import preconnect
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.session import Call
@@ -135,6 +136,25 @@ class PoolServer(AgentServer):
                 attributes[room.ATTR_CONFIG_VERSION] = str(entry.config.version)
         await request.accept(identity=room.agent_identity(call_id), attributes=attributes)
         self.runtime.note_active(self.active_call_count())
+
+    def _handle_assignment(self, assignment: agent.JobAssignment) -> None:
+        """LiveKit assigned us a job we accepted: say so on the bus at once, before its
+        process joins the room, so the dispatcher never offers it to a second worker."""
+        expected = assignment.job.id in self._pending_assignments  # else not launched
+        super()._handle_assignment(assignment)
+        job = _job_of(assignment.job.metadata)
+        if job is None or not expected:
+            return
+        self.runtime.publisher.submit(
+            JobAccepted(
+                job_id=job.job_id,
+                room_name=job.room_name,
+                agent_id=job.agent_id,
+                campaign_id=job.campaign_id,
+                call_id=assignment.job.id,
+                worker_id=self.settings.worker_id,
+            )
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
