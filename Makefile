@@ -12,6 +12,7 @@ export PATH := $(CORE_VOICE_BIN_DIR):$(HOME)/.local/bin:$(PATH)
 
 UV_RUN ?= uv run
 PYTEST_ARGS ?=
+BENCH ?=
 
 .PHONY: help bootstrap up test test-unit test-integration test-e2e lint format typecheck \
 	check bench schemas clean
@@ -50,8 +51,8 @@ typecheck: ## mypy --strict over the configured files
 
 check: lint typecheck test ## what CI runs
 
-bench: bootstrap ## latency / load benchmarks
-	$(UV_RUN) python -m core_voice_cli.bench
+bench: bootstrap ## latency / load benchmarks; BENCH="worker density" runs only those
+	$(UV_RUN) python -m core_voice_cli.bench $(BENCH)
 
 schemas: ## regenerate the JSON schemas of the contracts
 	$(UV_RUN) python -m core_voice_contracts.schema
