@@ -6,6 +6,7 @@ process this command started, in reverse order, by pid.
 
 import argparse
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -47,7 +48,8 @@ def _call_command(stack: Stack) -> str:
         f'--say "{DEMO_CALLER_PHRASES[0]}"',
     ]
     args += [f'--expect "{line}"' for line in expect]
-    return "uv run corevoice call \\\n      " + " \\\n      ".join(args)
+    corevoice = Path(sys.executable).parent / "corevoice"  # this environment's, by path
+    return f"{corevoice} call \\\n      " + " \\\n      ".join(args)
 
 
 def _summary(stack: Stack, seeded: str) -> str:
