@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from core_voice_cli.binaries import find_binary
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
+from core_voice_cli.rooms import call_room
 from core_voice_cli.servers import DEV_API_SECRET, NatsServer
 from core_voice_cli.stack import WORKER_AGENT_NAME, Ports, Stack
 from core_voice_contracts import codec, subjects
@@ -46,6 +47,7 @@ from core_voice_contracts.events import (
     JobRequested,
     RejectReason,
 )
+from core_voice_contracts.room import HOLD_AGENT_NAME
 from core_voice_contracts.routing import goes_to_legacy, pick_weighted
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.webhooks import EVENT_HEADER, OUTCOME_HEADER, REASON_HEADER
@@ -587,6 +589,32 @@ async def create_rooms(lk: api.LiveKitAPI, prefix: str, n: int, metadata: str) -
         )
     )
     return {room.sid: room.name for room in created}
+
+
+async def test_rooms_made_with_the_hold_agent_get_no_default_dispatch_and_one_job_each(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """`rooms.call_room` (every room Core Voice creates): LiveKit makes no default
+    (empty-name) dispatch, whose wasted job request is what caps bursts at ~21/s; the
+    hold agent gets no job; the dispatcher still routes and dispatches each room once."""
+    agent_id = unique("hold")
+    create_agent(rig, agent_id)
+    metadata = json.dumps({"agent_id": agent_id})
+    plain = await lk.room.create_room(api.CreateRoomRequest(name=f"plain-{agent_id}"))
+    created = await asyncio.gather(
+        *(lk.room.create_room(call_room(f"hold-{agent_id}-{i}", metadata)) for i in range(20))
+    )
+    rooms = {r.sid: r.name for r in created}
+    jobs = await dispatched_jobs(js, rooms)
+    for sid, job in jobs.items():
+        assert job.agent_id == agent_id and job.target == "pool" and not job.already_existed
+        listed = {d.agent_name: d for d in await lk.agent_dispatch.list_dispatch(rooms[sid])}
+        assert sorted(listed) == sorted([HOLD_AGENT_NAME, WORKER_AGENT_NAME]), sorted(listed)
+        assert not listed[HOLD_AGENT_NAME].state.jobs
+    # A room created without it gets LiveKit's default dispatch (agent name "").
+    assert "" in {d.agent_name for d in await lk.agent_dispatch.list_dispatch(plain.name)}
+    await asyncio.sleep(1.0)
+    assert await count(js, subjects.job_dispatched(agent_id)) == len(rooms)
 
 
 # --- routing through config_sync ---------------------------------------------------------

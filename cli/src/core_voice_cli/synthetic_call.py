@@ -33,6 +33,7 @@ import aiohttp
 import numpy as np
 from livekit import api, rtc
 
+from core_voice_cli.rooms import call_room
 from core_voice_contracts.room import RoomMetadata, encode_room_metadata
 from core_voice_worker.speech import RECOGNIZER_RATE, PhraseRecognizer, normalize, synthesize
 
@@ -438,7 +439,7 @@ def _trim(pcm: bytes, floor: int = 64) -> bytes:
 async def _create_room(lkapi: api.LiveKitAPI, name: str, metadata: str) -> bool:
     """Create the room; return whether it is ours to delete (it did not exist before)."""
     existing = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[name]))
-    await lkapi.room.create_room(api.CreateRoomRequest(name=name, metadata=metadata))
+    await lkapi.room.create_room(call_room(name, metadata))
     return not existing.rooms
 
 

@@ -1,4 +1,4 @@
-"""The LiveKit room metadata that names the agent for a call.
+"""The LiveKit room metadata that names the agent for a call, and how to create the room.
 
 Whatever creates the room (a backend, an outbound campaign, the synthetic caller)
 writes this JSON; the dispatcher reads it from the ``room_started`` webhook.
@@ -14,6 +14,17 @@ class RoomMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 _decoder = msgspec.json.Decoder(RoomMetadata)
+
+HOLD_AGENT_NAME = "corevoice-hold"
+"""The agent to name in the room's configuration (``RoomAgentDispatch(agent_name=...)``,
+or a SIP dispatch rule's ``room_config``) of every room made for a call. No worker ever
+registers under it, so LiveKit launches nothing for it (it skips names with no worker
+without an RPC); what it prevents is LiveKit's default dispatch of a room created with no
+agent (an empty agent name), whose job request waits 1 s for an unnamed worker that does
+not exist while holding 2 of the 50 slots LiveKit 1.13.5 shares between every job
+request: bursts of such rooms cap explicit dispatch at ~21 jobs/s. The dispatcher still
+routes the room from its webhook and dispatches the pool (`docs/dispatcher.md`,
+"Bursts")."""
 
 
 def encode_room_metadata(meta: RoomMetadata) -> str:

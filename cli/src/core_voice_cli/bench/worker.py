@@ -40,6 +40,7 @@ from core_voice_cli.bench import Measure, percentile
 from core_voice_cli.bench.idle import wait_idle
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port
+from core_voice_cli.rooms import call_room
 from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_cli.synthetic_call import CallOptions, run_call
 from core_voice_contracts import codec, subjects
@@ -261,11 +262,7 @@ async def config_at_job_start(stack: Stack, agent_id: str, n: int, batch: int) -
             rooms = names[at : at + batch]
             await asyncio.gather(
                 *(
-                    lk.room.create_room(
-                        api.CreateRoomRequest(
-                            name=name, metadata=json.dumps({"agent_id": agent_id})
-                        )
-                    )
+                    lk.room.create_room(call_room(name, json.dumps({"agent_id": agent_id})))
                     for name in rooms
                 )
             )
