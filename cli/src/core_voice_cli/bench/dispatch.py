@@ -46,6 +46,7 @@ import aiohttp
 import msgspec
 from livekit import api
 from livekit.protocol import agent as agent_pb
+from nats.js import JetStreamContext
 
 from core_voice_cli.bench import Measure, percentile
 from core_voice_cli.demo import demo_agent
@@ -53,8 +54,9 @@ from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.rooms import call_room
 from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.bus import connect
-from core_voice_contracts.events import JobDispatched, JobRequested
+from core_voice_contracts.bus import connect, publish
+from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.events import JobAccepted, JobDispatched, JobRequested
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.webhooks import OUTCOME_HEADER
 
@@ -63,6 +65,7 @@ WARMUP_ROOMS = 10
 LATENCY_ROOMS = 300
 SETTLE_S = 0.05
 BURST_ROOMS = 300
+BURST_SETTLE_S = 3.0
 INGEST_WEBHOOKS = 10_000
 INGEST_CONCURRENCY = 64
 ADDED_P99_TARGET_MS = 10.0
@@ -72,12 +75,26 @@ HOLD_RATE_TARGET = 0.8
 
 
 class ProbeWorker:
-    """A LiveKit agent worker that records when each job is offered, then ends it."""
+    """A LiveKit agent worker that records when each job is offered, then ends it.
 
-    def __init__(self, url: str, api_key: str, api_secret: str, agent_name: str) -> None:
+    Standing in for the pool (``announce``), it also says `JobAccepted` on the bus for each
+    job it takes, as the pool does the moment LiveKit assigns it one: the dispatcher's
+    capacity watch then counts the job taken without asking LiveKit.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        agent_name: str,
+        announce: JetStreamContext | None = None,
+    ) -> None:
         self._url = url.replace("http", "ws", 1).rstrip("/") + "/agent"
         self._token = api.AccessToken(api_key, api_secret).with_grants(api.VideoGrants(agent=True))
         self.agent_name = agent_name
+        self._announce = announce
+        self._announcing: set[asyncio.Task[None]] = set()
         self.offered: dict[str, float] = {}
         self._waiting: dict[str, asyncio.Future[float]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -119,6 +136,25 @@ class ProbeWorker:
             answer.availability.available = True
             answer.availability.terminate = True  # done at once: LiveKit marks it succeeded
             await ws.send_bytes(answer.SerializeToString())
+            if self._announce is not None:
+                task = asyncio.create_task(self._accepted(self._announce, job))
+                self._announcing.add(task)
+                task.add_done_callback(self._announcing.discard)
+
+    async def _accepted(self, js: JetStreamContext, job: agent_pb.Job) -> None:
+        try:
+            routed = codec.decode_job_event(job.metadata.encode())
+        except DecodeError:
+            return
+        if isinstance(routed, JobRequested):
+            accepted = JobAccepted(
+                job_id=routed.job_id,
+                room_name=routed.room_name,
+                agent_id=routed.agent_id,
+                call_id=job.id,
+                worker_id="bench-probe",
+            )
+            await publish(js, subjects.job_accepted(routed.agent_id), accepted)
 
     async def offered_at(self, room: str, timeout: float = 30.0) -> float:
         if room in self.offered:
@@ -159,9 +195,13 @@ def dispatcher_process(stack: Stack, name: str, port: int, **env: str) -> Manage
 
 
 @contextlib.asynccontextmanager
-async def probes(stack: Stack) -> AsyncIterator[tuple[ProbeWorker, ProbeWorker]]:
+async def probes(
+    stack: Stack, js: JetStreamContext
+) -> AsyncIterator[tuple[ProbeWorker, ProbeWorker]]:
     key, secret = stack.livekit.api_key, stack.livekit.api_secret
-    ours = await ProbeWorker(stack.livekit.http_url, key, secret, WORKER_AGENT_NAME).start()
+    ours = await ProbeWorker(
+        stack.livekit.http_url, key, secret, WORKER_AGENT_NAME, announce=js
+    ).start()
     base = await ProbeWorker(stack.livekit.http_url, key, secret, BASELINE_AGENT).start()
     try:
         yield ours, base
@@ -262,6 +302,15 @@ async def burst(paths: Paths, route: Route, prefix: str, n: int) -> tuple[float,
     await asyncio.gather(*(one(i) for i in range(n)))
     created = time.perf_counter()
     offered = await asyncio.gather(*(probe.offered_at(f"{prefix}-{i}", 120) for i in range(n)))
+
+    # Each burst's rooms close before the next burst, as calls' rooms do when they end:
+    # left open, hundreds of rooms slow LiveKit for whichever path runs after them.
+    async def close(name: str) -> None:
+        async with gate:
+            await paths.lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+    await asyncio.gather(*(close(f"{prefix}-{i}") for i in range(n)), close(f"{prefix}-prime"))
+    await asyncio.sleep(BURST_SETTLE_S)
     return wall, n / (created - started), n / (max(offered) - started)
 
 
@@ -390,8 +439,9 @@ async def run(workdir: Path) -> list[Measure]:
         agent_id = f"bench-{uuid.uuid4().hex[:6]}"
         await create_agent(stack, agent_id)
         lk = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
+        nc, js = await connect(stack.nats.url, name="bench-probe", ensure=False)
         try:
-            async with probes(stack) as (ours, base):
+            async with probes(stack, js) as (ours, base):
                 paths = Paths(lk, ours, base, agent_id)
                 await latencies(paths, "warm", WARMUP_ROOMS)
                 lat = await latencies(paths, "lat", LATENCY_ROOMS)
@@ -405,6 +455,7 @@ async def run(workdir: Path) -> list[Measure]:
                 )
         finally:
             await lk.aclose()
+            await nc.drain()
 
         # Ingestion, first into the all-in-one dispatcher (its consumer settles the same
         # jobs meanwhile), then into an ingest-only node with the all-in-one one stopped.
