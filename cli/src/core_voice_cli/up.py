@@ -14,7 +14,7 @@ from types import FrameType
 import httpx
 import msgspec
 
-from core_voice_cli.binaries import repo_root
+from core_voice_cli.binaries import BinaryNotFoundError, find_binary, repo_root
 from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
 from core_voice_cli.procs import ProcessFailedError
 from core_voice_cli.stack import Ports, Stack
@@ -71,10 +71,18 @@ Call the demo agent:
   {_call_command(stack)}
 
 Watch the job stream:
-  nats --server {stack.nats.url} stream view VOICE_JOBS
+  {_nats_cli()} --server {stack.nats.url} stream view VOICE_JOBS
 
 Ctrl-C stops everything.
 """
+
+
+def _nats_cli() -> str:
+    """The pinned `nats` CLI by its path: a fresh shell does not have it on PATH."""
+    try:
+        return str(find_binary("nats"))
+    except BinaryNotFoundError:
+        return "nats"
 
 
 def main_up(args: argparse.Namespace) -> int:
