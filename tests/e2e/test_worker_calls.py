@@ -320,8 +320,14 @@ async def test_the_cap_is_exact_across_two_workers_and_the_rest_wait_then_end_vi
     print(f"no_capacity after {waited:.1f} s")
     assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.NO_CAPACITY
     assert CAPACITY_WAIT_S - 1 <= waited <= CAPACITY_WAIT_S + 10
-    gone = await lk.room.list_rooms(api.ListRoomsRequest(names=[rejected.room_name]))
-    assert not gone.rooms, "the caller of a call nobody could take is not left waiting"
+
+    async def room_gone() -> bool:
+        listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[rejected.room_name]))
+        return not listed.rooms
+
+    # Deleted right after the rejection is stored (the event first, so it is never lost):
+    # the caller of a call nobody could take is not left waiting.
+    await until(room_gone, 5, 0.1)
     peaks = [(await status(port))["peak_calls"] for port in ports]
     assert peaks == [cap, cap]
     for name in rooms:
@@ -447,8 +453,14 @@ async def test_a_provider_failing_at_call_start_ends_the_call_with_call_failed(
     assert "tts" in failed.detail.lower() and AGENT_KEY not in failed.detail
     assert failed.worker_id == "fail-pool" and failed.tenant_id and failed.config_versions == [1]
     assert took < 10
-    rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[result.room]))
-    assert not rooms.rooms, "the failed call's room is deleted: the caller is hung up on"
+
+    async def room_gone() -> bool:
+        rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[result.room]))
+        return not rooms.rooms
+
+    # The failed call's room is deleted (right after its CallFailed is handed to the
+    # pool): the caller is hung up on.
+    await until(room_gone, 5, 0.1)
 
 
 async def test_a_call_through_the_real_openai_plugin_for_stt_llm_and_tts(
