@@ -62,9 +62,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 
 from core_voice_cli.bench import Measure, percentile
+from core_voice_cli.bench.agents import create_agents
 from core_voice_cli.bench.callers import REPORT_DECODER, CallRecord
 from core_voice_cli.bench.proctree import MB, CpuSample, CpuSampler, cpu_between, tree_memory
 from core_voice_cli.bench.proctree import wait_idle as wait_trees_idle
@@ -231,23 +231,6 @@ def agent_body(agent_id: str, urls: dict[str, str]) -> AgentCreate:
         ),
         keys={"openai": f"sk-bench-{uuid.uuid4().hex}"},
     )
-
-
-async def create_agents(stack: Stack, urls: dict[str, str]) -> list[str]:
-    ids = [f"density-{i}-{uuid.uuid4().hex[:6]}" for i in range(AGENTS)]
-    async with httpx.AsyncClient(
-        base_url=stack.config_sync_url,
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=10,
-    ) as client:
-        for agent_id in ids:
-            resp = await client.post(
-                "/api/v1/agents",
-                content=msgspec.json.encode(agent_body(agent_id, urls)),
-                headers={"Content-Type": "application/json"},
-            )
-            resp.raise_for_status()
-    return ids
 
 
 class Worker:
@@ -561,7 +544,9 @@ async def run(workdir: Path) -> list[Measure]:
         group.start(stack.config_sync_process(), timeout=60)
         group.start(stack.dispatcher_process(), timeout=60)
         fakes = await asyncio.to_thread(start_fakes, stack)
-        agents = await create_agents(stack, {role: url for role, (_, url) in fakes.items()})
+        urls = {role: url for role, (_, url) in fakes.items()}
+        ids = [f"density-{i}-{uuid.uuid4().hex[:6]}" for i in range(AGENTS)]
+        agents = await create_agents(stack, [agent_body(agent_id, urls) for agent_id in ids])
         sampler.roots.update(
             servers=[group.get(name).pid for name in SERVER_NAMES],
             fakes=[process.pid for process, _ in fakes.values()],

@@ -45,6 +45,7 @@ import msgspec
 import numpy as np
 
 from core_voice_cli.bench import Measure
+from core_voice_cli.bench.agents import create_agents
 from core_voice_cli.bench.proctree import (
     MB,
     PAGE_SIZE,
@@ -79,24 +80,6 @@ class Tree:
     name: str
     memory: TreeMemory
     frames: np.ndarray | None
-
-
-async def create_agents(stack: Stack, n: int) -> list[str]:
-    ids = [f"mem-{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(n)]
-    async with httpx.AsyncClient(
-        base_url=stack.config_sync_url,
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=10,
-    ) as client:
-        for agent_id in ids:
-            body = msgspec.structs.replace(demo_agent(), id=agent_id, name=agent_id)
-            resp = await client.post(
-                "/api/v1/agents",
-                content=msgspec.json.encode(body),
-                headers={"Content-Type": "application/json"},
-            )
-            resp.raise_for_status()
-    return ids
 
 
 async def dispatch_named(stack: Stack, pairs: list[tuple[str, str]]) -> None:
@@ -184,7 +167,13 @@ async def run(workdir: Path) -> list[Measure]:
         group.start(stack.nats.process(), timeout=20)
         group.start(stack.livekit.process(), timeout=30)
         group.start(stack.config_sync_process(), timeout=60)
-        agents = await create_agents(stack, AGENTS)
+        agents = await create_agents(
+            stack,
+            [
+                msgspec.structs.replace(demo_agent(), id=agent_id, name=agent_id)
+                for agent_id in (f"mem-{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(AGENTS))
+            ],
+        )
 
         pool, pool_port = worker(stack, "pool", WORKER_AGENT_NAME)
         await asyncio.to_thread(lambda: pool.start().wait_ready(START_TIMEOUT_S))

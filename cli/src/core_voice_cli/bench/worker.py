@@ -37,6 +37,7 @@ from livekit import api
 from nats.aio.msg import Msg
 
 from core_voice_cli.bench import Measure, percentile
+from core_voice_cli.bench.agents import admin, create_agents
 from core_voice_cli.bench.idle import wait_idle
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port
@@ -44,6 +45,7 @@ from core_voice_cli.rooms import call_room
 from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_cli.synthetic_call import CallOptions, run_call
 from core_voice_contracts import codec, subjects
+from core_voice_contracts.admin_api import AgentCreate
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.events import CallStarted, JobDispatched
 from core_voice_contracts.rpc import get_runtime_config
@@ -67,25 +69,8 @@ def _ms(values: list[float], pct: float) -> float:
     return percentile(values, pct) * 1000
 
 
-def admin(stack: Stack) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=stack.config_sync_url,
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=10,
-        # uvicorn closes a connection idle for 5 s: never reuse one that old
-        limits=httpx.Limits(keepalive_expiry=2.0),
-    )
-
-
-async def create_agent(stack: Stack, agent_id: str) -> None:
-    body = msgspec.structs.replace(demo_agent(), id=agent_id, name=agent_id)
-    async with admin(stack) as client:
-        resp = await client.post(
-            "/api/v1/agents",
-            content=msgspec.json.encode(body),
-            headers={"Content-Type": "application/json"},
-        )
-        resp.raise_for_status()
+def demo_body(agent_id: str) -> AgentCreate:
+    return msgspec.structs.replace(demo_agent(), id=agent_id, name=agent_id)
 
 
 def start_pools(stack: Stack, n: int) -> list[tuple[ManagedProcess, int]]:
@@ -350,7 +335,7 @@ async def run(workdir: Path) -> list[Measure]:
         settled = await asyncio.to_thread(wait_idle, [p.pid for p, _ in pools])
         print(f"{WORKER_POOLS} pools started and idle after {settled:.0f} s more")
         agent_id = f"bench-{uuid.uuid4().hex[:6]}"
-        await create_agent(stack, agent_id)
+        await create_agents(stack, [demo_body(agent_id)])
         await prefetch_everywhere(stack, agent_id, ports)
         from_send, from_commit = await edit_to_live(stack, agent_id, ports)
         fetch = await fetch_latencies(stack, agent_id)
@@ -360,7 +345,7 @@ async def run(workdir: Path) -> list[Measure]:
         for process, _ in pools[CALL_POOLS:]:
             process.stop()
         calls_agent = f"bench-calls-{uuid.uuid4().hex[:6]}"
-        await create_agent(stack, calls_agent)
+        await create_agents(stack, [demo_body(calls_agent)])
         loads = await config_at_job_start(stack, calls_agent, CALLS, batch=1)
         burst = await config_at_job_start(stack, calls_agent, CALLS // 2, batch=CALL_BURST)
         fresh = await fresh_connection_fetches(stack, calls_agent, CALLS)
