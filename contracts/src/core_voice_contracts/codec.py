@@ -3,14 +3,17 @@
 One reusable decoder per subject family (the routing pair lives beside its types in
 `routing` and is re-exported here, so every decoder is reachable from one module);
 decode failures raise `DecodeError` with the
-kind, so a consumer can term a poison message instead of crashing on it.
+kind, so a consumer can term a poison message instead of crashing on it. That includes
+what msgspec raises besides its own DecodeError (`errors.DECODE_FAILURES`): JSON nested
+too deep to parse (`RecursionError`, even in a field nobody reads: ``{"x": [[[...``) and
+invalid UTF-8 in a tag (`UnicodeDecodeError`), which no caller expects.
 """
 
 from typing import Any
 
 import msgspec
 
-from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.errors import DECODE_FAILURES, DecodeError
 from core_voice_contracts.events import (
     CallEvent,
     ConfigEvent,
@@ -50,8 +53,8 @@ class _Decoder:
     def __call__(self, data: bytes) -> Any:
         try:
             return self._decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise DecodeError(self.kind, str(exc)) from None
+        except DECODE_FAILURES as exc:
+            raise DecodeError.of(self.kind, exc) from None
 
 
 _jobs = _Decoder("job event", JobEvent)

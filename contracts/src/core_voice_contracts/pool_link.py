@@ -14,7 +14,7 @@ import struct
 
 import msgspec
 
-from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.errors import DECODE_FAILURES, DecodeError
 from core_voice_contracts.events import CallEnded, CallEvent, CallFailed, CallStarted
 from core_voice_contracts.runtime_config import RuntimeConfig
 
@@ -114,8 +114,8 @@ def decode_body(body: bytes) -> LinkMessage:
     """Raises `DecodeError` for anything but a `LinkMessage`."""
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise DecodeError("pool link message", str(exc)) from None
+    except DECODE_FAILURES as exc:
+        raise DecodeError.of("pool link message", exc) from None
 
 
 __all__ = [

@@ -6,6 +6,8 @@ writes this JSON; the dispatcher reads it from the ``room_started`` webhook.
 
 import msgspec
 
+from core_voice_contracts.errors import DecodeError
+
 
 class RoomMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     agent_id: str | None = None
@@ -32,8 +34,12 @@ def encode_room_metadata(meta: RoomMetadata) -> str:
 
 
 def decode_room_metadata(text: str) -> RoomMetadata:
-    """Raises ``msgspec.DecodeError`` for anything but a JSON object of this shape."""
-    return _decoder.decode(text)
+    """Raises ``msgspec.DecodeError`` for anything but a JSON object of this shape
+    (including JSON nested too deep and invalid text, for which msgspec raises others)."""
+    try:
+        return _decoder.decode(text)
+    except (RecursionError, UnicodeError) as exc:
+        raise msgspec.DecodeError(str(DecodeError.of("room metadata", exc))) from None
 
 
 # --- the worker's participant in a call's room ------------------------------------------

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import msgspec
 
-from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.errors import DECODE_FAILURES, DecodeError
 
 
 class Target(StrEnum):
@@ -105,13 +105,13 @@ def decode_route_request(data: bytes) -> RouteRequest:
     """Raises `DecodeError` for anything but a `RouteRequest`."""
     try:
         return _request_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise DecodeError("route request", str(exc)) from None
+    except DECODE_FAILURES as exc:
+        raise DecodeError.of("route request", exc) from None
 
 
 def decode_route_reply(data: bytes) -> RouteReply:
     """Raises `DecodeError` for anything but one of the `RouteReply` types."""
     try:
         return _reply_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise DecodeError("route reply", str(exc)) from None
+    except DECODE_FAILURES as exc:
+        raise DecodeError.of("route reply", exc) from None
