@@ -5,13 +5,18 @@ run. Ports are free loopback ports unless given; data lives in throwaway dirs.
 """
 
 import contextlib
+import functools
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import bcrypt
 
 from core_voice_cli.binaries import find_binary
 from core_voice_cli.procs import (
@@ -21,28 +26,123 @@ from core_voice_cli.procs import (
     http_ready,
     tcp_ready,
 )
+from core_voice_contracts.bus import NatsAccess
+from core_voice_contracts.permissions import Grant, Role, grants
+
+
+@functools.cache
+def _bcrypt(password: str) -> str:
+    """What the server's config holds: a hash (cost 6: the password itself is random)."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=6)).decode()
+
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"  # noqa: S105 - livekit-server --dev's fixed, public dev secret
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate, its key and the CA that signed it (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 @dataclass
 class NatsServer:
-    """nats-server with JetStream in ``data_dir``."""
+    """nats-server with JetStream in ``data_dir``, every client authenticated.
+
+    One user per `Role`, with the permissions of `core_voice_contracts.permissions`;
+    anonymous connections are refused. Passwords are random per server, or kept in
+    ``secrets_dir`` (0600 files) so a restarted stack keeps them. With ``tls`` every
+    client must use TLS.
+    """
 
     data_dir: Path
     log_dir: Path
     port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
+    secrets_dir: Path | None = None
+    tls: TlsFiles | None = None
+    telemetry_prefix: str = "telemetry"
+    extra_users: dict[str, Grant] = field(default_factory=dict)
+    """More users beside the roles' (tests: a service with fewer rights than its role)."""
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for user in self.users():
+            if user not in self.passwords:
+                self.passwords[user] = self._password(user)
+
+    def users(self) -> dict[str, Grant]:
+        roles = {role.value: grant for role, grant in grants(self.telemetry_prefix).items()}
+        return {**roles, **self.extra_users}
+
+    def _password(self, user: str) -> str:
+        if self.secrets_dir is None:
+            return secrets.token_urlsafe(24)
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        path = self.secrets_dir / f"nats-{user}-password"
+        if path.exists():
+            return path.read_text().strip()
+        value = secrets.token_urlsafe(24)
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        return value
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The address alone; connecting needs a role's `access`."""
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
+
+    def access(self, role: Role, *, user: str | None = None, url: str | None = None) -> NatsAccess:
+        """How ``role`` connects: as its own user, or as ``user`` (one of `extra_users`);
+        ``url`` for a proxy in front of this server."""
+        name = user or role.value
+        return NatsAccess(
+            url or self.url,
+            role=role,
+            user=name,
+            password=self.passwords[name],
+            ca_file=str(self.tls.ca) if self.tls else None,
+        )
+
+    def env(self, role: Role, *, user: str | None = None) -> dict[str, str]:
+        """NATS_URL, NATS_USER, NATS_PASSWORD (and NATS_CA): for a service or `nats`."""
+        return self.access(role, user=user).env()
+
+    def config(self) -> dict[str, object]:
+        """The server's configuration (nats-server reads JSON as its config format)."""
+        config: dict[str, object] = {
+            "authorization": {
+                "users": [
+                    {
+                        "user": user,
+                        "password": _bcrypt(self.passwords[user]),
+                        "permissions": grant.server_config(),
+                    }
+                    for user, grant in self.users().items()
+                ]
+            },
+        }
+        if self.tls is not None:
+            config["tls"] = {
+                "cert_file": str(self.tls.cert),
+                "key_file": str(self.tls.key),
+                "ca_file": str(self.tls.ca),
+                "timeout": 5,
+            }
+        return config
 
     def process(self) -> ManagedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats-server.json"
+        conf.write_text(json.dumps(self.config(), indent=2))
+        conf.chmod(0o600)
         argv = [
             str(find_binary("nats-server")),
+            "-c", str(conf),
             "-js",
             "-a", "127.0.0.1",
             "-p", str(self.port),

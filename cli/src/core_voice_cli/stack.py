@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core_voice_cli.procs import ManagedProcess, ProcessGroup, free_port, http_ready
 from core_voice_cli.servers import LiveKitServer, NatsServer
+from core_voice_contracts.permissions import Role
 
 WORKER_AGENT_NAME = "core-voice"
 
@@ -72,7 +73,14 @@ class Stack:
             log_dir=self.log_dir,
             port=self.ports.nats,
             monitor_port=self.ports.nats_monitor,
+            secrets_dir=base_dir / "nats-secrets",
         )
+        # The operator's login for the `nats` CLI, as variables it reads (source the file).
+        self.operator_env_file = base_dir / "nats-operator.env"
+        self.operator_env_file.write_text(
+            "".join(f"{k}={v}\n" for k, v in self.nats.env(Role.OPERATOR).items())
+        )
+        self.operator_env_file.chmod(0o600)
         self.livekit = LiveKitServer(
             config_dir=base_dir / "livekit",
             log_dir=self.log_dir,
@@ -94,10 +102,10 @@ class Stack:
     def telemetry_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.telemetry}"
 
-    def _env(self, **extra: str) -> dict[str, str]:
+    def _env(self, role: Role, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.nats.env(role))
         env.update(
-            NATS_URL=self.nats.url,
             LIVEKIT_URL=self.livekit.url,
             LIVEKIT_API_KEY=self.livekit.api_key,
             LIVEKIT_API_SECRET=self.livekit.api_secret,
@@ -108,19 +116,20 @@ class Stack:
         return env
 
     def _service(
-        self, name: str, module: str, ready_url: str, *args: str, **env: str
+        self, name: str, role: Role, module: str, ready_url: str, *args: str, **env: str
     ) -> ManagedProcess:
         return ManagedProcess(
             name,
             [sys.executable, "-m", module, *args],
             log_dir=self.log_dir,
-            env=self._env(**env),
+            env=self._env(role, **env),
             ready=http_ready(ready_url),
         )
 
     def config_sync_process(self) -> ManagedProcess:
         return self._service(
             "config-sync",
+            Role.CONFIG_SYNC,
             "core_voice_config_sync",
             f"{self.config_sync_url}/healthz",
             CONFIG_SYNC_HTTP_PORT=str(self.ports.config_sync),
@@ -133,6 +142,7 @@ class Stack:
     def dispatcher_process(self, **env: str) -> ManagedProcess:
         return self._service(
             "dispatcher",
+            Role.DISPATCHER,
             "core_voice_dispatcher",
             f"{self.dispatcher_url}/healthz",
             DISPATCHER_HTTP_PORT=str(self.ports.dispatcher),
@@ -142,6 +152,7 @@ class Stack:
     def telemetry_process(self) -> ManagedProcess:
         return self._service(
             "telemetry",
+            Role.TELEMETRY,
             "core_voice_telemetry",
             f"{self.telemetry_url}/healthz",
             TELEMETRY_HTTP_PORT=str(self.ports.telemetry),
@@ -154,6 +165,7 @@ class Stack:
         port = health_port or self.ports.worker_health
         return self._service(
             name,
+            Role.WORKER,
             "core_voice_worker",
             f"http://127.0.0.1:{port}/readyz",
             "start",

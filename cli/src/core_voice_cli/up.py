@@ -64,14 +64,15 @@ Core Voice is up (logs in {stack.log_dir}).
   voice worker pool    agent name "core-voice"   status http://127.0.0.1:{stack.ports.worker_health}/status
 
   admin token          {stack.base_dir / "admin-token"} (read it from there)
+  NATS operator login  {stack.operator_env_file} (NATS_URL, NATS_USER, NATS_PASSWORD)
   process ids          {stack.base_dir / "pids"}
   demo agent           "{DEMO_AGENT_ID}" ({seeded}), offline providers, no API keys
 
 Call the demo agent:
   {_call_command(stack)}
 
-Watch the job stream:
-  {_nats_cli()} --server {stack.nats.url} stream view VOICE_JOBS
+Watch the job stream (the bus refuses anonymous connections; source the operator login):
+  (set -a && . {stack.operator_env_file} && {_nats_cli()} stream view VOICE_JOBS)
 
 Ctrl-C stops everything.
 """

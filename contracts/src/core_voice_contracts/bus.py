@@ -1,7 +1,12 @@
 """Connecting to NATS and publishing contract messages the same way everywhere."""
 
+import ipaddress
 import logging
+import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -10,15 +15,93 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from core_voice_contracts.codec import encode
+from core_voice_contracts.permissions import Role, inbox_prefix
 from core_voice_contracts.streams import ensure_streams
 
 log = logging.getLogger(__name__)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
+# The same variables the `nats` CLI reads, so one env file serves a service and a shell.
+ENV_URL, ENV_USER, ENV_PASSWORD, ENV_CA = "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_CA"
+
+
+@dataclass(frozen=True)
+class NatsAccess:
+    """Where the bus is and who connects: a role's user, its password, the CA for TLS.
+
+    The password never shows in a repr. ``ca_file`` (or a ``tls://`` URL) turns TLS on.
+    """
+
+    url: str
+    role: Role | None = None
+    """Picks the reply inbox prefix its permissions allow; None: nats.py's default."""
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+    @classmethod
+    def for_role(
+        cls,
+        role: Role,
+        url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+    ) -> "NatsAccess":
+        """A service's access from its settings; the user defaults to the role's name."""
+        if password is None:
+            return cls(url, role=role, user=user, ca_file=ca_file)
+        return cls(url, role=role, user=user or role.value, password=password, ca_file=ca_file)
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None or urlsplit(self.url).scheme == "tls"
+
+    @property
+    def loopback(self) -> bool:
+        """The server is on this host: nothing sent to it crosses a network."""
+        host = urlsplit(self.url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def env(self) -> dict[str, str]:
+        """The variables a service process (or the `nats` CLI) connects with."""
+        env = {ENV_URL: self.url}
+        if self.user is not None:
+            env[ENV_USER] = self.user
+        if self.password is not None:
+            env[ENV_PASSWORD] = self.password
+        if self.ca_file is not None:
+            env[ENV_CA] = self.ca_file
+        return env
+
+    def options(self) -> dict[str, Any]:
+        """`nats.connect` keyword arguments for this access (user, inbox prefix, TLS)."""
+        options: dict[str, Any] = {}
+        if self.user is not None:
+            options["user"] = self.user
+            options["password"] = self.password or ""
+        if self.role is not None:
+            options["inbox_prefix"] = inbox_prefix(self.role)
+        context = self.ssl_context()
+        if context is not None:
+            options["tls"] = context
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
+
 
 async def connect(
-    url: str,
+    access: NatsAccess | str,
     *,
     name: str,
     ensure: bool = True,
@@ -26,6 +109,10 @@ async def connect(
     on_reconnected: Callable[[], None] | None = None,
 ) -> tuple[Client, JetStreamContext]:
     """Connect with unlimited reconnects (a bus outage is waited out, not fatal).
+
+    ``access`` is a `NatsAccess`, or a bare URL for a server without authentication.
+    Streams are created when missing; only the roles that own them (config_sync, the
+    dispatcher, an operator) also bring an existing definition up to date.
 
     Core subscriptions miss whatever is published while the connection is down: a
     caller that keeps state derived from them clears it in ``on_disconnected`` /
@@ -45,18 +132,22 @@ async def connect(
     async def _error(exc: Exception) -> None:
         log.warning("nats error", extra={"client": name, "error": type(exc).__name__})
 
+    if isinstance(access, str):
+        access = NatsAccess(access)
     nc = await nats.connect(
-        url,
+        access.url,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         disconnected_cb=_disconnected,
         reconnected_cb=_reconnected,
         error_cb=_error,
+        **access.options(),
     )
     js = nc.jetstream()
     if ensure:
-        await ensure_streams(js)
+        owner = access.role in (None, Role.CONFIG_SYNC, Role.DISPATCHER, Role.OPERATOR)
+        await ensure_streams(js, update=owner)
     return nc, js
 
 

@@ -56,9 +56,9 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int = 1, *, update: bool = True) -> None:
     """Create each stream, or update it to the definition above if it exists (keeping any
-    further subjects it has)."""
+    further subjects it has). ``update=False``: create only (roles without update rights)."""
     for config in stream_configs(replicas):
         assert config.name is not None
         try:
@@ -67,8 +67,11 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             try:
                 await js.add_stream(config)
             except BadRequestError:  # another service created it a moment ago
-                await js.update_stream(config)
+                if update:
+                    await js.update_stream(config)
         else:
+            if not update:
+                continue
             # Subjects only grow: a service of the previous release restarting during a
             # rolling deploy must not take away a subject the new release publishes on
             # (the outbox relay would stall on it). Removing one is an operator's step.

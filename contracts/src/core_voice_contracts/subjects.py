@@ -48,6 +48,13 @@ def job_rejected(agent_id: str) -> str:
 JOBS_REQUESTED_ALL = f"{PREFIX}.jobs.requested.*"
 JOBS_DISPATCHED_ALL = f"{PREFIX}.jobs.dispatched.*"
 JOBS_ACCEPTED_ALL = f"{PREFIX}.jobs.accepted.*"
+JOBS_EXPIRED_ALL = f"{PREFIX}.jobs.expired.*"
+JOBS_REJECTED_ALL = f"{PREFIX}.jobs.rejected.*"
+
+
+CALLS_STARTED_ALL = f"{PREFIX}.calls.started.*"
+CALLS_ENDED_ALL = f"{PREFIX}.calls.ended.*"
+CALLS_FAILED_ALL = f"{PREFIX}.calls.failed.*"
 
 
 def call_started(agent_id: str) -> str:

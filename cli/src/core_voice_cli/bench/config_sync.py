@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -40,7 +39,9 @@ from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.db import Database, create_engine
 from core_voice_config_sync.repository import AgentRepository, KeysState
 from core_voice_contracts import codec, subjects
+from core_voice_contracts.bus import NatsAccess, connect
 from core_voice_contracts.events import ConfigFound, ConfigGetRequest
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.routing import RouteRequest, RouteResolved
 from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.runtime_config import ProviderKeys
@@ -89,13 +90,13 @@ async def _throughput(call: Callable[[], Awaitable[None]]) -> float:
 
 
 def _start(
-    workdir: Path, nats_url: str, database_url: str, keys: str
+    workdir: Path, nats: NatsAccess, database_url: str, keys: str
 ) -> tuple[ManagedProcess, str]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "NATS_URL": nats_url,
+        **nats.env(),
         "CONFIG_SYNC_DATABASE_URL": database_url,
         "CONFIG_SYNC_HTTP_PORT": str(port),
         "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -139,8 +140,15 @@ async def run(workdir: Path) -> list[Measure]:
     nats_process = nats_server.process().start().wait_ready(20)
     keys = f"k1:{generate_key()}"
     database_url = f"sqlite+aiosqlite:///{workdir / 'config_sync.db'}"
-    service, base_url = _start(workdir, nats_server.url, database_url, keys)
-    nc = await nats.connect(nats_server.url)
+    service, base_url = _start(workdir, nats_server.access(Role.CONFIG_SYNC), database_url, keys)
+    # As the services ask: a worker reads configs, the dispatcher routes, an operator watches.
+    nc, _ = await connect(nats_server.access(Role.WORKER), name="bench-worker", ensure=False)
+    router, _ = await connect(
+        nats_server.access(Role.DISPATCHER), name="bench-dispatcher", ensure=False
+    )
+    watcher, _ = await connect(
+        nats_server.access(Role.OPERATOR), name="bench-operator", ensure=False
+    )
     engine = create_engine(database_url)
     try:
         async with (
@@ -185,7 +193,7 @@ async def run(workdir: Path) -> list[Measure]:
             campaigns = CampaignRepository(Database(engine))
 
             async def route_read() -> None:
-                reply = await resolve_route(nc, route, timeout=5)
+                reply = await resolve_route(router, route, timeout=5)
                 assert isinstance(reply, RouteResolved)
 
             async def route_db_read() -> None:  # what every routing answer read before
@@ -199,11 +207,14 @@ async def run(workdir: Path) -> list[Measure]:
             nats_rate = await _throughput(nats_read)
             http_rate = await _throughput(http_read)
             db_rate = await _throughput(db_read)
-            edit_lat = await _edit_to_event(nc, admin)
+            edit_lat = await _edit_to_event(watcher, admin)
         service.stop()
-        pg_edit_lat = await _postgresql_edits(workdir, nats_server.url, nc, keys)
+        pg_edit_lat = await _postgresql_edits(
+            workdir, nats_server.access(Role.CONFIG_SYNC), watcher, keys
+        )
     finally:
-        await nc.close()
+        for conn in (nc, router, watcher):
+            await conn.close()
         await engine.dispose()
         service.stop()
         nats_process.stop()
@@ -260,14 +271,14 @@ def _cluster_dir() -> Path:
     return cluster
 
 
-async def _postgresql_edits(workdir: Path, nats_url: str, nc: Client, keys: str) -> list[float]:
+async def _postgresql_edits(workdir: Path, nats: NatsAccess, nc: Client, keys: str) -> list[float]:
     """The production backend, for comparison: a local PostgreSQL 15 with fsync on."""
     cluster = _cluster_dir()
     postgres = PostgresServer(data_dir=cluster / "data", log_dir=workdir, fsync=True)
     pg = postgres.process().start().wait_ready(60)
     try:
         url = postgres.create_database("bench")
-        service, base_url = _start(workdir, nats_url, url, keys)
+        service, base_url = _start(workdir, nats, url, keys)
         try:
             headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             async with aiohttp.ClientSession(base_url=base_url, headers=headers) as admin:

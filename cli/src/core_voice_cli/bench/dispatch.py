@@ -57,6 +57,7 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import JobAccepted, JobDispatched, JobRequested
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.webhooks import OUTCOME_HEADER
 
@@ -173,8 +174,8 @@ class ProbeWorker:
 
 def dispatcher_process(stack: Stack, name: str, port: int, **env: str) -> ManagedProcess:
     environment = dict(os.environ)
+    environment.update(stack.nats.env(Role.DISPATCHER))
     environment.update(
-        NATS_URL=stack.nats.url,
         LIVEKIT_URL=stack.livekit.url,
         LIVEKIT_API_KEY=stack.livekit.api_key,
         LIVEKIT_API_SECRET=stack.livekit.api_secret,
@@ -439,7 +440,7 @@ async def run(workdir: Path) -> list[Measure]:
         agent_id = f"bench-{uuid.uuid4().hex[:6]}"
         await create_agent(stack, agent_id)
         lk = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
-        nc, js = await connect(stack.nats.url, name="bench-probe", ensure=False)
+        nc, js = await connect(stack.nats.access(Role.OPERATOR), name="bench-probe", ensure=False)
         try:
             async with probes(stack, js) as (ours, base):
                 paths = Paths(lk, ours, base, agent_id)

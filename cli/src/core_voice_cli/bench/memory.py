@@ -62,6 +62,7 @@ from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.events import JobDispatched
+from core_voice_contracts.permissions import Role
 
 AGENTS = 100
 PER_AGENT_WORKERS = 10
@@ -84,7 +85,7 @@ class Tree:
 
 async def dispatch_named(stack: Stack, pairs: list[tuple[str, str]]) -> None:
     """Publish a `JobDispatched` per (agent, worker agent name): that worker prefetches it."""
-    nc, js = await connect(stack.nats.url, name="bench-memory", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="bench-memory", ensure=False)
     try:
         for agent_id, worker_name in pairs:
             await publish(

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import nats
 from livekit import api
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core_voice_cli.bench import Measure, percentile
@@ -48,6 +48,7 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentCreate
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.events import CallStarted, JobDispatched
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.rpc import get_runtime_config
 
 WORKER_POOLS = 10
@@ -104,7 +105,7 @@ async def held_at(client: httpx.AsyncClient, port: int, agent_id: str, version: 
 
 async def prefetch_everywhere(stack: Stack, agent_id: str, ports: list[int]) -> None:
     """A dispatched job naming the agent makes every pool fetch its config."""
-    nc, js = await connect(stack.nats.url, name="bench-worker", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="bench-worker", ensure=False)
     try:
         await publish(
             js,
@@ -123,6 +124,12 @@ async def prefetch_everywhere(stack: Stack, agent_id: str, ports: list[int]) -> 
         await asyncio.gather(*(held_at(client, port, agent_id, 1) for port in ports))
 
 
+async def _bus(stack: Stack, role: Role) -> Client:
+    """A plain connection as ``role`` (``WORKER`` asks ``voice.config.get`` as pools do)."""
+    nc, _ = await connect(stack.nats.access(role), name=f"bench-{role.value}", ensure=False)
+    return nc
+
+
 async def edit_to_live(
     stack: Stack, agent_id: str, ports: list[int]
 ) -> tuple[list[list[float]], list[list[float]]]:
@@ -130,7 +137,7 @@ async def edit_to_live(
     from the commit (the ``at`` config_sync stamps on the `ConfigChanged` it writes in the
     edit's transaction)."""
     committed: dict[int, float] = {}
-    nc = await nats.connect(stack.nats.url)
+    nc = await _bus(stack, Role.OPERATOR)
 
     async def on_change(msg: Msg) -> None:
         event = codec.decode_config_event(msg.data)
@@ -164,7 +171,7 @@ async def edit_to_live(
 
 async def fetch_latencies(stack: Stack, agent_id: str) -> list[float]:
     """What one ``voice.config.get`` costs (a TTL cache's refresh), seconds."""
-    nc = await nats.connect(stack.nats.url)
+    nc = await _bus(stack, Role.WORKER)
     out = []
     try:
         for _ in range(FETCH_SAMPLES):
@@ -186,7 +193,7 @@ def ttl_model(ttl: float, fetch: list[float], pools: int, edits: int, seed: int)
 
 async def ttl_check(stack: Stack, agent_id: str, pools: int) -> list[float]:
     """Real TTL pollers: ``pools`` loops, each re-reading the config every TTL_CHECK_S."""
-    nc = await nats.connect(stack.nats.url)
+    nc = await _bus(stack, Role.WORKER)
     held: list[tuple[int, float]] = [(0, 0.0)] * pools
     stop = asyncio.Event()
     progress = asyncio.Event()
@@ -228,7 +235,7 @@ async def ttl_check(stack: Stack, agent_id: str, pools: int) -> list[float]:
 async def config_at_job_start(stack: Stack, agent_id: str, n: int, batch: int) -> list[float]:
     """``config_load_s`` of ``n`` real calls: rooms naming the agent, ``batch`` at a time,
     each deleted once its call has started."""
-    nc, _ = await connect(stack.nats.url, name="bench-calls", ensure=False)
+    nc, _ = await connect(stack.nats.access(Role.OPERATOR), name="bench-calls", ensure=False)
     started: dict[str, float] = {}
     progress = asyncio.Event()
 
@@ -272,7 +279,7 @@ async def dispatch_to_greeting(
     """Real calls (the synthetic caller creates the room, the dispatcher dispatches it):
     the dispatch's time (`JobDispatched.at`) -> the agent joined, and -> its first audio,
     both as the caller saw them. Seconds."""
-    nc = await nats.connect(stack.nats.url)
+    nc = await _bus(stack, Role.OPERATOR)
     dispatched: dict[str, float] = {}
 
     async def on_job(msg: Msg) -> None:
@@ -316,7 +323,7 @@ async def fresh_connection_fetches(stack: Stack, agent_id: str, n: int) -> list[
     out = []
     for _ in range(n):
         began = time.perf_counter()
-        nc = await nats.connect(stack.nats.url)
+        nc = await _bus(stack, Role.WORKER)
         await get_runtime_config(nc, agent_id)
         out.append(time.perf_counter() - began)
         await nc.close()

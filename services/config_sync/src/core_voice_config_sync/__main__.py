@@ -23,6 +23,7 @@ log = logging.getLogger("core_voice_config_sync")
 
 async def _main() -> None:
     settings = load_settings()
+    settings.nats_access()  # refuses a key-carrying connection in clear before anything runs
     setup_logging("config_sync", settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -117,7 +117,7 @@ class PoolRuntime:
         0.5 s): a pool starting beside its bus waits for it; one that never comes exits 1."""
         return await asyncio.wait_for(
             connect(
-                self.settings.nats_url,
+                self.settings.nats_access(),
                 name=f"voice-worker:{self.settings.worker_id}",
                 on_disconnected=self._disconnected,
                 on_reconnected=self._reconnected,

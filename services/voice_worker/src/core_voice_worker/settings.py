@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core_voice_contracts.bus import NatsAccess
+from core_voice_contracts.permissions import Role as BusRole
+
 
 def default_worker_id() -> str:
     """The pool's identity: the pod name in Kubernetes (``HOSTNAME`` is the pod name
@@ -31,6 +34,15 @@ class WorkerSettings(BaseSettings):
     """LIVEKIT_API_SECRET: required; never logged."""
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
     """NATS_URL."""
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    """NATS_USER: this service's bus user (default: its role, with NATS_PASSWORD set)."""
+    nats_password: SecretStr | None = Field(
+        default=None, validation_alias="NATS_PASSWORD", repr=False
+    )
+    """NATS_PASSWORD: that user's password; never logged."""
+    nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
+    """NATS_CA: the CA file (PEM) for TLS to NATS (a ``tls://`` NATS_URL alone uses the
+    system's CAs)."""
     agent_name: str = Field(default="core-voice", validation_alias="WORKER_AGENT_NAME")
     """WORKER_AGENT_NAME: the explicit-dispatch name the pool registers under."""
     max_concurrency: int = Field(default=25, ge=1)
@@ -87,3 +99,14 @@ class WorkerSettings(BaseSettings):
     """WORKER_LINK_PATH: the pool's local socket; set by the pool for its job processes."""
     event_queue_size: int = Field(default=10_000, ge=1)
     """WORKER_EVENT_QUEUE_SIZE: call events the pool holds while NATS cannot take them."""
+
+    def nats_access(self) -> NatsAccess:
+        """How this service connects: its own NATS user (`BusRole.WORKER`)."""
+        password = self.nats_password.get_secret_value() if self.nats_password else None
+        return NatsAccess.for_role(
+            BusRole.WORKER,
+            self.nats_url,
+            user=self.nats_user,
+            password=password,
+            ca_file=self.nats_ca,
+        )
