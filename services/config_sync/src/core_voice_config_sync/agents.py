@@ -24,6 +24,7 @@ from core_voice_config_sync.errors import (
     ForbiddenError,
     InvalidConfigError,
     KeysUnavailableError,
+    StaleReadError,
     VersionNotFoundError,
 )
 from core_voice_config_sync.merge import merge_spec
@@ -332,8 +333,8 @@ class AgentService:
         tenant_id = self.tenant_of(principal)
         if not is_valid_id(agent_id):
             raise AgentNotFoundError(agent_id)
-        await self._repo.delete(agent_id, tenant_id=tenant_id)
-        self._cache.forget(agent_id)
+        record = await self._repo.delete(agent_id, tenant_id=tenant_id)
+        self._cache.tombstone(agent_id, record.version + 1)  # the version its event announces
         self._on_commit()
 
     async def versions(
@@ -384,6 +385,8 @@ class AgentService:
             config = None if entry is None else entry.config(request.campaign_id)
         except DatabaseUnavailableError:
             return ConfigGetError(error="database_unavailable", retryable=True)
+        except StaleReadError:
+            return ConfigGetError(error="version_unavailable", retryable=True)
         except (InvalidConfigError, KeysUnavailableError):  # no (matching) master key
             log.error("runtime config keys cannot be opened", extra={"agent_id": request.agent_id})
             return ConfigGetError(error="keys_unavailable", retryable=True)

@@ -137,12 +137,21 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await _check_sealed_keys(repository, keyring)
         routing = RoutingService(repository, campaign_repository)
 
+        async def load(agent_id: str) -> CacheEntry | None:
+            return await agents.load_entry(agent_id)
+
+        cache = RuntimeConfigCache(load)
+
+        def events_missed() -> None:  # change events may be missed while disconnected
+            routing.invalidate()
+            cache.clear()
+
         client, js = await _unless_stopped(
             bus.connect(
                 settings.nats_url,
                 name=NATS_CLIENT_NAME,
-                on_disconnected=routing.invalidate,  # change events may be missed meanwhile
-                on_reconnected=routing.invalidate,
+                on_disconnected=events_missed,
+                on_reconnected=events_missed,
             ),
             stop,
         )
@@ -154,14 +163,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             retention_s=settings.outbox_retention_s,
         )
 
-        async def load(agent_id: str) -> CacheEntry | None:
-            return await agents.load_entry(agent_id)
-
         def committed() -> None:
             routing.invalidate()
             relay.wake()
 
-        cache = RuntimeConfigCache(load)
         agents = AgentService(
             repository,
             cache,

@@ -182,6 +182,18 @@ class KeysUnavailableError(ConfigSyncError):
         super().__init__(detail)
 
 
+class StaleReadError(ConfigSyncError):
+    """Every read of an agent was overtaken by a change announced meanwhile (retry)."""
+
+    code = "version_unavailable"
+    status = 503
+    retryable = True
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"agent {_shown(agent_id)} changed while it was read; retry")
+        self.agent_id = agent_id
+
+
 class BadCursorError(ConfigSyncError):
     code = "bad_cursor"
     status = 400

@@ -8,8 +8,8 @@ request gets a typed reply: a malformed one is answered with a non-retryable
 ``bad_request`` error, an internal failure with a retryable error; an endpoint never
 raises. The service also listens to ``voice.config.changed.*`` and
 ``voice.config.routing.*`` (any replica's outbox events, its own included): a
-`ConfigChanged` evicts this replica's older cached config, and every event clears the
-routing answers.
+`ConfigChanged` evicts this replica's older cached config (a deletion leaves a
+tombstone), and every event clears the routing answers.
 """
 
 import logging
@@ -28,6 +28,7 @@ from core_voice_config_sync.routing import RoutingService
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
+    ChangeKind,
     ConfigChanged,
     ConfigGetError,
     ConfigGetReply,
@@ -123,6 +124,8 @@ class ConfigGetService:
             log.warning("undecodable config event ignored", extra={"subject": msg.subject})
             return
         match event:
+            case ConfigChanged(agent_id=agent_id, version=version, kind=ChangeKind.DELETED):
+                self._cache.tombstone(agent_id, version)
             case ConfigChanged(agent_id=agent_id, version=version):
                 self._cache.evict_older(agent_id, version)
             case RoutingChanged(agent_id=agent_id) if agent_id:
