@@ -45,8 +45,8 @@ from core_voice_contracts.runtime_config import RuntimeConfig
 
 pytestmark = pytest.mark.integration
 
-ADMIN_TOKEN = "admin-token-canary-7f3a"
-RUNTIME_TOKEN = "runtime-token-canary-91bc"
+ADMIN_TOKEN = "admin-token-canary-7f3a-5c0e2b9d81a4"
+RUNTIME_TOKEN = "runtime-token-canary-91bc-e6d3f0a7"
 API = "/api/v1/agents"
 
 

@@ -12,8 +12,8 @@ from core_voice_contracts.logs import JsonFormatter
 
 pytestmark = pytest.mark.unit
 
-ADMIN = "admin-secret-canary-1234"
-RUNTIME = "runtime-secret-canary-5678"
+ADMIN = "admin-secret-canary-1234-0f9e8d7c6b5a"
+RUNTIME = "runtime-secret-canary-5678-a1b2c3d4e5f6"
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +39,37 @@ def test_missing_tokens_are_named_by_their_env_variable() -> None:
 def test_empty_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONFIG_SYNC_ADMIN_TOKEN", "")
     monkeypatch.setenv("CONFIG_SYNC_RUNTIME_TOKEN", RUNTIME)
-    with pytest.raises(SettingsError, match="CONFIG_SYNC_ADMIN_TOKEN must not be empty"):
+    with pytest.raises(SettingsError, match="CONFIG_SYNC_ADMIN_TOKEN must be at least 32"):
         load_settings()
+
+
+@pytest.mark.parametrize("variable", ["CONFIG_SYNC_ADMIN_TOKEN", "CONFIG_SYNC_RUNTIME_TOKEN"])
+def test_a_short_bootstrap_token_is_refused_by_name_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv("CONFIG_SYNC_ADMIN_TOKEN", ADMIN)
+    monkeypatch.setenv("CONFIG_SYNC_RUNTIME_TOKEN", RUNTIME)
+    short = "short-canary-" + "x" * 18  # 31 characters
+    monkeypatch.setenv(variable, short)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == f"{variable} must be at least 32 characters"
+    assert "canary" not in str(caught.value)
+    monkeypatch.setenv(variable, short + "x")  # 32 is enough
+    assert load_settings()
+
+
+def test_the_admin_token_must_differ_from_the_runtime_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONFIG_SYNC_ADMIN_TOKEN", ADMIN)
+    monkeypatch.setenv("CONFIG_SYNC_RUNTIME_TOKEN", ADMIN)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "CONFIG_SYNC_RUNTIME_TOKEN must differ from CONFIG_SYNC_ADMIN_TOKEN"
+    )
+    assert ADMIN not in str(caught.value) and "canary" not in repr(caught.value)
 
 
 def test_bad_value_is_named_but_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,8 +48,8 @@ from core_voice_contracts.runtime_config import ProviderKeys
 
 AGENT_ID = "bench-agent"
 CAMPAIGN_ID = "bench-campaign"
-ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - a throwaway token for a throwaway server
-RUNTIME_TOKEN = "bench-runtime-token"  # noqa: S105
+ADMIN_TOKEN = "bench-admin-token-throwaway-0123456789"  # noqa: S105 - a throwaway server's
+RUNTIME_TOKEN = "bench-runtime-token-throwaway-0123456789"  # noqa: S105
 WARMUP = 200
 READS = 3000
 THROUGHPUT_S = 3.0

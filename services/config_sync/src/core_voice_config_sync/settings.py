@@ -8,7 +8,15 @@ A missing required variable stops startup with an error that names it.
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core_voice_config_sync.crypto import KeyRing
@@ -20,6 +28,8 @@ from core_voice_config_sync.validation import (
 )
 
 ENV_PREFIX = "CONFIG_SYNC_"
+MIN_TOKEN_LENGTH = 32
+"""The bootstrap tokens' minimum length: 32 random characters are beyond guessing."""
 
 
 def default_database_url() -> str:
@@ -92,14 +102,26 @@ class Settings(StoreSettings):
         default=8081, ge=0, le=65535, description="CONFIG_SYNC_HTTP_PORT: HTTP API port."
     )
     admin_token: SecretStr = Field(
-        min_length=1,
-        description="CONFIG_SYNC_ADMIN_TOKEN (required): bearer token for the admin API.",
+        min_length=MIN_TOKEN_LENGTH,
+        description="CONFIG_SYNC_ADMIN_TOKEN (required, at least 32 characters): bearer token "
+        "for the admin API.",
     )
     runtime_token: SecretStr = Field(
-        min_length=1,
-        description="CONFIG_SYNC_RUNTIME_TOKEN (required): bearer token workers use to read "
-        "runtime configs; it cannot change anything.",
+        min_length=MIN_TOKEN_LENGTH,
+        description="CONFIG_SYNC_RUNTIME_TOKEN (required, at least 32 characters, not the "
+        "admin token): bearer token workers use to read runtime configs and their provider "
+        "keys; it cannot change anything.",
     )
+
+    @field_validator("runtime_token")
+    @classmethod
+    def _not_the_admin_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # One shared value would hand the workers admin rights (and the admin the keys).
+        admin = info.data.get("admin_token")
+        if isinstance(admin, SecretStr) and admin.get_secret_value() == value.get_secret_value():
+            raise PydanticCustomError("same_token", "must differ from CONFIG_SYNC_ADMIN_TOKEN")
+        return value
+
     default_tenant: str = Field(
         default="default",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
@@ -180,8 +202,9 @@ def _load(cls: type[S], overrides: dict[str, object]) -> S:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "?"
-            what = {"missing": "is required", "too_short": "must not be empty"}.get(
-                err["type"], err["msg"]
-            )
+            if err["type"] == "too_short":
+                what = f"must be at least {(err.get('ctx') or {}).get('min_length')} characters"
+            else:
+                what = {"missing": "is required"}.get(err["type"], err["msg"])
             problems.append(f"{_env_name(field)} {what}")
         raise SettingsError("; ".join(problems)) from None
