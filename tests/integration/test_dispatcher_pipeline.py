@@ -29,14 +29,16 @@ from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.rooms import call_room
 from core_voice_cli.servers import DEV_API_SECRET, NatsServer
-from core_voice_cli.stack import WORKER_AGENT_NAME, Ports, Stack
+from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import (
     AgentPatch,
     AgentStatus,
     CampaignAgentSet,
     CampaignCreate,
+    LegacyAgentsSet,
     NumberSet,
+    TrunkSet,
 )
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.events import (
@@ -47,6 +49,7 @@ from core_voice_contracts.events import (
     JobRequested,
     RejectReason,
 )
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.room import HOLD_AGENT_NAME
 from core_voice_contracts.routing import goes_to_legacy, pick_weighted
 from core_voice_contracts.streams import VOICE_JOBS
@@ -92,8 +95,8 @@ class Rig:
 
     def dispatcher_env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.nats.env(Role.DISPATCHER))
         env.update(
-            NATS_URL=self.nats.url,
             LIVEKIT_URL=self.stack.livekit.url,
             LIVEKIT_API_KEY=self.stack.livekit.api_key,
             LIVEKIT_API_SECRET=self.stack.livekit.api_secret,
@@ -153,8 +156,8 @@ def start_rig(
     would reject and delete every room after its wait (test_dispatcher_capacity.py).
     """
     dispatcher_env.setdefault("DISPATCHER_CAPACITY_WAIT_S", "0")
-    nats = NatsServer(data_dir=base / "nats", log_dir=base / "logs")
-    stack = Stack(base, Ports(nats=nats.port, nats_monitor=nats.monitor_port), worker=False)
+    stack = Stack(base, worker=False)
+    nats = stack.nats
     if not webhooks:
         stack.livekit.webhook_urls = []
     if keys is not None:
@@ -182,7 +185,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture
 async def bus(rig: Rig) -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    nc, js = await connect(rig.nats.url, name="test-dispatcher")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-dispatcher")
     try:
         yield nc, js
     finally:
@@ -306,7 +309,9 @@ def signed(rig: Rig, body: bytes) -> str:
 
 
 @contextlib.asynccontextmanager
-async def sip_caller(rig: Rig, room: str, *, dialed: str) -> AsyncIterator[rtc.Room]:
+async def sip_caller(
+    rig: Rig, room: str, *, dialed: str, trunk: str = "ST_unassigned"
+) -> AsyncIterator[rtc.Room]:
     """A real participant of kind SIP, as LiveKit SIP creates one for an inbound call.
 
     LiveKit itself then posts ``participant_joined`` with the caller's SIP attributes.
@@ -315,7 +320,13 @@ async def sip_caller(rig: Rig, room: str, *, dialed: str) -> AsyncIterator[rtc.R
         api.AccessToken(rig.stack.livekit.api_key, rig.stack.livekit.api_secret)
         .with_identity("sip-caller")
         .with_kind("sip")
-        .with_attributes({"sip.trunkPhoneNumber": dialed, "sip.phoneNumber": "+15550001111"})
+        .with_attributes(
+            {
+                "sip.trunkPhoneNumber": dialed,
+                "sip.trunkID": trunk,
+                "sip.phoneNumber": "+15550001111",
+            }
+        )
         .with_grants(api.VideoGrants(room_join=True, room=room))
         .to_jwt()
     )
@@ -644,6 +655,7 @@ async def test_gradual_migration_sends_its_share_to_the_legacy_worker(
 ) -> None:
     agent_id = unique("mig")
     legacy_name = f"legacy-{agent_id}"
+    admin(rig, "PUT", "/tenants/default/legacy-agents", LegacyAgentsSet(names=[legacy_name]))
     create_agent(rig, agent_id, legacy_agent_name=legacy_name, legacy_percent=50)
     meta = json.dumps({"agent_id": agent_id})
     rooms = await create_rooms(lk, agent_id, 24, meta)
@@ -688,11 +700,12 @@ async def test_a_sip_caller_is_routed_by_the_number_it_dialed(
 ) -> None:
     agent_id = unique("sip")
     create_agent(rig, agent_id)
-    number = f"+1555{uuid.uuid4().int % 10_000_000:07d}"
-    admin(rig, "PUT", f"/numbers/{number}", NumberSet(agent_id=agent_id))
+    number, trunk = f"+1555{uuid.uuid4().int % 10_000_000:07d}", unique("ST")
+    admin(rig, "PUT", f"/trunks/{trunk}", TrunkSet(tenant_id="default"))  # an operator's step
+    admin(rig, "PUT", f"/trunks/{trunk}/numbers/{number}", NumberSet(agent_id=agent_id))
     room = unique("call")
     created = await lk.room.create_room(api.CreateRoomRequest(name=room))  # no metadata
-    async with sip_caller(rig, room, dialed=number):
+    async with sip_caller(rig, room, dialed=number, trunk=trunk):
         (dispatched,) = await job_events(js, subjects.job_dispatched(agent_id), 1)
     assert isinstance(dispatched, JobDispatched) and dispatched.job_id == f"job-{created.sid}"
     assert dispatched.via == "dialed_number" and dispatched.room_name == room
@@ -700,6 +713,7 @@ async def test_a_sip_caller_is_routed_by_the_number_it_dialed(
     job = codec.decode_job_event(dispatch.metadata.encode())
     assert isinstance(job, JobRequested) and job.agent_id == agent_id
     assert job.dialed_number == number and job.participant_identity == "sip-caller"
+    assert job.trunk_id == trunk
 
 
 async def test_a_job_whose_sip_caller_hung_up_expires(

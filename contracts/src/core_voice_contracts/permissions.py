@@ -69,6 +69,7 @@ class _Streams:
 
     def ensure(self, *streams: str, update: bool) -> "_Streams":
         """Look up and create-if-missing (every service); update only for the owners."""
+        self.allowed.append(f"{JS_API}.STREAM.NAMES")  # a subscribe by subject finds its stream
         for stream in streams:
             self.allowed.extend(
                 [f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.STREAM.CREATE.{stream}"]
@@ -98,6 +99,7 @@ class _Streams:
                 f"{JS_API}.CONSUMER.CREATE.{stream}",
                 f"{JS_API}.CONSUMER.CREATE.{stream}.>",
                 f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+                f"{JS_API}.CONSUMER.INFO.{stream}.*",
                 f"$JS.FC.{stream}.>",
             ]
         )
