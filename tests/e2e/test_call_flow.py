@@ -20,7 +20,9 @@ from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import CallEnded, CallEvent, CallStarted
+from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
+from tests.conftest import assert_no_permission_violations
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +37,7 @@ ANSWER = DEMO_RULES[0]["reply"]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(tmp_path_factory.mktemp("e2e")) as running:
         yield running
+    assert_no_permission_violations(running.log_dir)
 
 
 def api_client(stack: Stack) -> httpx.AsyncClient:
@@ -71,7 +74,7 @@ async def call(stack: Stack, agent_id: str, room: str) -> CallResult:
 
 
 async def call_events(stack: Stack, agent_id: str, want: int) -> list[CallEvent]:
-    nc, js = await connect(stack.nats.url, name="e2e-reader", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-reader", ensure=False)
     out: list[CallEvent] = []
     try:
         sub = await js.subscribe(subjects.calls_for_agent(agent_id), ordered_consumer=True)

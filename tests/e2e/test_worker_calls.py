@@ -23,7 +23,7 @@ from livekit import api
 
 from core_voice_cli.demo import DEMO_RULES, demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port
-from core_voice_cli.stack import Stack
+from core_voice_cli.stack import LOOPBACK_BASE_URLS, Stack
 from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
 from core_voice_contracts import codec, room, subjects
 from core_voice_contracts.admin_api import ProviderChoice
@@ -38,7 +38,9 @@ from core_voice_contracts.events import (
     JobRejected,
     RejectReason,
 )
+from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
+from tests.conftest import assert_no_permission_violations
 from tests.fakes.openai_server import OpenAIFake
 from tests.waiting import until
 
@@ -63,8 +65,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp_path_factory.mktemp("workers"),
         worker=False,
         dispatcher_env={"DISPATCHER_CAPACITY_WAIT_S": str(CAPACITY_WAIT_S)},
+        base_url_allow=LOOPBACK_BASE_URLS,  # agents use fake providers on 127.0.0.1
     ) as running:
         yield running
+    assert_no_permission_violations(running.log_dir)
 
 
 class Workers:
@@ -138,7 +142,7 @@ async def status(port: int) -> dict[str, Any]:
 async def call_events(
     stack: Stack, agent_id: str, want: int, timeout: float = 30
 ) -> list[CallEvent]:
-    nc, js = await connect(stack.nats.url, name="e2e-calls", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-calls", ensure=False)
     out: list[CallEvent] = []
     try:
         sub = await js.subscribe(subjects.calls_for_agent(agent_id), ordered_consumer=True)
@@ -246,7 +250,7 @@ async def test_a_job_slow_to_join_is_never_offered_to_a_second_worker(
     assert after.get("reoffered", 0) == before.get("reoffered", 0)
     assert after.get("taken", 0) == before.get("taken", 0) + 1
 
-    nc, js = await connect(stack.nats.url, name="e2e-slow", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-slow", ensure=False)
     try:
         sub = await js.subscribe(subjects.job_accepted(agent_id), ordered_consumer=True)
         accepted = codec.decode_job_event((await sub.next_msg(timeout=5)).data)
@@ -310,7 +314,7 @@ async def test_the_cap_is_exact_across_two_workers_and_the_rest_wait_then_end_vi
     assert await served() == 2 * cap
 
     # The last one waits out DISPATCHER_CAPACITY_WAIT_S and ends visibly.
-    nc, js = await connect(stack.nats.url, name="e2e-capacity", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-capacity", ensure=False)
     try:
         sub = await js.subscribe(subjects.job_rejected(agent_id), ordered_consumer=True)
         rejected = codec.decode_job_event((await sub.next_msg(timeout=CAPACITY_WAIT_S + 20)).data)
@@ -543,7 +547,7 @@ async def test_calls_are_answered_while_config_sync_is_stopped_or_frozen(
     started = sorted((e for e in events if isinstance(e, CallStarted)), key=lambda e: e.at)
     assert [e.config_stale for e in started] == [False, True, True]
     assert all(e.config_version == 1 for e in started)
-    nc, js = await connect(stack.nats.url, name="e2e-jobs", ensure=False)
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-jobs", ensure=False)
     try:
         sub = await js.subscribe(subjects.job_dispatched(agent_id), ordered_consumer=True)
         dispatched = [

@@ -55,6 +55,7 @@ from core_voice_contracts.routing import goes_to_legacy, pick_weighted
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.webhooks import EVENT_HEADER, OUTCOME_HEADER, REASON_HEADER
 from core_voice_dispatcher.dispatch import PREFETCH_TTL_S
+from tests.conftest import assert_no_permission_violations
 from tests.fakes.webhooks import (
     participant_body,
     room_finished_body,
@@ -125,6 +126,7 @@ class Rig:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        assert_no_permission_violations(self.stack.log_dir)
 
 
 def livekit_process(rig: Rig) -> ManagedProcess:

@@ -143,6 +143,7 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
             subjects.JOBS_DISPATCHED_ALL,
             subjects.JOBS_EXPIRED_ALL,
             subjects.JOBS_REJECTED_ALL,
+            subjects.CALLS_FAILED_ALL,  # worker_lost: a pool gone mid-call cannot say it
             subjects.ROUTING_RESOLVE,
             *_Streams()
             .ensure(VOICE_JOBS, VOICE_CALLS, VOICE_CONFIG, update=True)
