@@ -31,7 +31,7 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import NatsAccess, connect
 from core_voice_contracts.events import ConfigFound, ConfigGetRequest
 from core_voice_contracts.permissions import Role, inbox_prefix
-from core_voice_contracts.streams import VOICE_CALLS, VOICE_JOBS
+from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from tests.certs import make_tls_files
 from tests.integration.conftest import config_sync_service
 from tests.integration.test_config_sync import (
@@ -237,7 +237,10 @@ async def test_each_service_can_do_its_job(bus_server: NatsServer, agent_id: str
     telemetry, telemetry_js = await connect(
         bus_server.access(Role.TELEMETRY), name="t", ensure=False
     )
+    config_sync, config_sync_js = await connect(bus_server.access(Role.CONFIG_SYNC), name="c")
     try:
+        ack = await config_sync_js.publish(subjects.routing_changed(f"ok-{tag}"), b"{}")
+        assert ack.stream == VOICE_CONFIG
         ack = await worker_js.publish(subjects.call_started(f"ok-{tag}"), b"{}")
         assert ack.stream == VOICE_CALLS
         ack = await dispatcher_js.publish(subjects.job_requested(f"ok-{tag}"), b"{}")
@@ -248,7 +251,7 @@ async def test_each_service_can_do_its_job(bus_server: NatsServer, agent_id: str
         msgs = await sub.fetch(1, timeout=5)
         await msgs[0].ack()
     finally:
-        for nc in (worker, dispatcher, telemetry):
+        for nc in (worker, dispatcher, telemetry, config_sync):
             await nc.close()
 
 
