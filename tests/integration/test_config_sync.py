@@ -369,7 +369,9 @@ async def test_openapi_schema_is_served(anonymous: httpx.AsyncClient) -> None:
         f"{API}/{{agent_id}}/versions",
         f"{API}/{{agent_id}}/rollback",
         "/api/v1/campaigns/{campaign_id}/agents/{agent_id}",
-        "/api/v1/numbers/{number}",
+        "/api/v1/trunks/{trunk_id}",
+        "/api/v1/trunks/{trunk_id}/numbers/{number}",
+        "/api/v1/tenants/{tenant_id}/legacy-agents",
         "/api/v1/tokens",
         "/api/v1/providers",
     } <= set(paths)

@@ -46,7 +46,7 @@ from tests.integration.test_config_sync import (
 pytestmark = pytest.mark.integration
 
 CAMPAIGNS = "/api/v1/campaigns"
-NUMBERS = "/api/v1/numbers"
+TRUNKS = "/api/v1/trunks"
 
 
 async def create_campaign(client: httpx.AsyncClient, **fields: Any) -> str:
@@ -64,6 +64,28 @@ async def link(
 
 def new_number() -> str:
     return f"+1555{uuid.uuid4().int % 10**7:07d}"
+
+
+async def assign_trunk(operator: httpx.AsyncClient, tenant_id: str = "default") -> str:
+    """A new SIP trunk assigned to ``tenant_id`` (``operator``: the bootstrap admin)."""
+    trunk_id = f"ST_{uuid.uuid4().hex[:12]}"
+    response = await operator.put(f"{TRUNKS}/{trunk_id}", json={"tenant_id": tenant_id})
+    assert response.status_code == 200, response.text
+    return trunk_id
+
+
+def numbers(trunk_id: str) -> str:
+    return f"{TRUNKS}/{trunk_id}/numbers"
+
+
+async def allow_legacy(
+    operator: httpx.AsyncClient, *names: str, tenant_id: str = "default"
+) -> None:
+    """Add ``names`` to the tenant's legacy worker list (``operator``: the bootstrap admin)."""
+    path = f"/api/v1/tenants/{tenant_id}/legacy-agents"
+    current = (await operator.get(path)).json()["names"]
+    response = await operator.put(path, json={"names": sorted({*current, *names})})
+    assert response.status_code == 200, response.text
 
 
 async def route(nc: Client, **fields: Any) -> object:
@@ -201,8 +223,9 @@ async def test_campaign_crud_pagination_and_in_use_protection(admin: httpx.Async
     assert [
         x.agent_id for x in msgspec.json.decode(links.content, type=CampaignAgentPage).items
     ] == [agent_id]
-    number = new_number()
-    assert (await admin.put(f"{NUMBERS}/{number}", json={"campaign_id": campaign_id})).is_success
+    number, trunk = new_number(), await assign_trunk(admin)
+    mapped = await admin.put(f"{numbers(trunk)}/{number}", json={"campaign_id": campaign_id})
+    assert mapped.is_success
 
     in_use = await admin.delete(f"{CAMPAIGNS}/{campaign_id}")
     assert (in_use.status_code, error_of(in_use).error) == (409, "in_use")
@@ -210,7 +233,7 @@ async def test_campaign_crud_pagination_and_in_use_protection(admin: httpx.Async
     agent_in_use = await admin.delete(f"{API}/{agent_id}")
     assert (agent_in_use.status_code, error_of(agent_in_use).error) == (409, "in_use")
 
-    assert (await admin.delete(f"{NUMBERS}/{number}")).status_code == 204
+    assert (await admin.delete(f"{numbers(trunk)}/{number}")).status_code == 204
     assert (await admin.delete(f"{CAMPAIGNS}/{campaign_id}")).status_code == 204
     assert (await admin.get(f"{CAMPAIGNS}/{campaign_id}")).status_code == 404
     agent = msgspec.json.decode((await admin.get(f"{API}/{agent_id}")).content, type=AgentView)
@@ -221,23 +244,31 @@ async def test_campaign_crud_pagination_and_in_use_protection(admin: httpx.Async
     assert (reused.status_code, error_of(reused).error) == (409, "agent_exists")
 
 
-async def test_numbers_map_to_one_target_per_tenant(admin: httpx.AsyncClient) -> None:
+async def test_numbers_map_to_one_target_per_trunk(admin: httpx.AsyncClient) -> None:
     agent_id = new_agent_id()
     await create_agent(admin, agent_id)
-    number = new_number()
-    mapped = await admin.put(f"{NUMBERS}/{number}", json={"agent_id": agent_id})
+    number, trunk = new_number(), await assign_trunk(admin)
+    mapped = await admin.put(f"{numbers(trunk)}/{number}", json={"agent_id": agent_id})
     assert mapped.status_code == 200, mapped.text
     view = msgspec.json.decode(mapped.content, type=NumberView)
-    assert (view.number, view.agent_id, view.campaign_id) == (number, agent_id, None)
-    assert (await admin.get(f"{NUMBERS}/{number}")).json()["agent_id"] == agent_id
+    assert (view.number, view.trunk_id, view.agent_id, view.campaign_id) == (
+        number,
+        trunk,
+        agent_id,
+        None,
+    )
+    assert (await admin.get(f"{numbers(trunk)}/{number}")).json()["agent_id"] == agent_id
+    assert [n["number"] for n in (await admin.get(numbers(trunk))).json()["items"]] == [number]
     for body in ({}, {"agent_id": agent_id, "campaign_id": "x"}):
-        both = await admin.put(f"{NUMBERS}/{number}", json=body)
+        both = await admin.put(f"{numbers(trunk)}/{number}", json=body)
         assert both.status_code == 422, both.text
-    missing = await admin.put(f"{NUMBERS}/{number}", json={"agent_id": "ghost"})
+    missing = await admin.put(f"{numbers(trunk)}/{number}", json={"agent_id": "ghost"})
     assert missing.status_code == 422 and "agent_id" in error_of(missing).detail
-    not_e164 = await admin.put(f"{NUMBERS}/5551234", json={"agent_id": agent_id})
+    not_e164 = await admin.put(f"{numbers(trunk)}/5551234", json={"agent_id": agent_id})
     assert not_e164.status_code == 422 and "number" in error_of(not_e164).detail
-    assert (await admin.get(f"{NUMBERS}/not-a-number")).status_code == 404
+    assert (await admin.get(f"{numbers(trunk)}/not-a-number")).status_code == 404
+    unassigned = await admin.put(f"{numbers('ST_nobody')}/{number}", json={"agent_id": agent_id})
+    assert (unassigned.status_code, error_of(unassigned).error) == (404, "trunk_not_found")
 
 
 async def test_routing_resolves_agents_campaigns_numbers_and_legacy_share(
@@ -275,23 +306,28 @@ async def test_routing_resolves_agents_campaigns_numbers_and_legacy_share(
         picks[reply.agent_id] += 1
     assert picks[off] == 0 and picks[a] > picks[b] > 0
 
-    number = new_number()
-    assert (await admin.put(f"{NUMBERS}/{number}", json={"campaign_id": campaign_id})).is_success
-    dialed = await route(nc, room_key="room-7", dialed_number=number)
+    number, trunk = new_number(), await assign_trunk(admin)
+    mapped = await admin.put(f"{numbers(trunk)}/{number}", json={"campaign_id": campaign_id})
+    assert mapped.is_success
+    dialed = await route(nc, room_key="room-7", dialed_number=number, trunk_id=trunk)
     assert isinstance(dialed, RouteResolved)
     assert (dialed.agent_id, dialed.campaign_id, dialed.via) == (
         pick_weighted("room-7", [(a, 3), (b, 1)]),
         campaign_id,
         "dialed_number",
     )
-    unmapped = await route(nc, room_key="r", dialed_number=new_number())
+    unmapped = await route(nc, room_key="r", dialed_number=new_number(), trunk_id=trunk)
     assert isinstance(unmapped, RouteRejected) and unmapped.reason == RejectReason.NO_ROUTE
+    for other in ({}, {"trunk_id": "ST_other"}):  # the number alone, or on another trunk
+        refused = await route(nc, room_key="r", dialed_number=number, **other)
+        assert isinstance(refused, RouteRejected) and refused.reason == RejectReason.NO_ROUTE
 
     assert (await admin.patch(f"{CAMPAIGNS}/{campaign_id}", json={"status": "paused"})).is_success
     paused = await route(nc, room_key="r", campaign_id=campaign_id)
     assert isinstance(paused, RouteRejected) and paused.reason == RejectReason.NO_ROUTE
 
     # Gradual migration: legacy_percent of the agent's rooms go to its old worker.
+    await allow_legacy(admin, "old-a")
     refused = await admin.patch(f"{API}/{a}", json={"legacy_percent": 30})
     assert refused.status_code == 422 and "legacy_agent_name" in error_of(refused).detail
     migrating = await admin.patch(
@@ -328,8 +364,9 @@ async def test_runtime_token_reads_all_tenants_but_admin_api_needs_scope(
     async with httpx.AsyncClient(base_url=service.base_url, headers=auth(RUNTIME_TOKEN)) as rt:
         assert (await rt.get(CAMPAIGNS)).status_code == 403
         assert (
-            await rt.put(f"{NUMBERS}/{new_number()}", json={"agent_id": "x"})
+            await rt.put(f"{numbers('ST_x')}/{new_number()}", json={"agent_id": "x"})
         ).status_code == 403
+        assert (await rt.put(f"{TRUNKS}/ST_x", json={"tenant_id": "default"})).status_code == 403
         assert (await rt.get("/api/v1/providers")).status_code == 200
         who = (await rt.get("/api/v1/whoami")).json()
         assert (who["scope"], who["tenant_id"]) == ("runtime", None)

@@ -52,10 +52,12 @@ from tests.integration.test_config_sync import (
 )
 from tests.integration.test_config_sync_campaigns import (
     CAMPAIGNS,
-    NUMBERS,
+    allow_legacy,
+    assign_trunk,
     create_campaign,
     link,
     new_number,
+    numbers,
     route,
 )
 
@@ -207,6 +209,7 @@ async def test_every_routing_edit_changes_the_very_next_answer_of_the_replica_th
     assert isinstance(await resolve(agent_id=a), RouteResolved)
 
     # Legacy share, changed in place (no version, no ConfigChanged).
+    await allow_legacy(admin, "old-a")
     await patch_agent(a, legacy_agent_name="old-a", legacy_percent=0)
     assert (await resolve(agent_id=a)).target == Target.POOL
     await patch_agent(a, legacy_percent=100)
@@ -233,14 +236,15 @@ async def test_every_routing_edit_changes_the_very_next_answer_of_the_replica_th
     assert (await resolve(campaign_id=campaign_id)).agent_id == b
 
     # Number mapping.
-    number = new_number()
-    await edited(admin.put(f"{NUMBERS}/{number}", json={"agent_id": a}))
-    assert (await resolve(dialed_number=number)).agent_id == a
-    await edited(admin.put(f"{NUMBERS}/{number}", json={"campaign_id": campaign_id}))
-    remapped = await resolve(dialed_number=number)
+    number, trunk = new_number(), await assign_trunk(admin)
+    mapping = f"{numbers(trunk)}/{number}"
+    await edited(admin.put(mapping, json={"agent_id": a}))
+    assert (await resolve(dialed_number=number, trunk_id=trunk)).agent_id == a
+    await edited(admin.put(mapping, json={"campaign_id": campaign_id}))
+    remapped = await resolve(dialed_number=number, trunk_id=trunk)
     assert (remapped.agent_id, remapped.campaign_id) == (b, campaign_id)
-    await edited(admin.delete(f"{NUMBERS}/{number}"))
-    unmapped = await resolve(dialed_number=number)
+    await edited(admin.delete(mapping))
+    unmapped = await resolve(dialed_number=number, trunk_id=trunk)
     assert (unmapped.reason, unmapped.detail) == (RejectReason.NO_ROUTE, "number not mapped")
 
     # Deletes: an agent, and a campaign without links (no agent gets a new version).
@@ -266,7 +270,7 @@ async def test_routing_changes_are_announced_on_their_subject_without_keys(
     sub = await nc.subscribe(subject, cb=on_event)
     agent_id = new_agent_id()
     await create_agent(admin, agent_id, llm=OPENAI_LLM, keys={"openai": CANARY})
-    number = new_number()
+    number, trunk = new_number(), await assign_trunk(admin)
 
     await edited(admin.patch(f"{API}/{agent_id}", json={"status": "disabled"}))
     campaign_id = await create_campaign(admin)
@@ -274,8 +278,8 @@ async def test_routing_changes_are_announced_on_their_subject_without_keys(
     assert (await link(admin, campaign_id, agent_id, weight=4)).is_success
     await edited(admin.patch(f"{CAMPAIGNS}/{campaign_id}", json={"status": "paused"}))
     await edited(admin.patch(f"{CAMPAIGNS}/{campaign_id}", json={"name": "renamed"}))
-    await edited(admin.put(f"{NUMBERS}/{number}", json={"agent_id": agent_id}))
-    await edited(admin.delete(f"{NUMBERS}/{number}"))
+    await edited(admin.put(f"{numbers(trunk)}/{number}", json={"agent_id": agent_id}))
+    await edited(admin.delete(f"{numbers(trunk)}/{number}"))
 
     expected = [
         (agent_id, None, None),

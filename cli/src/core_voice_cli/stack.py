@@ -16,6 +16,10 @@ from core_voice_cli.servers import LiveKitServer, NatsServer
 from core_voice_contracts.permissions import Role
 
 WORKER_AGENT_NAME = "core-voice"
+LOOPBACK_BASE_URLS = "127.0.0.0/8,::1/128,localhost"
+"""``CONFIG_SYNC_BASE_URL_ALLOW`` for a stack on one machine whose agents may use
+providers on this host (the offline demo, fake providers in tests): plain http to
+loopback. Never for a shared deployment: a tenant could reach the host's services."""
 
 
 @dataclass
@@ -53,8 +57,10 @@ class Stack:
         *,
         worker: bool = True,
         dispatcher_env: dict[str, str] | None = None,
+        base_url_allow: str = "",
     ) -> None:
         self.base_dir = base_dir
+        self.base_url_allow = base_url_allow
         self.dispatcher_env = dispatcher_env or {}
         self.log_dir = base_dir / "logs"
         self.ports = ports or Ports()
@@ -137,6 +143,7 @@ class Stack:
             CONFIG_SYNC_ADMIN_TOKEN=self.admin_token,
             CONFIG_SYNC_RUNTIME_TOKEN=self.runtime_token,
             CONFIG_SYNC_ENCRYPTION_KEYS_FILE=str(self.encryption_keys_file),
+            CONFIG_SYNC_BASE_URL_ALLOW=self.base_url_allow,
         )
 
     def dispatcher_process(self, **env: str) -> ManagedProcess:

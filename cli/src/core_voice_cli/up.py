@@ -17,7 +17,7 @@ import msgspec
 from core_voice_cli.binaries import BinaryNotFoundError, find_binary, repo_root
 from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
 from core_voice_cli.procs import ProcessFailedError
-from core_voice_cli.stack import Ports, Stack
+from core_voice_cli.stack import LOOPBACK_BASE_URLS, Ports, Stack
 from core_voice_contracts.runtime_config import ScriptedOptions
 
 
@@ -88,7 +88,13 @@ def _nats_cli() -> str:
 
 def main_up(args: argparse.Namespace) -> int:
     base = Path(args.data_dir) if args.data_dir else repo_root() / ".data" / "stack"
-    stack = Stack(base, Ports() if args.free_ports else Ports.defaults())
+    # The demo runs on one machine: its agents may use providers on this host (plain
+    # http to loopback); everything else must be public https (CONFIG_SYNC_BASE_URL_ALLOW).
+    stack = Stack(
+        base,
+        Ports() if args.free_ports else Ports.defaults(),
+        base_url_allow=LOOPBACK_BASE_URLS,
+    )
     stopping = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -27,6 +27,7 @@ from core_voice_contracts.runtime_config import (
 
 AgentId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 CampaignId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+TenantId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 _NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refuse it for every backend
 Text = Annotated[str, msgspec.Meta(max_length=20_000, pattern=_NO_NUL)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
@@ -63,6 +64,10 @@ class TokenScope(StrEnum):
     ADMIN = "admin"  # read and change everything in the tenant, manage tokens
     READ = "read"  # read everything in the tenant except provider keys
     RUNTIME = "runtime"  # read runtime configs, keys included (the voice workers)
+    OPERATOR = "operator"
+    """An admin of its tenant who also runs the platform: assigns SIP trunks and legacy
+    worker names to tenants, mints runtime and operator tokens. The bootstrap admin
+    token is one; others are minted only by an operator."""
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -289,11 +294,31 @@ class CampaignAgentPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None = None
 
 
-# --- SIP numbers --------------------------------------------------------------------------
+# --- SIP trunks and numbers ---------------------------------------------------------------
+
+
+class TrunkSet(_Request, frozen=True, kw_only=True):
+    """``PUT /api/v1/trunks/{trunk_id}`` (operators only): the LiveKit SIP inbound trunk
+    (``sip.trunkID``, e.g. ``ST_...``) whose calls this tenant may route."""
+
+    tenant_id: TenantId
+
+
+class TrunkView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant_id: str
+    created_at: str
+    updated_at: str
+
+
+class TrunkPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[TrunkView]
+    next_cursor: str | None = None
 
 
 class NumberSet(_Request, frozen=True, kw_only=True):
-    """``PUT /api/v1/numbers/{number}``: route calls to this dialed number.
+    """``PUT /api/v1/trunks/{trunk_id}/numbers/{number}``: route calls that arrive on
+    this trunk (one assigned to the caller's tenant) for this dialed number.
 
     Exactly one of ``campaign_id`` and ``agent_id``.
     """
@@ -304,6 +329,7 @@ class NumberSet(_Request, frozen=True, kw_only=True):
 
 class NumberView(msgspec.Struct, frozen=True, kw_only=True):
     number: str
+    trunk_id: str
     tenant_id: str
     campaign_id: str | None
     agent_id: str | None
@@ -316,11 +342,28 @@ class NumberPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None = None
 
 
+# --- legacy workers --------------------------------------------------------------------------
+
+
+class LegacyAgentsSet(_Request, frozen=True, kw_only=True):
+    """``PUT /api/v1/tenants/{tenant_id}/legacy-agents`` (operators only): the LiveKit
+    agent names this tenant's agents may send rooms to (``legacy_agent_name``)."""
+
+    names: Annotated[list[LegacyAgentName], msgspec.Meta(max_length=100)]
+
+
+class LegacyAgentsView(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    names: list[str]
+
+
 # --- tokens and identity -------------------------------------------------------------------
 
 
 class TokenCreate(_Request, frozen=True, kw_only=True):
-    """``POST /api/v1/tokens``: a new bearer token for the caller's tenant."""
+    """``POST /api/v1/tokens``: a new bearer token for the caller's tenant. Scopes
+    ``runtime`` and ``operator`` only for an operator (a runtime token reads provider
+    keys, which a tenant admin may only write)."""
 
     name: Name
     scope: TokenScope

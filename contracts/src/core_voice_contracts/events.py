@@ -50,6 +50,8 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     trigger: str = "room_started"
     dialed_number: str | None = None
     """SIP: the number the caller dialed (``sip.trunkPhoneNumber``), when that routes."""
+    trunk_id: str | None = None
+    """SIP: the inbound trunk the call came in on (``sip.trunkID``); routes with the number."""
     participant_identity: str | None = None
     """SIP: the caller participant whose arrival triggered the job."""
 
@@ -281,6 +283,8 @@ class RoutingChanged(_Event, frozen=True, kw_only=True, tag="routing.changed"):
     campaign_id: str | None = None
     number: str | None = None
     """The dialed number (E.164) whose mapping was set or removed."""
+    trunk_id: str | None = None
+    """The SIP trunk of ``number``, or the trunk whose assignment changed."""
 
 
 ConfigStreamEvent = ConfigChanged | RoutingChanged

@@ -2,8 +2,9 @@
 deterministic choices both sides must agree on.
 
 The dispatcher asks config_sync which agent serves a room (directly named, picked from
-a campaign by weight, or mapped from a SIP caller's dialed number) and whether the room
-goes to the shared pool or, during a gradual migration, to the agent's legacy worker.
+a campaign by weight, or mapped from a SIP caller's trunk and dialed number) and whether
+the room goes to the shared pool or, during a gradual migration, to the agent's legacy
+worker.
 The reply never carries provider keys: the dispatcher has no use for them.
 
 Choices are a pure function of the room key, so the same room always gets the same
@@ -33,6 +34,10 @@ class RouteRequest(
     agent_id: str | None = None
     campaign_id: str | None = None
     dialed_number: str | None = None
+    trunk_id: str | None = None
+    """SIP: the LiveKit inbound trunk the call came in on (``sip.trunkID``). A number
+    routes only together with its trunk: trunks are assigned to tenants by an operator,
+    so a tenant cannot claim calls to a number on another tenant's trunk."""
 
 
 class RouteResolved(

@@ -8,8 +8,9 @@ its legacy share) and wakes the outbox relay (the change is on the bus within ms
 """
 
 import logging
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -28,6 +29,7 @@ from core_voice_config_sync.errors import (
     VersionNotFoundError,
 )
 from core_voice_config_sync.merge import merge_spec
+from core_voice_config_sync.outbound import OutboundPolicy, resolve_problem, url_problem
 from core_voice_config_sync.records import AgentRecord, ConfigFields, LinkRecord
 from core_voice_config_sync.repository import (
     AgentRepository,
@@ -37,6 +39,7 @@ from core_voice_config_sync.repository import (
 )
 from core_voice_config_sync.validation import (
     KINDS,
+    VENDOR_URLS,
     Problems,
     key_name_problems,
     key_problems,
@@ -78,12 +81,36 @@ class Validator:
     """The catalogue checks of an agent config, alone and merged with its campaigns."""
 
     platform_keys: frozenset[str] = frozenset()
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    """Where a ``base_url`` may point (`outbound`): public https unless allowed."""
+
+    def url_problems(self, specs: Mapping[str, ProviderSpec], *, prefix: str = "") -> Problems:
+        """``base_url`` options that point somewhere workers must not go (no DNS here)."""
+        problems: Problems = []
+        for kind, url in _base_urls(specs):
+            problem = url_problem(url, self.outbound)
+            if problem is not None:
+                problems.append((f"{prefix}{kind}.options.base_url", problem))
+        return problems
+
+    async def check_urls(self, choices: Mapping[str, Any], *, prefix: str = "") -> None:
+        """Resolve the ``base_url`` options a request brings (422 if any host is or
+        resolves to an internal address). Run before the write's transaction: DNS may
+        take seconds."""
+        problems: Problems = []
+        for kind, url in _base_urls(choices):
+            problem = await resolve_problem(url, self.outbound)
+            if problem is not None:
+                problems.append((f"{prefix}{kind}.options.base_url", problem))
+        if problems:
+            raise InvalidConfigError.of(problems)
 
     def config_problems(self, fields: ConfigFields, have_keys: Collection[str]) -> Problems:
         specs = _specs(fields)
         problems: Problems = []
         for kind, spec in specs.items():
             problems += spec_problems(kind, spec)
+        problems += self.url_problems(specs)
         return problems + key_problems(specs, have_keys, self.platform_keys)
 
     def merged_problems(
@@ -103,6 +130,7 @@ class Validator:
         for kind in KINDS:
             if getattr(overrides, kind) is not None:
                 problems += spec_problems(kind, merged[kind], field=f"{prefix}{kind}")
+                problems += self.url_problems({kind: merged[kind]}, prefix=prefix)
         return problems + key_problems(merged, have_keys, self.platform_keys, prefix=prefix)
 
     def check_agent(
@@ -119,6 +147,16 @@ class Validator:
                 )
         if problems:
             raise InvalidConfigError.of(problems)
+
+
+def _base_urls(choices: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(kind, url) of each ``base_url`` option that is not one of the catalogue's vendor
+    endpoints; ``choices`` are specs, request choices or overrides (None skipped)."""
+    for kind, choice in choices.items():
+        options = getattr(choice, "options", None) or {}
+        url = options.get("base_url")
+        if isinstance(url, str) and url not in VENDOR_URLS:
+            yield kind, url
 
 
 class AgentService:
@@ -219,6 +257,7 @@ class AgentService:
         problems += _legacy_problems(*legacy)
         if problems:
             raise InvalidConfigError.of(problems)
+        await self.validator.check_urls({"llm": data.llm, "stt": data.stt, "tts": data.tts})
         keys = self._seal(agent_id, dict(data.keys))
         record = await self._repo.create(
             tenant_id,
@@ -262,6 +301,7 @@ class AgentService:
             raise AgentNotFoundError(agent_id)
         if data == AgentPatch():
             raise EmptyPatchError
+        await self.validator.check_urls({"llm": data.llm, "stt": data.stt, "tts": data.tts})
         seen_links: list[LinkRecord] = []
 
         async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
@@ -310,6 +350,7 @@ class AgentService:
         if not is_valid_id(agent_id):
             raise AgentNotFoundError(agent_id)
         target = await self._repo.version(agent_id, data.version, tenant_id=tenant_id)
+        await self.validator.check_urls(_specs(target.config))
         seen_links: list[LinkRecord] = []
 
         async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:

@@ -1,9 +1,10 @@
 """The admin and runtime-config HTTP API (Litestar); OpenAPI at ``/schema/openapi.json``.
 
 Every error body is an `ErrorBody`. Status codes: 400 malformed JSON or a bad cursor,
-401 no/unknown token, 403 a valid token without the needed scope, 404 unknown (or
-another tenant's) agent, campaign, link, number, version or token, 409 duplicate id /
-number taken / still in use / concurrent edit, 413 body over the limit, 422 a body that
+401 no/unknown token, 403 a valid token without the needed scope (operator-only
+endpoints and token scopes included), 404 unknown (or another tenant's) agent, campaign,
+link, trunk, number, version or token, 409 id not available (the same body whichever
+tenant holds it) / still in use / concurrent edit, 413 body over the limit, 422 a body that
 parses but is invalid (the detail names every failing field), 503 database unavailable
 (writes; reads fall back to the cache). A PATCH naming no field is 422 ``empty_patch``;
 a PATCH whose values equal the current ones is a 200 no-op that keeps the version.
@@ -46,8 +47,10 @@ from core_voice_config_sync.errors import (
     InvalidConfigError,
     NumberNotFoundError,
     TokenNotFoundError,
+    TrunkNotFoundError,
     VersionNotFoundError,
 )
+from core_voice_config_sync.operators import OperatorService
 from core_voice_config_sync.tokens import TokenService
 from core_voice_contracts.admin_api import (
     DEFAULT_PAGE_LIMIT,
@@ -69,12 +72,17 @@ from core_voice_contracts.admin_api import (
     CampaignView,
     ErrorBody,
     HealthView,
+    LegacyAgentsSet,
+    LegacyAgentsView,
     NumberPage,
     NumberSet,
     NumberView,
     TokenCreate,
     TokenCreated,
     TokenPage,
+    TrunkPage,
+    TrunkSet,
+    TrunkView,
     WhoAmI,
 )
 from core_voice_contracts.ids import is_valid_id
@@ -354,38 +362,115 @@ def _number(number: str, *, for_write: bool) -> str:
     return number
 
 
-class NumberController(Controller):
-    path = "/numbers"
-    tags = ["numbers"]  # noqa: RUF012
+def _trunk(trunk_id: str) -> str:
+    if not is_valid_id(trunk_id):
+        raise TrunkNotFoundError(trunk_id)
+    return trunk_id
+
+
+class TrunkController(Controller):
+    """SIP trunks (LiveKit ``sip.trunkID``) and the numbers mapped on them.
+
+    An operator assigns a trunk to a tenant; the tenant then maps numbers on it. Calls
+    route on trunk and number together, so a tenant can never claim calls to a number on
+    another tenant's trunk. Another tenant's trunk is a 404, like one that does not exist.
+    """
+
+    path = "/trunks"
+    tags = ["trunks"]  # noqa: RUF012
 
     @get("/", opt=_opt(Scope.AGENTS_READ))
+    async def list_trunks(
+        self,
+        request: AuthedRequest,
+        operators: OperatorService,
+        limit: Limit = DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+    ) -> TrunkPage:
+        """The tenant's trunks (an operator's token: every tenant's)."""
+        return await operators.trunks(request.user, limit=limit, cursor=cursor)
+
+    @get("/{trunk_id:str}", opt=_opt(Scope.AGENTS_READ))
+    async def get_trunk(
+        self, trunk_id: str, request: AuthedRequest, operators: OperatorService
+    ) -> TrunkView:
+        return await operators.trunk(request.user, trunk_id)
+
+    @put("/{trunk_id:str}", opt=_opt(Scope.OPERATOR))
+    async def set_trunk(
+        self, trunk_id: str, data: TrunkSet, operators: OperatorService
+    ) -> TrunkView:
+        """Operators only: the tenant whose numbers this trunk carries."""
+        return await operators.set_trunk(trunk_id, data.tenant_id)
+
+    @delete("/{trunk_id:str}", status_code=204, opt=_opt(Scope.OPERATOR))
+    async def delete_trunk(self, trunk_id: str, operators: OperatorService) -> None:
+        """Operators only: unassign the trunk and remove every number mapped on it."""
+        await operators.delete_trunk(trunk_id)
+
+    @get("/{trunk_id:str}/numbers", opt=_opt(Scope.AGENTS_READ))
     async def list_numbers(
         self,
+        trunk_id: str,
         request: AuthedRequest,
         campaigns: CampaignService,
         limit: Limit = DEFAULT_PAGE_LIMIT,
         cursor: Cursor = None,
     ) -> NumberPage:
-        return await campaigns.numbers(request.user, limit=limit, cursor=cursor)
+        return await campaigns.numbers(request.user, _trunk(trunk_id), limit=limit, cursor=cursor)
 
-    @get("/{number:str}", opt=_opt(Scope.AGENTS_READ))
+    @get("/{trunk_id:str}/numbers/{number:str}", opt=_opt(Scope.AGENTS_READ))
     async def get_number(
-        self, number: str, request: AuthedRequest, campaigns: CampaignService
+        self, trunk_id: str, number: str, request: AuthedRequest, campaigns: CampaignService
     ) -> NumberView:
-        return await campaigns.number(request.user, _number(number, for_write=False))
+        return await campaigns.number(
+            request.user, _trunk(trunk_id), _number(number, for_write=False)
+        )
 
-    @put("/{number:str}", opt=_opt(Scope.AGENTS_WRITE))
+    @put("/{trunk_id:str}/numbers/{number:str}", opt=_opt(Scope.AGENTS_WRITE))
     async def set_number(
-        self, number: str, data: NumberSet, request: AuthedRequest, campaigns: CampaignService
+        self,
+        trunk_id: str,
+        number: str,
+        data: NumberSet,
+        request: AuthedRequest,
+        campaigns: CampaignService,
     ) -> NumberView:
-        """Route calls to this dialed number (E.164) to a campaign or an agent."""
-        return await campaigns.set_number(request.user, _number(number, for_write=True), data)
+        """Route calls to this dialed number (E.164) on this trunk to a campaign or an
+        agent. The trunk must be assigned to the caller's tenant (404 otherwise)."""
+        return await campaigns.set_number(
+            request.user, _trunk(trunk_id), _number(number, for_write=True), data
+        )
 
-    @delete("/{number:str}", status_code=204, opt=_opt(Scope.AGENTS_WRITE))
+    @delete("/{trunk_id:str}/numbers/{number:str}", status_code=204, opt=_opt(Scope.AGENTS_WRITE))
     async def delete_number(
-        self, number: str, request: AuthedRequest, campaigns: CampaignService
+        self, trunk_id: str, number: str, request: AuthedRequest, campaigns: CampaignService
     ) -> None:
-        await campaigns.delete_number(request.user, _number(number, for_write=False))
+        await campaigns.delete_number(
+            request.user, _trunk(trunk_id), _number(number, for_write=False)
+        )
+
+
+class TenantController(Controller):
+    """Operators only: per-tenant settings that span tenants."""
+
+    path = "/tenants"
+    tags = ["tenants"]  # noqa: RUF012
+
+    @get("/{tenant_id:str}/legacy-agents", opt=_opt(Scope.OPERATOR))
+    async def get_legacy_agents(
+        self, tenant_id: str, operators: OperatorService
+    ) -> LegacyAgentsView:
+        """The LiveKit agent names this tenant's agents may use as ``legacy_agent_name``."""
+        return await operators.legacy_names(tenant_id)
+
+    @put("/{tenant_id:str}/legacy-agents", opt=_opt(Scope.OPERATOR))
+    async def set_legacy_agents(
+        self, tenant_id: str, data: LegacyAgentsSet, operators: OperatorService
+    ) -> LegacyAgentsView:
+        """Replace the list. A name taken off stops routing to that worker at once (the
+        agent's rooms go to the pool); agents cannot be given a name not on it (422)."""
+        return await operators.set_legacy_names(tenant_id, data)
 
 
 class TokenController(Controller):
@@ -396,10 +481,11 @@ class TokenController(Controller):
     async def create_token(
         self, data: TokenCreate, request: AuthedRequest, tokens: TokenService
     ) -> Response[TokenCreated]:
-        """A new token in the caller's tenant. Shown once: store it now."""
+        """A new token in the caller's tenant. Shown once: store it now. Scopes
+        ``runtime`` and ``operator`` need an operator (403 otherwise)."""
         tenant_id = AgentService.tenant_of(request.user)
-        token, record = await tokens.repository.create(
-            tenant_id=tenant_id, name=data.name, scope=data.scope
+        token, record = await tokens.create(
+            request.user, tenant_id=tenant_id, name=data.name, scope=data.scope
         )
         return Response(
             TokenCreated(token=token, info=record.view()),
@@ -499,6 +585,7 @@ def create_app(
     *,
     agents: AgentService,
     campaigns: CampaignService,
+    operators: OperatorService,
     tokens: TokenService,
     authenticator: Authenticator,
     health: HealthCheck,
@@ -518,7 +605,8 @@ def create_app(
         route_handlers=[
             AgentController,
             CampaignController,
-            NumberController,
+            TrunkController,
+            TenantController,
             TokenController,
             providers,
             whoami,
@@ -532,6 +620,7 @@ def create_app(
         dependencies={
             "agents": Provide(lambda: agents, sync_to_thread=False),
             "campaigns": Provide(lambda: campaigns, sync_to_thread=False),
+            "operators": Provide(lambda: operators, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
         },
         exception_handlers={

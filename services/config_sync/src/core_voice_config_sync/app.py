@@ -30,6 +30,7 @@ from core_voice_config_sync.campaigns import CampaignService
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.db import Database, create_engine, migrate, ping
 from core_voice_config_sync.nats_service import ConfigGetService
+from core_voice_config_sync.operators import OperatorRepository, OperatorService
 from core_voice_config_sync.relay import OutboxRelay
 from core_voice_config_sync.repository import AgentRepository
 from core_voice_config_sync.routing import RoutingService
@@ -171,10 +172,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             repository,
             cache,
             keyring=keyring,
-            validator=Validator(platform_keys=settings.platform_keys()),
+            validator=Validator(
+                platform_keys=settings.platform_keys(),
+                outbound=settings.outbound_policy(),
+            ),
             on_commit=committed,
         )
         campaigns = CampaignService(campaign_repository, agents, cache, on_commit=committed)
+        operators = OperatorService(OperatorRepository(db), on_commit=committed)
         authenticator = StoredTokens(
             StaticTokens(
                 admin=settings.admin_token,
@@ -190,6 +195,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         app = create_app(
             agents=agents,
             campaigns=campaigns,
+            operators=operators,
             tokens=TokenService(token_repository, authenticator),
             authenticator=authenticator,
             health=_health_check(engine, client),

@@ -3,12 +3,18 @@
 Two sources. The bootstrap tokens from the environment (``CONFIG_SYNC_ADMIN_TOKEN``:
 admin of the default tenant, so a fresh stack works with no manual step;
 ``CONFIG_SYNC_RUNTIME_TOKEN``: runtime for every tenant, the shared worker pool's) are
-compared in constant time and never stored. Every other token lives in ``api_tokens``
-as its SHA-256, scoped (``admin``, ``read``, ``runtime``) and bound to a tenant.
+compared in constant time and never stored. The admin one is an ``operator``: an admin
+that may also do what spans tenants (trunks, legacy worker names, runtime tokens). Every
+other token lives in ``api_tokens`` as its SHA-256, scoped (``admin``, ``read``,
+``runtime``, ``operator``) and bound to a tenant.
 
 Database look-ups are cached briefly so a request does not cost a query, and so that
-known tokens keep working while the database is unreachable. A revocation through this
-replica takes effect at once; on other replicas within ``TOKEN_CACHE_S``.
+known tokens keep working while the database is unreachable, but never for longer than
+``max_stale_s`` (``CONFIG_SYNC_TOKEN_MAX_STALE_S``) after the database last vouched for
+them: past that, a token is refused with 503 until the database answers again, so a
+token revoked just before an outage cannot ride it out. A revocation through this
+replica takes effect at once; on other replicas within ``TOKEN_CACHE_S`` (or
+``max_stale_s``, if shorter).
 """
 
 import hashlib
@@ -41,6 +47,8 @@ class Scope(StrEnum):
     RUNTIME_READ = "runtime:read"
     RUNTIME_KEYS = "runtime:keys"
     TOKENS = "tokens:manage"
+    OPERATOR = "platform:operate"
+    """Assign SIP trunks and legacy worker names to tenants; mint runtime tokens."""
 
 
 GRANTS: dict[TokenScope, frozenset[Scope]] = {
@@ -49,8 +57,12 @@ GRANTS: dict[TokenScope, frozenset[Scope]] = {
     ),
     TokenScope.READ: frozenset({Scope.AGENTS_READ, Scope.RUNTIME_READ}),
     TokenScope.RUNTIME: frozenset({Scope.RUNTIME_READ, Scope.RUNTIME_KEYS}),
+    TokenScope.OPERATOR: frozenset(
+        {Scope.AGENTS_READ, Scope.AGENTS_WRITE, Scope.RUNTIME_READ, Scope.TOKENS, Scope.OPERATOR}
+    ),
 }
-"""Provider keys reach only ``runtime`` tokens: an admin can write keys, never read them."""
+"""Provider keys reach only ``runtime`` tokens: an admin can write keys, never read them,
+nor mint a runtime token to read them (only an operator can)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +97,14 @@ def new_token() -> str:
 
 
 class StaticTokens:
-    """The admin token (everything in the default tenant) and the workers' runtime token."""
+    """The bootstrap admin token (an operator, whose own tenant is the default one) and
+    the workers' runtime token."""
 
     def __init__(self, *, admin: SecretStr, runtime: SecretStr, default_tenant: str) -> None:
         self._tokens: list[tuple[bytes, Principal]] = [
             (
                 admin.get_secret_value().encode(),
-                Principal(name="admin", scope=TokenScope.ADMIN, tenant_id=default_tenant),
+                Principal(name="admin", scope=TokenScope.OPERATOR, tenant_id=default_tenant),
             ),
             (
                 runtime.get_secret_value().encode(),

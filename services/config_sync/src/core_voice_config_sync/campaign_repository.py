@@ -30,6 +30,7 @@ from core_voice_config_sync.errors import (
     LinkNotFoundError,
     NumberNotFoundError,
     NumberTakenError,
+    TrunkNotFoundError,
 )
 from core_voice_config_sync.models import (
     Agent,
@@ -37,6 +38,7 @@ from core_voice_config_sync.models import (
     Campaign,
     CampaignAgent,
     PhoneNumber,
+    SipTrunk,
     utcnow,
 )
 from core_voice_config_sync.records import (
@@ -52,6 +54,7 @@ from core_voice_config_sync.repository import (
     VersionMovedError,
     agent_record,
     apply_change,
+    legacy_allowed,
     link_record,
     lock_agents,
     page_after,
@@ -82,6 +85,7 @@ def campaign_record(c: Campaign) -> CampaignRecord:
 def number_record(n: PhoneNumber) -> NumberRecord:
     return NumberRecord(
         number=n.number,
+        trunk_id=n.trunk_id,
         tenant_id=n.tenant_id,
         campaign_id=n.campaign_id,
         agent_id=n.agent_id,
@@ -346,9 +350,23 @@ class CampaignRepository:
         raise ConcurrentEditError(agent_id)
 
     # --- SIP numbers -----------------------------------------------------------------------
+    # A number lives on a trunk, and a trunk is assigned to one tenant by an operator: a
+    # tenant maps numbers on its own trunks only, so it can never take another's number.
+
+    async def _trunk(
+        self, session: AsyncSession, trunk_id: str, tenant_id: str, *, lock: bool = False
+    ) -> SipTrunk:
+        query = sa.select(SipTrunk).where(SipTrunk.id == trunk_id, SipTrunk.tenant_id == tenant_id)
+        if lock:
+            query = query.with_for_update()
+        trunk = (await session.execute(query)).scalar_one_or_none()
+        if trunk is None:
+            raise TrunkNotFoundError(trunk_id)
+        return trunk
 
     async def set_number(
         self,
+        trunk_id: str,
         number: str,
         *,
         tenant_id: str,
@@ -357,6 +375,7 @@ class CampaignRepository:
     ) -> NumberRecord:
         try:
             async with self.db.write() as session:
+                await self._trunk(session, trunk_id, tenant_id, lock=True)
                 if campaign_id is not None:
                     owner = await session.scalar(
                         sa.select(Campaign.id).where(
@@ -377,12 +396,16 @@ class CampaignRepository:
                         raise InvalidConfigError("agent_id", "no such agent")
                 row = (
                     await session.execute(
-                        sa.select(PhoneNumber).where(PhoneNumber.number == number).with_for_update()
+                        sa.select(PhoneNumber)
+                        .where(PhoneNumber.trunk_id == trunk_id, PhoneNumber.number == number)
+                        .with_for_update()
                     )
                 ).scalar_one_or_none()
                 now = utcnow()
+                changed = routing_outbox_row(tenant_id, number=number, trunk_id=trunk_id)
                 if row is None:
                     row = PhoneNumber(
+                        trunk_id=trunk_id,
                         number=number,
                         tenant_id=tenant_id,
                         campaign_id=campaign_id,
@@ -391,48 +414,56 @@ class CampaignRepository:
                         updated_at=now,
                     )
                     session.add(row)
-                    session.add(routing_outbox_row(tenant_id, number=number))
-                elif row.tenant_id != tenant_id:
-                    raise NumberTakenError(number)
+                    session.add(changed)
                 elif (row.campaign_id, row.agent_id) != (campaign_id, agent_id):
                     row.campaign_id, row.agent_id, row.updated_at = campaign_id, agent_id, now
-                    session.add(routing_outbox_row(tenant_id, number=number))
+                    row.tenant_id = tenant_id
+                    session.add(changed)
                 await session.flush()
                 return number_record(row)
         except IntegrityError:
             raise NumberTakenError(number) from None  # a concurrent first mapping won
 
-    async def number(self, number: str, *, tenant_id: str | None) -> NumberRecord:
-        query = sa.select(PhoneNumber).where(PhoneNumber.number == number)
-        if tenant_id is not None:
-            query = query.where(PhoneNumber.tenant_id == tenant_id)
+    async def number(self, trunk_id: str, number: str, *, tenant_id: str) -> NumberRecord:
+        query = sa.select(PhoneNumber).where(
+            PhoneNumber.trunk_id == trunk_id,
+            PhoneNumber.number == number,
+            PhoneNumber.tenant_id == tenant_id,
+        )
         async with self.db.read() as session:
+            await self._trunk(session, trunk_id, tenant_id)
             row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise NumberNotFoundError(number)
         return number_record(row)
 
     async def numbers(
-        self, tenant_id: str, *, limit: int, cursor: str | None
+        self, trunk_id: str, *, tenant_id: str, limit: int, cursor: str | None
     ) -> tuple[list[NumberRecord], str | None]:
-        query = sa.select(PhoneNumber).where(PhoneNumber.tenant_id == tenant_id)
+        query = sa.select(PhoneNumber).where(
+            PhoneNumber.trunk_id == trunk_id, PhoneNumber.tenant_id == tenant_id
+        )
         if (after := page_after(cursor)) is not None:
             query = query.where(PhoneNumber.number > after)
         async with self.db.read() as session:
+            await self._trunk(session, trunk_id, tenant_id)
             rows = list(await session.scalars(query.order_by(PhoneNumber.number).limit(limit + 1)))
         records = [number_record(r) for r in rows[:limit]]
         return records, (records[-1].number if len(rows) > limit else None)
 
-    async def delete_number(self, number: str, *, tenant_id: str) -> None:
+    async def delete_number(self, trunk_id: str, number: str, *, tenant_id: str) -> None:
         async with self.db.write() as session:
+            await self._trunk(session, trunk_id, tenant_id)
             result = await session.execute(
                 sa.delete(PhoneNumber).where(
-                    PhoneNumber.number == number, PhoneNumber.tenant_id == tenant_id
+                    PhoneNumber.trunk_id == trunk_id,
+                    PhoneNumber.number == number,
+                    PhoneNumber.tenant_id == tenant_id,
                 )
             )
             if int(getattr(result, "rowcount", 0) or 0) != 1:
                 raise NumberNotFoundError(number)
-            session.add(routing_outbox_row(tenant_id, number=number))
+            session.add(routing_outbox_row(tenant_id, number=number, trunk_id=trunk_id))
 
     # --- routing -----------------------------------------------------------------------------
 
@@ -444,22 +475,33 @@ class CampaignRepository:
                 return None
             rows = (
                 await session.execute(
-                    sa.select(Agent, CampaignAgent.weight)
+                    sa.select(Agent, CampaignAgent.weight, legacy_allowed())
                     .join(CampaignAgent, CampaignAgent.agent_id == Agent.id)
                     .where(CampaignAgent.campaign_id == campaign_id, Agent.deleted_at.is_(None))
                     .order_by(Agent.id)
                 )
             ).all()
-        agents: list[tuple[RouteAgent, int]] = [(route_agent(a), int(w)) for a, w in rows]
+        agents: list[tuple[RouteAgent, int]] = [
+            (route_agent(a, legacy_ok=bool(ok)), int(w)) for a, w, ok in rows
+        ]
         return RouteCampaign(
             id=campaign.id, tenant_id=campaign.tenant_id, status=campaign.status, agents=agents
         )
 
-    async def route_number(self, number: str) -> NumberRecord | None:
-        try:
-            return await self.number(number, tenant_id=None)
-        except NumberNotFoundError:
-            return None
+    async def route_number(self, trunk_id: str, number: str) -> NumberRecord | None:
+        """The mapping of ``number`` on ``trunk_id``, while the trunk is still its tenant's."""
+        query = (
+            sa.select(PhoneNumber)
+            .join(SipTrunk, SipTrunk.id == PhoneNumber.trunk_id)
+            .where(
+                PhoneNumber.trunk_id == trunk_id,
+                PhoneNumber.number == number,
+                SipTrunk.tenant_id == PhoneNumber.tenant_id,
+            )
+        )
+        async with self.db.read() as session:
+            row = (await session.execute(query)).scalar_one_or_none()
+        return None if row is None else number_record(row)
 
 
 def _campaign_change(campaign_id: str) -> Change:

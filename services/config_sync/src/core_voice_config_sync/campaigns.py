@@ -134,6 +134,11 @@ class CampaignService:
         if not is_valid_id(agent_id):
             raise AgentNotFoundError(agent_id)
         validator = self._agents.validator
+        overrides = data.overrides
+        await validator.check_urls(
+            {"llm": overrides.llm, "stt": overrides.stt, "tts": overrides.tts},
+            prefix="overrides.",
+        )
 
         async def check(agent: AgentRecord, overrides: CampaignOverrides) -> None:
             problems = validator.merged_problems(
@@ -169,10 +174,13 @@ class CampaignService:
 
     # --- SIP numbers -----------------------------------------------------------------------
 
-    async def set_number(self, principal: Principal, number: str, data: NumberSet) -> NumberView:
+    async def set_number(
+        self, principal: Principal, trunk_id: str, number: str, data: NumberSet
+    ) -> NumberView:
         if (data.campaign_id is None) == (data.agent_id is None):
             raise InvalidConfigError("body", "give exactly one of campaign_id and agent_id")
         record = await self._repo.set_number(
+            trunk_id,
             number,
             tenant_id=AgentService.tenant_of(principal),
             campaign_id=data.campaign_id,
@@ -181,16 +189,22 @@ class CampaignService:
         self._committed([])
         return record.view()
 
-    async def number(self, principal: Principal, number: str) -> NumberView:
-        record = await self._repo.number(number, tenant_id=AgentService.tenant_of(principal))
+    async def number(self, principal: Principal, trunk_id: str, number: str) -> NumberView:
+        record = await self._repo.number(
+            trunk_id, number, tenant_id=AgentService.tenant_of(principal)
+        )
         return record.view()
 
-    async def numbers(self, principal: Principal, *, limit: int, cursor: str | None) -> NumberPage:
+    async def numbers(
+        self, principal: Principal, trunk_id: str, *, limit: int, cursor: str | None
+    ) -> NumberPage:
         records, next_cursor = await self._repo.numbers(
-            AgentService.tenant_of(principal), limit=limit, cursor=cursor
+            trunk_id, tenant_id=AgentService.tenant_of(principal), limit=limit, cursor=cursor
         )
         return NumberPage(items=[r.view() for r in records], next_cursor=next_cursor)
 
-    async def delete_number(self, principal: Principal, number: str) -> None:
-        await self._repo.delete_number(number, tenant_id=AgentService.tenant_of(principal))
+    async def delete_number(self, principal: Principal, trunk_id: str, number: str) -> None:
+        await self._repo.delete_number(
+            trunk_id, number, tenant_id=AgentService.tenant_of(principal)
+        )
         self._committed([])

@@ -37,11 +37,17 @@ class AgentNotFoundError(ConfigSyncError):
 
 
 class AgentExistsError(ConfigSyncError):
+    """The same answer whichever tenant holds the id (or held it: ids of deleted agents
+    stay reserved), so it tells nothing about other tenants."""
+
     code = "agent_exists"
     status = 409
 
     def __init__(self, agent_id: str) -> None:
-        super().__init__(f"agent {_shown(agent_id)} already exists")
+        super().__init__(
+            f"agent id {_shown(agent_id)} is not available (ids are global; omit id to get "
+            "a generated one)"
+        )
         self.agent_id = agent_id
 
 
@@ -103,11 +109,16 @@ class CampaignNotFoundError(ConfigSyncError):
 
 
 class CampaignExistsError(ConfigSyncError):
+    """Like `AgentExistsError`: the same answer whichever tenant holds the id."""
+
     code = "campaign_exists"
     status = 409
 
     def __init__(self, campaign_id: str) -> None:
-        super().__init__(f"campaign {_shown(campaign_id)} already exists")
+        super().__init__(
+            f"campaign id {_shown(campaign_id)} is not available (ids are global; omit id "
+            "to get a generated one)"
+        )
         self.campaign_id = campaign_id
 
 
@@ -136,13 +147,34 @@ class NumberNotFoundError(ConfigSyncError):
 
 
 class NumberTakenError(ConfigSyncError):
-    """Numbers are global (a call carries no tenant), so another tenant may hold it."""
+    """A concurrent first mapping of the same trunk and number won. Numbers live on
+    trunks, and a trunk belongs to one tenant, so this never concerns another tenant."""
 
     code = "number_taken"
     status = 409
+    retryable = True
 
     def __init__(self, number: str) -> None:
-        super().__init__(f"{_shown(number)} is mapped by another tenant")
+        super().__init__(f"{_shown(number)} was mapped concurrently; retry")
+
+
+class TrunkNotFoundError(ConfigSyncError):
+    """Unknown, or assigned to another tenant: the same answer, so trunks of other
+    tenants cannot be discovered."""
+
+    code = "trunk_not_found"
+    status = 404
+
+    def __init__(self, trunk_id: str) -> None:
+        super().__init__(f"no trunk {_shown(trunk_id)} assigned to this tenant")
+
+
+class TenantNotFoundError(ConfigSyncError):
+    code = "tenant_not_found"
+    status = 404
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"no tenant {_shown(tenant_id)}")
 
 
 class InUseError(ConfigSyncError):

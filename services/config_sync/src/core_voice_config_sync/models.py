@@ -158,11 +158,39 @@ class CampaignAgent(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class PhoneNumber(Base):
-    """A dialed number (E.164) routed to a campaign or an agent.
+class SipTrunk(Base):
+    """A LiveKit SIP inbound trunk (``sip.trunkID``) and the tenant whose numbers it
+    carries. Assigned by an operator only: owning a trunk is what lets a tenant route
+    calls to a number, so no tenant can claim another's number."""
 
-    Numbers are global: a call arrives with only the number, so one number can belong to
-    one tenant only.
+    __tablename__ = "sip_trunks"
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TenantLegacyAgent(Base):
+    """A LiveKit agent name the tenant's agents may send rooms to (``legacy_agent_name``),
+    set by an operator: without the list, any tenant could route its callers to another
+    tenant's legacy worker."""
+
+    __tablename__ = "tenant_legacy_agents"
+
+    tenant_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+
+
+class PhoneNumber(Base):
+    """A dialed number (E.164) on a SIP trunk, routed to a campaign or an agent.
+
+    Keyed by trunk and number together, as a call arrives: the same number may come in
+    on two trunks (two carriers, two tenants). The tenant is the trunk's.
     """
 
     __tablename__ = "phone_numbers"
@@ -172,6 +200,9 @@ class PhoneNumber(Base):
         ),
     )
 
+    trunk_id: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("sip_trunks.id"), primary_key=True
+    )
     number: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(
         sa.String(ID_LENGTH), sa.ForeignKey("tenants.id"), index=True

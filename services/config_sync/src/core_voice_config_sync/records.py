@@ -15,6 +15,7 @@ from core_voice_contracts.admin_api import (
     KeyInfo,
     NumberView,
     TokenView,
+    TrunkView,
 )
 from core_voice_contracts.runtime_config import ProviderKeys, ProviderSpec, RuntimeConfig
 
@@ -164,8 +165,25 @@ class LinkRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TrunkRecord:
+    id: str
+    tenant_id: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def view(self) -> TrunkView:
+        return TrunkView(
+            id=self.id,
+            tenant_id=self.tenant_id,
+            created_at=iso(self.created_at),
+            updated_at=iso(self.updated_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class NumberRecord:
     number: str
+    trunk_id: str
     tenant_id: str
     campaign_id: str | None
     agent_id: str | None
@@ -175,6 +193,7 @@ class NumberRecord:
     def view(self) -> NumberView:
         return NumberView(
             number=self.number,
+            trunk_id=self.trunk_id,
             tenant_id=self.tenant_id,
             campaign_id=self.campaign_id,
             agent_id=self.agent_id,
@@ -206,7 +225,8 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class RouteAgent:
-    """What routing needs of an agent: no config, no keys."""
+    """What routing needs of an agent: no config, no keys. ``legacy_agent_name`` is
+    None unless the name is on the tenant's operator-set list."""
 
     id: str
     tenant_id: str

@@ -31,6 +31,7 @@ from core_voice_config_sync.errors import (
     BadCursorError,
     ConcurrentEditError,
     InUseError,
+    InvalidConfigError,
     VersionNotFoundError,
 )
 from core_voice_config_sync.models import (
@@ -41,6 +42,7 @@ from core_voice_config_sync.models import (
     OutboxRow,
     PhoneNumber,
     Tenant,
+    TenantLegacyAgent,
     utcnow,
 )
 from core_voice_config_sync.records import (
@@ -181,14 +183,46 @@ def link_record(link: CampaignAgent) -> LinkRecord:
     )
 
 
-def route_agent(agent: Agent) -> RouteAgent:
+def legacy_allowed() -> "sa.Exists":
+    """Whether the agent row's ``legacy_agent_name`` is on its tenant's list (a column
+    for routing queries: a name taken off the list stops routing at once)."""
+    return sa.exists().where(
+        TenantLegacyAgent.tenant_id == Agent.tenant_id,
+        TenantLegacyAgent.name == Agent.legacy_agent_name,
+    )
+
+
+def route_agent(agent: Agent, *, legacy_ok: bool) -> RouteAgent:
     return RouteAgent(
         id=agent.id,
         tenant_id=agent.tenant_id,
         status=agent.status,
-        legacy_agent_name=agent.legacy_agent_name,
+        legacy_agent_name=agent.legacy_agent_name if legacy_ok else None,
         legacy_percent=agent.legacy_percent,
     )
+
+
+async def legacy_names(session: AsyncSession, tenant_id: str) -> list[str]:
+    return list(
+        await session.scalars(
+            sa.select(TenantLegacyAgent.name)
+            .where(TenantLegacyAgent.tenant_id == tenant_id)
+            .order_by(TenantLegacyAgent.name)
+        )
+    )
+
+
+async def check_legacy_name(session: AsyncSession, tenant_id: str, name: str) -> None:
+    """422 unless an operator put ``name`` on the tenant's list of legacy workers: any
+    LiveKit agent name could otherwise be another tenant's worker."""
+    allowed = await legacy_names(session, tenant_id)
+    if name not in allowed:
+        shown = ", ".join(allowed) if allowed else "none"
+        raise InvalidConfigError(
+            "legacy_agent_name",
+            f"not a legacy worker of this tenant (allowed: {shown}); an operator sets the "
+            "list with PUT /api/v1/tenants/{tenant_id}/legacy-agents",
+        )
 
 
 def outbox_row(
@@ -216,11 +250,16 @@ def routing_outbox_row(
     agent_id: str | None = None,
     campaign_id: str | None = None,
     number: str | None = None,
+    trunk_id: str | None = None,
 ) -> OutboxRow:
     """The event of a routing change that gives no agent a new version (a version's
     `ConfigChanged` already tells every replica to drop its routing answers)."""
     event = RoutingChanged(
-        tenant_id=tenant_id, agent_id=agent_id, campaign_id=campaign_id, number=number
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        campaign_id=campaign_id,
+        number=number,
+        trunk_id=trunk_id,
     )
     return _outbox(subjects.routing_changed(tenant_id), event)
 
@@ -344,6 +383,8 @@ async def apply_change(
         "legacy_percent": legacy[1],
         "updated_at": now,
     }
+    if legacy[0] is not None and legacy != (agent.legacy_agent_name, agent.legacy_percent):
+        await check_legacy_name(session, agent.tenant_id, legacy[0])
     old_fields, old_keys = record.config, KeysState(record.sealed, record.key_hints)
     fields = change.config or old_fields
     keys = change.keys or old_keys
@@ -442,6 +483,8 @@ class AgentRepository:
             async with self.db.write() as session:
                 if await session.get(Agent, agent_id) is not None:
                     raise AgentExistsError(agent_id)
+                if legacy[0] is not None:
+                    await check_legacy_name(session, tenant_id, legacy[0])
                 session.add(agent)
                 await session.flush()  # the agent row must exist before its config's FK
                 session.add(config)
@@ -636,9 +679,10 @@ class AgentRepository:
         return version_record(row)
 
     async def route_agent(self, agent_id: str) -> RouteAgent | None:
+        query = _alive(sa.select(Agent, legacy_allowed())).where(Agent.id == agent_id)
         async with self.db.read() as session:
-            agent = await session.scalar(_alive(sa.select(Agent)).where(Agent.id == agent_id))
-        return None if agent is None else route_agent(agent)
+            row = (await session.execute(query)).first()
+        return None if row is None else route_agent(row[0], legacy_ok=bool(row[1]))
 
     # --- provider keys at rest ------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """``voice.routing.resolve``: which agent serves a room, and pool or legacy worker.
 
-The dispatcher names an agent, a campaign or (SIP) the dialed number. A campaign picks
+The dispatcher names an agent, a campaign or (SIP) the trunk and the dialed number: a
+number routes only on the trunk it is mapped on, and trunks are assigned to tenants by an
+operator, so one tenant cannot take calls to another's number. A campaign picks
 one of its active agents by weight with `routing.pick_weighted`, deterministically per
 room; a gradual migration then sends `legacy_percent` % of the agent's rooms to its old
 worker (`routing.goes_to_legacy`). Replies never carry keys.
@@ -51,7 +53,8 @@ def _remember(items: OrderedDict[str, object], key: str, value: object, size: in
 
 
 class RoutingCache:
-    """Routing look-ups by key (``agent:<id>``, ``campaign:<id>``, ``number:<n>``), LRU.
+    """Routing look-ups by key (``agent:<id>``, ``campaign:<id>``, ``number:<trunk>:<n>``),
+    LRU.
 
     `invalidate` forgets every answer at once: routing edits are rare, and a refill is
     one read per key. A read that was in flight during an invalidation may have seen the
@@ -118,9 +121,13 @@ class RoutingService:
         if request.campaign_id is not None:
             return await self._by_campaign(request, request.campaign_id, "campaign")
         if request.dialed_number is not None:
-            number = request.dialed_number
+            number, trunk_id = request.dialed_number, request.trunk_id
+            if trunk_id is None or not is_valid_id(trunk_id):
+                # A number routes only with its trunk: the trunk says whose number it is.
+                return RouteRejected(reason=RejectReason.NO_ROUTE, detail="no SIP trunk")
             mapping: NumberRecord | None = await self._cache.read(
-                f"number:{number}", lambda: self._campaigns.route_number(number)
+                f"number:{trunk_id}:{number}",
+                lambda: self._campaigns.route_number(trunk_id, number),
             )
             if mapping is None:
                 return RouteRejected(reason=RejectReason.NO_ROUTE, detail="number not mapped")

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.errors import SettingsError
+from core_voice_config_sync.outbound import OutboundPolicy
 from core_voice_config_sync.validation import (
     ALL_PROVIDERS,
     keyed_provider_names,
@@ -170,6 +171,49 @@ class Settings(StoreSettings):
     def platform_keys(self) -> frozenset[str]:
         """The providers the pool lends a key for; ``*`` in it means all of them."""
         return frozenset(_names(self.platform_key_providers))
+
+    base_url_allow: str = Field(
+        default="",
+        max_length=4096,
+        description="CONFIG_SYNC_BASE_URL_ALLOW: where an agent's provider base_url may "
+        "point although it is plain http or internal, as a comma list of hosts "
+        "('llm.internal'), host:port pairs ('127.0.0.1:8080') and CIDR networks "
+        "('10.1.0.0/16'). Empty (the default): every base_url must be https to a public "
+        "address (loopback, private, link-local, metadata and other internal addresses "
+        "are refused with 422).",
+    )
+
+    @field_validator("base_url_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        OutboundPolicy.parse(value)
+        return value
+
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.parse(self.base_url_allow)
+
+    def nats_access(self) -> NatsAccess:
+        """How this service connects: its own NATS user (`BusRole.CONFIG_SYNC`).
+
+        Its replies carry provider keys, so the connection must be TLS or stay on this host
+        (loopback), unless CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS says otherwise. A server with
+        TLS configured requires it of every client, so the workers' leg is TLS too.
+        """
+        password = self.nats_password.get_secret_value() if self.nats_password else None
+        access = NatsAccess.for_role(
+            BusRole.CONFIG_SYNC,
+            self.nats_url,
+            user=self.nats_user,
+            password=password,
+            ca_file=self.nats_ca,
+        )
+        if not (access.tls or access.loopback or self.allow_plaintext_keys):
+            raise SettingsError(
+                "NATS_URL is plaintext to another host: provider keys would cross the network "
+                "in clear. Use TLS (a tls:// URL, NATS_CA) or set "
+                "CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS=true"
+            )
+        return access
 
 
 def _names(value: str) -> list[str]:

@@ -1,12 +1,17 @@
-"""API tokens: minted here, shown once, stored as SHA-256, revoked by id."""
+"""API tokens: minted here, shown once, stored as SHA-256, revoked by id.
+
+Through the API a tenant admin mints ``admin`` and ``read`` tokens of its tenant; only an
+operator mints ``runtime`` (they read provider keys, which admins may only write) and
+``operator`` tokens. The operator commands (``token create``) mint any.
+"""
 
 import uuid
 
 import sqlalchemy as sa
 
-from core_voice_config_sync.auth import StoredTokens, hash_token, new_token
+from core_voice_config_sync.auth import Principal, Scope, StoredTokens, hash_token, new_token
 from core_voice_config_sync.db import Database
-from core_voice_config_sync.errors import InvalidConfigError, TokenNotFoundError
+from core_voice_config_sync.errors import ForbiddenError, InvalidConfigError, TokenNotFoundError
 from core_voice_config_sync.models import ApiToken, Tenant, utcnow
 from core_voice_config_sync.records import TokenRecord
 from core_voice_config_sync.repository import page_after
@@ -88,10 +93,22 @@ class TokenRepository:
             return row.token_hash
 
 
+OPERATOR_MINTED = frozenset({TokenScope.RUNTIME, TokenScope.OPERATOR})
+"""Scopes only an operator may mint through the API."""
+
+
 class TokenService:
     def __init__(self, repository: TokenRepository, authenticator: StoredTokens) -> None:
         self.repository = repository
         self._authenticator = authenticator
+
+    async def create(
+        self, principal: Principal, *, tenant_id: str, name: str, scope: TokenScope
+    ) -> tuple[str, TokenRecord]:
+        """A token in the caller's tenant; 403 for a scope the caller may not hand out."""
+        if scope in OPERATOR_MINTED and not principal.can(Scope.OPERATOR):
+            raise ForbiddenError(f"only an operator may mint {scope.value!r} tokens")
+        return await self.repository.create(tenant_id=tenant_id, name=name, scope=scope)
 
     async def revoke(self, token_id: str, *, tenant_id: str) -> None:
         digest = await self.repository.revoke(token_id, tenant_id=tenant_id)

@@ -42,6 +42,11 @@ KINDS = ("llm", "stt", "tts")
 ALL_PROVIDERS = "*"
 """In the platform key providers: the worker pool holds a default key for every provider."""
 PLATFORM_KEYS_ENV = "CONFIG_SYNC_PLATFORM_KEY_PROVIDERS"
+VENDOR_URLS = frozenset(
+    url for kind in KINDS for info in CATALOG.of_kind(kind) for url in info.vendor_urls
+)
+"""Providers' own endpoints from the catalogue: a ``base_url`` naming one is trusted
+(`outbound` checks only others)."""
 Problems = list[tuple[str, str]]
 
 

@@ -239,6 +239,7 @@ def route_request(job: JobRequested) -> RouteRequest:
         agent_id=None if job.agent_id == subjects.UNROUTED else job.agent_id,
         campaign_id=job.campaign_id,
         dialed_number=job.dialed_number,
+        trunk_id=job.trunk_id,
     )
 
 
@@ -406,6 +407,7 @@ class Dispatcher:
                     job = msgspec.structs.replace(
                         job,
                         dialed_number=caller.attributes.get(intake.DIALED_NUMBER_ATTRIBUTE) or None,
+                        trunk_id=caller.attributes.get(intake.TRUNK_ATTRIBUTE) or None,
                         participant_identity=caller.identity,
                     )
                     route = start(self._route(job))

@@ -47,6 +47,8 @@ from core_voice_dispatcher.errors import WebhookRejectedError
 
 DIALED_NUMBER_ATTRIBUTE = "sip.trunkPhoneNumber"
 """LiveKit SIP: the number the caller dialed (our trunk's number)."""
+TRUNK_ATTRIBUTE = "sip.trunkID"
+"""LiveKit SIP: the inbound trunk the call came in on; a number routes only with it."""
 
 JOB_EVENTS = frozenset({"room_started", "participant_joined"})
 NOTED_EVENTS = frozenset({"room_finished", "participant_left"})
@@ -191,8 +193,10 @@ def _job_for_room(event: WebhookEvent, caller: ParticipantInfo | None) -> Store:
         agent_id, campaign_id, lead_id = meta.agent_id, meta.campaign_id, meta.lead_id
 
     dialed_number: str | None = None
+    trunk_id: str | None = None
     if caller is not None:
         dialed_number = caller.attributes.get(DIALED_NUMBER_ATTRIBUTE) or None
+        trunk_id = caller.attributes.get(TRUNK_ATTRIBUTE) or None
     subject_agent = agent_id or subjects.UNROUTED
     message = JobRequested(
         job_id=job_id,
@@ -204,6 +208,7 @@ def _job_for_room(event: WebhookEvent, caller: ParticipantInfo | None) -> Store:
         webhook_id=event.id,
         trigger=event.event,
         dialed_number=dialed_number,
+        trunk_id=trunk_id,
         participant_identity=caller.identity if caller is not None else None,
     )
     return Store(subjects.job_requested(subject_agent), message, job_id)

@@ -1,8 +1,8 @@
 """The last routing answers config_sync gave: what a job is dispatched with while
 config_sync cannot be asked (down, frozen, or failing with a retryable error).
 
-Remembered per agent id, campaign id and dialed number (the key of the request, in
-config_sync's own order: agent, else campaign, else number), least recently used
+Remembered per agent id, campaign id and SIP trunk + dialed number (the key of the
+request, in config_sync's own order: agent, else campaign, else number), least recently used
 dropped past ``size``, unused once ``max_age_s`` passed since config_sync last gave it.
 Only `RouteResolved` is remembered; a `RouteRejected` forgets the key (and, for a named
 agent, that agent everywhere), so an unknown or disabled agent is never dispatched from
@@ -60,7 +60,12 @@ MAX_HITS = 10_000
 """Counts are halved past this, so the spread follows recent answers."""
 
 Key = tuple[str, str]
-"""``("agent", id)``, ``("campaign", id)`` or ``("number", e164)``."""
+"""``("agent", id)``, ``("campaign", id)`` or ``("number", "<trunk id> <e164>")``."""
+
+
+def number_key(trunk_id: str | None, number: str) -> Key:
+    """A number is routed with its trunk (the same number on two trunks is two routes)."""
+    return ("number", f"{trunk_id or ''} {number}")
 
 
 def memory_key(request: RouteRequest) -> Key | None:
@@ -70,7 +75,7 @@ def memory_key(request: RouteRequest) -> Key | None:
     if request.campaign_id is not None:
         return ("campaign", request.campaign_id)
     if request.dialed_number is not None:
-        return ("number", request.dialed_number)
+        return number_key(request.trunk_id, request.dialed_number)
     return None
 
 
@@ -174,14 +179,18 @@ class RouteMemory:
                 if kind == ChangeKind.CAMPAIGN and campaign_id is not None:
                     self.forget_campaign(campaign_id)
             case RoutingChanged(
-                tenant_id=tenant_id, agent_id=agent_id, campaign_id=campaign_id, number=number
+                tenant_id=tenant_id,
+                agent_id=agent_id,
+                campaign_id=campaign_id,
+                number=number,
+                trunk_id=trunk_id,
             ):
                 if agent_id is not None:
                     self.forget_agent(agent_id)
                 if campaign_id is not None:
                     self.forget_campaign(campaign_id)
                 if number is not None:
-                    self._drop(("number", number))
+                    self._drop(number_key(trunk_id, number))
                 self.unconfirm_tenant(tenant_id)
 
     def forget_agent(self, agent_id: str) -> None:
