@@ -9,8 +9,11 @@ from livekit.protocol.webhook import WebhookEvent
 from core_voice_contracts import subjects
 from core_voice_contracts.codec import encode
 from core_voice_contracts.events import JobRejected, JobRequested, RejectReason
+from core_voice_contracts.routing import RouteRequest
+from core_voice_dispatcher.dispatch import route_request
 from core_voice_dispatcher.errors import WebhookRejectedError
 from core_voice_dispatcher.intake import Skip, Store, plan
+from core_voice_dispatcher.route_memory import memory_key, number_key
 from tests.fakes.webhooks import participant_body, room_finished_body, room_started_body
 
 pytestmark = pytest.mark.unit
@@ -54,13 +57,20 @@ def test_sip_caller_carries_the_dialed_number_and_identity() -> None:
         "call-1",
         "RM_4",
         "sip_caller",
-        attributes={"sip.trunkPhoneNumber": "+15551230000", "sip.phoneNumber": "+1999"},
+        attributes={
+            "sip.trunkPhoneNumber": "+15551230000",
+            "sip.trunkID": "ST_trunk1",
+            "sip.phoneNumber": "+1999",
+        },
     )
     action = stored(body)
     job = action.message
     assert isinstance(job, JobRequested) and action.msg_id == "job-RM_4"
     assert action.subject == subjects.job_requested(subjects.UNROUTED)
     assert job.dialed_number == "+15551230000" and job.participant_identity == "sip_caller"
+    # The number routes with its trunk (config_sync resolves on the pair).
+    assert job.trunk_id == "ST_trunk1"
+    assert route_request(job).trunk_id == "ST_trunk1"
     assert job.trigger == "participant_joined"
     # A caller's number is not the dialed number: it never lands in the job.
     assert b"+1999" not in encode(job)
@@ -131,3 +141,11 @@ def test_incomplete_job_events_are_400() -> None:
         with pytest.raises(WebhookRejectedError) as info:
             plan(event(json.dumps(body).encode()))
         assert (info.value.status, info.value.code) == (400, code)
+
+
+def test_a_number_is_remembered_per_trunk() -> None:
+    """The same number on two trunks is two routes (two tenants), in the route memory too."""
+    on_a = RouteRequest(room_key="r", dialed_number="+15551230000", trunk_id="ST_a")
+    on_b = RouteRequest(room_key="r", dialed_number="+15551230000", trunk_id="ST_b")
+    assert memory_key(on_a) != memory_key(on_b)
+    assert memory_key(on_a) == number_key("ST_a", "+15551230000")
