@@ -187,6 +187,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 default_tenant=settings.default_tenant,
             ),
             token_repository.by_hash,
+            max_stale_s=settings.token_max_stale_s,
         )
         getter = ConfigGetService(client, agents, cache, routing)
         await getter.start()

@@ -35,6 +35,7 @@ from core_voice_contracts.admin_api import TokenScope
 
 TOKEN_PREFIX = "cvt_"  # noqa: S105 - a public marker, not a secret
 TOKEN_CACHE_S = 30.0
+MAX_STALE_S = 60.0
 NEGATIVE_CACHE_S = 2.0
 CACHE_SIZE = 10_000
 
@@ -131,10 +132,21 @@ TokenLookup = Callable[[str], Awaitable[TokenRecord | None]]
 class StoredTokens:
     """Tokens from ``api_tokens`` by hash, with the static ones tried first."""
 
-    def __init__(self, static: StaticTokens, lookup: TokenLookup) -> None:
+    def __init__(
+        self,
+        static: StaticTokens,
+        lookup: TokenLookup,
+        *,
+        max_stale_s: float = MAX_STALE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._static = static
         self._lookup = lookup
+        self._clock = clock
+        self._max_stale_s = max_stale_s
+        self._ttl_s = min(TOKEN_CACHE_S, max_stale_s)
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        """Hash → (when the database last answered for it, its principal or None)."""
 
     def __repr__(self) -> str:
         return f"StoredTokens(<{len(self._cache)} cached>)"
@@ -153,15 +165,19 @@ class StoredTokens:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         digest = hash_token(token)
-        now = time.monotonic()
+        now = self._clock()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            checked, known = cached
+            if now - checked < (self._ttl_s if known is not None else NEGATIVE_CACHE_S):
+                return known
         try:
             record = await self._lookup(digest)
         except DatabaseUnavailableError:
-            if cached is not None and cached[1] is not None:
-                return cached[1]  # stale but known good: keep serving during an outage
+            if cached is not None:
+                checked, known = cached
+                if known is not None and now - checked <= self._max_stale_s:
+                    return known  # vouched for a moment ago: serve through a short outage
             raise
         principal = (
             None
@@ -172,8 +188,7 @@ class StoredTokens:
                 tenant_id=record.tenant_id,
             )
         )
-        ttl = TOKEN_CACHE_S if principal is not None else NEGATIVE_CACHE_S
-        self._cache[digest] = (now + ttl, principal)
+        self._cache[digest] = (now, principal)
         self._cache.move_to_end(digest)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

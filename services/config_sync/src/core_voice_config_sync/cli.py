@@ -9,7 +9,8 @@ the service) and are safe while the service runs:
     token create --scope S --name N (--tenant ID | --all-tenants)
                                   mint a token; --all-tenants only for scope runtime
     keys generate                 print a new master key (base64, 32 bytes)
-    keys reencrypt                re-seal every provider key under the active master key
+    keys reencrypt [--batch N]    re-seal every provider key under the active master key;
+                                  lists the versions it cannot open (exit 1 if any)
 
 Tokens are printed once, on stdout, as JSON; nothing else goes to stdout.
 """
@@ -21,7 +22,7 @@ import sys
 
 from core_voice_config_sync.crypto import generate_key
 from core_voice_config_sync.db import Database, create_engine, migrate
-from core_voice_config_sync.errors import ConfigSyncError, SettingsError
+from core_voice_config_sync.errors import ConfigSyncError, KeysUnavailableError, SettingsError
 from core_voice_config_sync.repository import AgentRepository
 from core_voice_config_sync.settings import StoreSettings, load_store_settings
 from core_voice_config_sync.tokens import TokenRepository
@@ -79,29 +80,44 @@ async def _keys_generate(_: StoreSettings, __: argparse.Namespace) -> None:
     _out({"key": generate_key()})
 
 
-async def _keys_reencrypt(settings: StoreSettings, _: argparse.Namespace) -> None:
+async def _keys_reencrypt(settings: StoreSettings, args: argparse.Namespace) -> None:
     """Online: each version is re-sealed in its own short transaction, only if it still
-    holds what was read; the plaintext keys never change, so nothing is announced."""
+    holds what was read; the plaintext keys never change, so nothing is announced.
+
+    Gets through every row: one that cannot be opened (a master key not in the ring,
+    bytes that do not open) is listed by agent, version and key id, and the run pages on
+    past it. Exits 1 if any was listed (they stay under their old key: keep it), 0 otherwise.
+    """
     keyring = settings.keyring()
     if keyring is None:
         raise SettingsError("CONFIG_SYNC_ENCRYPTION_KEYS (or _FILE) is required")
     db = await _database(settings)
     repository = AgentRepository(db)
-    done = skipped = 0
+    done = moved = 0
+    unreadable: list[dict[str, object]] = []
+    after: tuple[str, int] | None = None
     try:
-        while True:
-            batch = await repository.sealed_not_under(keyring.active_id, REENCRYPT_BATCH)
-            progressed = False
+        while batch := await repository.sealed_not_under(
+            keyring.active_id, args.batch, after=after
+        ):
             for agent_id, version, sealed in batch:
-                if sealed.key_id not in keyring.ids:
-                    skipped += 1
+                after = (agent_id, version)
+                try:
+                    fresh = keyring.reseal(sealed, agent_id=agent_id)
+                except Exception as exc:  # one bad row never stops the run
+                    unreadable.append(
+                        {
+                            "agent_id": agent_id,
+                            "version": version,
+                            "key_id": sealed.key_id,
+                            "reason": _unreadable_reason(keyring.ids, sealed.key_id, exc),
+                        }
+                    )
                     continue
-                fresh = keyring.reseal(sealed, agent_id=agent_id)
                 if await repository.replace_sealed(agent_id, version, sealed, fresh):
                     done += 1
-                    progressed = True
-            if not progressed:
-                break
+                else:
+                    moved += 1  # re-sealed by someone else meanwhile
         remaining = await repository.sealed_key_ids()
     finally:
         await db.engine.dispose()
@@ -109,10 +125,40 @@ async def _keys_reencrypt(settings: StoreSettings, _: argparse.Namespace) -> Non
         {
             "active_key_id": keyring.active_id,
             "resealed": done,
-            "unopenable": skipped,
+            "changed_meanwhile": moved,
+            "unreadable": len(unreadable),
+            "unreadable_versions": unreadable,
             "versions_by_key_id": remaining,
         }
     )
+    if unreadable:
+        raise ReencryptIncompleteError(len(unreadable))
+
+
+def _unreadable_reason(ring_ids: frozenset[str], key_id: str, exc: Exception) -> str:
+    """Why a version could not be opened, naming no key material."""
+    if key_id not in ring_ids:
+        return "master key not in the key ring"
+    if isinstance(exc, KeysUnavailableError):
+        return "does not open with its master key (corrupted, or sealed for another agent)"
+    return f"cannot be opened ({type(exc).__name__})"
+
+
+class ReencryptIncompleteError(ConfigSyncError):
+    code = "reencrypt_incomplete"
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"{count} version(s) could not be opened and stay under their old master key; "
+            "see unreadable_versions"
+        )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 COMMANDS = {
@@ -146,7 +192,12 @@ def parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys").add_subparsers(dest="action", required=True)
     keys.add_parser("generate", help="print a new master key")
-    keys.add_parser("reencrypt", help="re-seal provider keys under the active master key")
+    reencrypt = keys.add_parser(
+        "reencrypt", help="re-seal provider keys under the active master key"
+    )
+    reencrypt.add_argument(
+        "--batch", type=_positive, default=REENCRYPT_BATCH, help="versions read per page"
+    )
     return top
 
 

@@ -686,8 +686,12 @@ class AgentRepository:
 
     # --- provider keys at rest ------------------------------------------------------------
 
-    async def sealed_not_under(self, key_id: str, limit: int) -> list[tuple[str, int, Sealed]]:
-        """Versions whose keys are sealed under another master key than ``key_id``."""
+    async def sealed_not_under(
+        self, key_id: str, limit: int, *, after: tuple[str, int] | None = None
+    ) -> list[tuple[str, int, Sealed]]:
+        """Versions whose keys are sealed under another master key than ``key_id``, in
+        (agent, version) order, from just past ``after``: a caller pages on past rows it
+        could not re-seal instead of reading them again."""
         query = (
             sa.select(
                 AgentConfig.agent_id,
@@ -699,6 +703,14 @@ class AgentRepository:
             .order_by(AgentConfig.agent_id, AgentConfig.version)
             .limit(limit)
         )
+        if after is not None:
+            agent_id, version = after
+            query = query.where(
+                sa.or_(
+                    AgentConfig.agent_id > agent_id,
+                    sa.and_(AgentConfig.agent_id == agent_id, AgentConfig.version > version),
+                )
+            )
         async with self.db.read() as session:
             rows = (await session.execute(query)).all()
         return [(a, v, Sealed(key_id=str(k), blob=b or b"")) for a, v, k, b in rows]

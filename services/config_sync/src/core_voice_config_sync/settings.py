@@ -123,6 +123,15 @@ class Settings(StoreSettings):
             raise PydanticCustomError("same_token", "must differ from CONFIG_SYNC_ADMIN_TOKEN")
         return value
 
+    token_max_stale_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="CONFIG_SYNC_TOKEN_MAX_STALE_S: while the database is unreachable, a "
+        "stored API token is still accepted for this long after the database last vouched "
+        "for it, then refused with 503 (a token revoked just before an outage stops "
+        "working within this time). The bootstrap tokens need no database.",
+    )
     default_tenant: str = Field(
         default="default",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
