@@ -419,3 +419,6 @@ class HealthView(msgspec.Struct, frozen=True, kw_only=True):
 
     status: str
     checks: dict[str, str] = msgspec.field(default_factory=dict)
+    refused: dict[str, int] = msgspec.field(default_factory=dict)
+    """Bus messages refused since start, by ``<endpoint>/<reason>`` (malformed requests
+    answered ``bad_request``, change events ignored): hostile or broken publishers."""

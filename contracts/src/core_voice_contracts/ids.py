@@ -21,3 +21,14 @@ def check_id(value: str, *, what: str = "id") -> str:
 
 def is_valid_id(value: str) -> bool:
     return _ID_RE.fullmatch(value) is not None
+
+
+MAX_TOKEN_CHARS = 200
+_TOKEN_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_CHARS}}}")
+
+
+def is_token(value: str) -> bool:
+    """Printable ASCII, no spaces, at most 200 characters: what an id from outside (a
+    LiveKit room sid, a job id) must be to go into a NATS or HTTP header as it is. A CR
+    or LF in a header value would end the header (or the whole block) early."""
+    return _TOKEN_RE.fullmatch(value) is not None

@@ -573,6 +573,13 @@ def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Er
     return _error(status, _STATUS_CODES.get(status, "client_error"), exc.detail, **headers)
 
 
+def _on_too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[ErrorBody]:
+    """A body nested too deep to parse: msgspec raises `RecursionError`, not a decode
+    error, so without this it would be a 500. Nothing else here recurses on input."""
+    log.warning("request refused: body nested too deep")
+    return _error(400, "malformed_json", "the body is nested too deeply")
+
+
 def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
     return _error(500, "internal_error")
@@ -627,6 +634,7 @@ def create_app(
             ConfigSyncError: _on_service_error,
             ValidationException: _on_validation,
             HTTPException: _on_http_error,
+            RecursionError: _on_too_deep,
             Exception: _on_unexpected,
         },
         request_max_body_size=max_body_bytes,

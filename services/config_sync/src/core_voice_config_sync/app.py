@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import TypeVar
 
 import uvicorn
@@ -88,7 +88,9 @@ async def _unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T:
     return task.result()
 
 
-def _health_check(engine: AsyncEngine, nc: Client) -> Callable[[], Awaitable[HealthView]]:
+def _health_check(
+    engine: AsyncEngine, nc: Client, refused: Mapping[str, int]
+) -> Callable[[], Awaitable[HealthView]]:
     async def check() -> HealthView:
         checks = {"database": "ok", "nats": "ok" if nc.is_connected else "unavailable"}
         try:
@@ -96,7 +98,9 @@ def _health_check(engine: AsyncEngine, nc: Client) -> Callable[[], Awaitable[Hea
         except Exception:  # any failure means "not healthy", never a 500
             checks["database"] = "unavailable"
         ok = all(v == "ok" for v in checks.values())
-        return HealthView(status="ok" if ok else "unavailable", checks=checks)
+        return HealthView(
+            status="ok" if ok else "unavailable", checks=checks, refused=dict(refused)
+        )
 
     return check
 
@@ -199,7 +203,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             operators=operators,
             tokens=TokenService(token_repository, authenticator),
             authenticator=authenticator,
-            health=_health_check(engine, client),
+            health=_health_check(engine, client, getter.refused),
             max_body_bytes=settings.max_body_bytes,
             version=__version__,
         )

@@ -13,7 +13,9 @@ tombstone), and every event clears the routing answers.
 """
 
 import logging
+from collections import Counter
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -34,6 +36,7 @@ from core_voice_contracts.events import (
     ConfigGetReply,
     RoutingChanged,
 )
+from core_voice_contracts.ids import is_valid_id
 from core_voice_contracts.routing import RouteError, RouteReply
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,17 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "config-sync"
 ENDPOINT_NAME = "get"
 RESOLVE_ENDPOINT_NAME = "resolve"
+MAX_FIELD_CHARS = 1024
+"""Longest string a request may carry in any field (ids, room keys, numbers): a longer
+one is ``bad_request``, so a hostile request can neither put keys of any size in the
+caches nor be echoed into a reply over the bus's payload limit."""
+
+
+def _oversized(request: msgspec.Struct) -> bool:
+    return any(
+        isinstance(value, str) and len(value) > MAX_FIELD_CHARS
+        for value in msgspec.structs.astuple(request)
+    )
 
 
 class ConfigGetService:
@@ -57,6 +71,9 @@ class ConfigGetService:
         self._routing = routing
         self._service: Service | None = None
         self._changes: list[Subscription] = []
+        self.refused: Counter[str] = Counter()
+        """Requests answered ``bad_request`` and change events ignored, by
+        ``<endpoint>/<reason>`` (``undecodable``, ``oversized``, ``invalid``): /healthz."""
 
     async def start(self) -> None:
         for subject in (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL):
@@ -95,6 +112,10 @@ class ConfigGetService:
         try:
             query = codec.decode_config_request(data)
         except DecodeError:
+            self.refused["get/undecodable"] += 1
+            return ConfigGetError(error="bad_request", retryable=False)
+        if _oversized(query):
+            self.refused["get/oversized"] += 1
             return ConfigGetError(error="bad_request", retryable=False)
         try:
             return await self._agents.resolve(query)
@@ -109,6 +130,10 @@ class ConfigGetService:
         try:
             query = codec.decode_route_request(data)
         except DecodeError:
+            self.refused["resolve/undecodable"] += 1
+            return RouteError(error="bad_request", retryable=False)
+        if _oversized(query):
+            self.refused["resolve/oversized"] += 1
             return RouteError(error="bad_request", retryable=False)
         try:
             return await self._routing.resolve(query)
@@ -121,7 +146,11 @@ class ConfigGetService:
         try:
             event = codec.decode_config_stream_event(msg.data)
         except DecodeError:
+            self.refused["change/undecodable"] += 1
             log.warning("undecodable config event ignored", extra={"subject": msg.subject})
+            return
+        if event.agent_id is not None and not is_valid_id(event.agent_id):
+            self.refused["change/invalid"] += 1  # would be a cache key of any size
             return
         match event:
             case ConfigChanged(agent_id=agent_id, version=version, kind=ChangeKind.DELETED):

@@ -93,9 +93,9 @@ async def _serve(
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
         if dispatcher.memory is not None:
-            config_events = await follow_config_events(js, dispatcher.memory)
+            config_events = await follow_config_events(js, dispatcher.memory, dispatcher.poison)
         if dispatcher.capacity is not None:
-            accepted = await follow_accepted_jobs(nc, dispatcher.capacity)
+            accepted = await follow_accepted_jobs(nc, dispatcher.capacity, dispatcher.poison)
         if ingest is not None and settings.prefetch:
             ingest.prefetcher = dispatcher
         live = LiveConsumer(settings, js, dispatcher)
@@ -119,6 +119,7 @@ async def _serve(
         if dispatcher is None:
             return found
         found["prefetch"] = dict(dispatcher.prefetch_counts)
+        found["poison"] = dict(dispatcher.poison)
         found["routing"] = dict(dispatcher.routing_counts) | {
             "remembered": len(dispatcher.memory) if dispatcher.memory is not None else 0
         }

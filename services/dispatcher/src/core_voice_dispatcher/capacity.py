@@ -60,6 +60,7 @@ from core_voice_contracts.events import (
     JobRequested,
     RejectReason,
 )
+from core_voice_contracts.ids import is_token
 from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
 from core_voice_dispatcher.settings import DispatcherSettings
 
@@ -368,16 +369,26 @@ def _error_name(exc: BaseException) -> str:
     return f"livekit_{type(exc).__name__}"
 
 
-async def follow_accepted_jobs(nc: Client, watch: CapacityWatch) -> Subscription:
+async def follow_accepted_jobs(
+    nc: Client, watch: CapacityWatch, poison: Counter[str] | None = None
+) -> Subscription:
     """Feed every pool's `JobAccepted` to ``watch`` (core NATS: only what is said from now
-    on matters, and every replica hears every pool)."""
+    on matters, and every replica hears every pool). A message that is not one, or whose
+    job id is no job id (a 1 MiB one, remembered 10,000 times, would be 10 GiB), is
+    counted in ``poison`` and ignored."""
 
     async def on_accepted(msg: Msg) -> None:
         try:
             event = decode_job_event(msg.data)
         except DecodeError:
+            if poison is not None:
+                poison["accepted/undecodable"] += 1
             return
         if isinstance(event, JobAccepted):
+            if not is_token(event.job_id):
+                if poison is not None:
+                    poison["accepted/invalid"] += 1
+                return
             watch.note_accepted(event.job_id)
 
     return await nc.subscribe(subjects.JOBS_ACCEPTED_ALL, cb=on_accepted)

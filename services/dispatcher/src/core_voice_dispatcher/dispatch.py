@@ -52,6 +52,7 @@ from core_voice_contracts.events import (
     JobRequested,
     RejectReason,
 )
+from core_voice_contracts.ids import is_token, is_valid_id
 from core_voice_contracts.routing import (
     RouteError,
     RouteRejected,
@@ -233,6 +234,14 @@ def _discovers(job: JobRequested) -> bool:
     return job.agent_id == subjects.UNROUTED and not job.campaign_id and not job.dialed_number
 
 
+def _well_formed(job: JobRequested) -> bool:
+    """Whether ``job``'s ids can be used as they are: the job id goes into outcome message
+    ids (a NATS header), the agent id into outcome subjects. Anything else (a hostile or
+    broken publisher) would fail on every delivery."""
+    agent_ok = job.agent_id == subjects.UNROUTED or is_valid_id(job.agent_id)
+    return agent_ok and is_token(job.job_id)
+
+
 def route_request(job: JobRequested) -> RouteRequest:
     return RouteRequest(
         room_key=job.room_sid or job.room_name,
@@ -275,6 +284,11 @@ class Dispatcher:
             if settings.capacity_wait_s > 0
             else None
         )
+        self.poison: Counter[str] = Counter()
+        """Bus messages refused as poison, by ``<stream or feed>/<reason>`` (for /healthz):
+        job messages terminated (``undecodable``, or ``invalid``: a job id that cannot be
+        a message id, an agent id that cannot be a subject), and messages of the change
+        and accepted-job feeds that were ignored."""
 
     # --- prefetch ----------------------------------------------------------------------
 
@@ -343,8 +357,10 @@ class Dispatcher:
         try:
             event = decode_job_event(msg.data)
         except DecodeError:
-            log.warning("poison job message terminated", extra={"subject": msg.subject})
-            await msg.term()
+            await self._poison(msg, "undecodable")
+            return
+        if isinstance(event, JobRequested) and not _well_formed(event):
+            await self._poison(msg, "invalid")
             return
         if not isinstance(event, JobRequested):
             await msg.ack()
@@ -372,6 +388,12 @@ class Dispatcher:
                 await msg.nak(delay=retry_delay(msg.metadata.num_delivered))
         finally:
             self._inflight.discard(event.job_id)
+
+    async def _poison(self, msg: Msg, reason: str) -> None:
+        """Terminate a job message no delivery can settle, and count it (/healthz)."""
+        self.poison[f"{VOICE_JOBS}/{reason}"] += 1
+        log.warning("poison job message terminated", extra={"subject": msg.subject, "why": reason})
+        await msg.term()
 
     async def decide(self, job: JobRequested, msg: Msg) -> Outcome:
         """Find what should happen to ``job`` now (LiveKit calls, no events yet).

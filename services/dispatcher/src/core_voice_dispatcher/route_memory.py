@@ -36,7 +36,7 @@ job is routed by config_sync and the memory is only written.
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -276,18 +276,22 @@ def _discard(index: dict[str, set[Key]], name: str, key: Key) -> None:
 
 
 async def follow_config_events(
-    js: JetStreamContext, memory: RouteMemory
+    js: JetStreamContext, memory: RouteMemory, poison: Counter[str] | None = None
 ) -> list[JetStreamContext.PushSubscription]:
     """Apply every new ``VOICE_CONFIG`` event to ``memory`` as it is stored.
 
     Ordered consumers from the stream (not plain subscriptions): after a NATS disconnect
     they resume from the last event seen, so a deletion announced meanwhile still arrives.
+    An event not understood is counted in ``poison`` and skipped (an ordered consumer
+    acknowledges nothing: there is nothing to terminate).
     """
 
     async def on_event(msg: Msg) -> None:
         try:
             event = decode_config_stream_event(msg.data)
         except DecodeError:
+            if poison is not None:
+                poison[f"{VOICE_CONFIG}/undecodable"] += 1
             log.warning("config event not understood", extra={"subject": msg.subject})
             return
         memory.apply(event)

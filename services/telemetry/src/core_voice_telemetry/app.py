@@ -9,20 +9,27 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core_voice_contracts.bus import connect
-from core_voice_telemetry.consumer import FEEDS, consume
+from core_voice_telemetry.consumer import FEEDS, run_feed
 from core_voice_telemetry.metrics import Metrics
 from core_voice_telemetry.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
 
 
-def make_app(metrics: Metrics) -> web.Application:
+def make_app(metrics: Metrics, feeds: dict[str, str] | None = None) -> web.Application:
+    """/metrics, and /healthz: 503 unless every feed in ``feeds`` (name -> state, kept
+    by `run_feed`) is ``ok``, so a consumer that failed is visible, not silently gone."""
+
     async def handle_metrics(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def handle_health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        states = dict(feeds or {})
+        ok = all(state == "ok" for state in states.values())
+        return web.json_response(
+            {"status": "ok" if ok else "degraded", "feeds": states}, status=200 if ok else 503
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", handle_metrics)
@@ -33,11 +40,23 @@ def make_app(metrics: Metrics) -> web.Application:
 async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
     nc, js = await connect(settings.nats_url, name="telemetry")
     metrics = Metrics()
+    states = {feed.suffix: "starting" for feed in FEEDS}
     tasks = [
-        asyncio.create_task(consume(js, metrics, feed, settings.consumer_prefix, stop))
+        asyncio.create_task(
+            run_feed(js, metrics, feed, settings.consumer_prefix, stop, states=states),
+            name=feed.suffix,
+        )
         for feed in FEEDS
     ]
-    runner = web.AppRunner(make_app(metrics), access_log=None)
+
+    def ended(task: "asyncio.Task[None]") -> None:
+        if not stop.is_set():  # run_feed returns only on stop: anything else is a bug
+            states[task.get_name()] = "stopped"
+            log.error("event feed stopped", extra={"feed": task.get_name()})
+
+    for task in tasks:
+        task.add_done_callback(ended)
+    runner = web.AppRunner(make_app(metrics, states), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     log.info("telemetry ready", extra={"host": settings.http_host, "port": settings.http_port})

@@ -89,10 +89,19 @@ class Metrics:
         self.config_changes = Counter(
             "corevoice_config_changes", "Agent config changes", ["agent_id", "kind"], registry=r
         )
-        self.invalid_events = Counter(
-            "corevoice_invalid_events", "Messages on the streams that failed to decode", ["stream"],
+        self.poison_messages = Counter(
+            "corevoice_telemetry_poison_messages",
+            "Messages terminated unapplied: undecodable, invalid (agent id), or failed "
+            "on every delivery",
+            ["stream", "reason"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.feed_restarts = Counter(
+            "corevoice_telemetry_feed_restarts",
+            "Times a stream consumer task failed and was started again",
+            ["stream"],
+            registry=r,
+        )
 
     def observe_job(self, event: JobEvent) -> None:
         match event:

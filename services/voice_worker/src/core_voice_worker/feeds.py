@@ -9,12 +9,17 @@
 On every (re)connect the config feed starts over from the latest message per subject,
 so an edit made while the pool could not see the bus is caught within a round trip of
 the reconnect; until that replay is done, the mirror counts as not live (stale).
+
+Neither feed acknowledges anything (core subscriptions, ordered consumers), so a message
+that is not understood, or names an agent or campaign by something that is no id, is
+skipped and counted in ``bad_messages`` (``corevoice_worker_poison_messages_total``).
 """
 
 import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
@@ -49,7 +54,9 @@ class PoolFeeds:
         self._pending: set[str] = set()
         self._restart: asyncio.Task[None] | None = None
         self.reconciles = 0
-        self.bad_messages = 0
+        self.bad_messages: Counter[tuple[str, str]] = Counter()
+        """Messages skipped, by (feed, reason): ``jobs`` / ``config``, ``undecodable`` /
+        ``invalid``."""
         self.reconnected_at: float | None = None
         """Wall-clock time of the last reconnect (operators compare it with edits)."""
         self.reconciled_at: float | None = None
@@ -110,10 +117,16 @@ class PoolFeeds:
             try:
                 event = codec.decode_config_stream_event(msg.data)
             except DecodeError:
-                self.bad_messages += 1
+                self.bad_messages["config", "undecodable"] += 1
                 log.warning("undecodable config event ignored", extra={"subject": msg.subject})
             else:
                 match event:
+                    case (
+                        ConfigChanged(agent_id=agent_id)
+                        | RoutingChanged(agent_id=str() as agent_id)
+                    ) if agent_id and not is_valid_id(agent_id):
+                        # Would be a key of any size in the mirror's announced versions.
+                        self.bad_messages["config", "invalid"] += 1
                     case ConfigChanged():
                         self._mirror.announce(event)
                     case RoutingChanged(agent_id=agent_id) if agent_id:
@@ -141,7 +154,11 @@ class PoolFeeds:
         try:
             event = codec.decode_job_event(msg.data)
         except DecodeError:
-            self.bad_messages += 1
+            self.bad_messages["jobs", "undecodable"] += 1
+            return
+        campaign_id = getattr(event, "campaign_id", None)
+        if campaign_id is not None and not is_valid_id(campaign_id):
+            self.bad_messages["jobs", "invalid"] += 1  # a mirror key of any size
             return
         match event:
             case JobDispatched(agent_id=agent_id, campaign_id=campaign_id) if (

@@ -97,6 +97,14 @@ class PoolCollector(Collector):
             "Call events waiting for NATS.",
             rt.status()["events"]["queued"],
         )
+        poison = CounterMetricFamily(
+            "corevoice_worker_poison_messages",
+            "Feed messages skipped as not understood (undecodable, or no id where one goes).",
+            labels=["worker_id", "feed", "reason"],
+        )
+        for (feed, reason), count in sorted(rt.bad_messages().items()):
+            poison.add_metric([rt.settings.worker_id, feed, reason], count)
+        yield poison
 
 
 class HealthServer:

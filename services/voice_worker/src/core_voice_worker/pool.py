@@ -147,6 +147,10 @@ class PoolRuntime:
     def draining(self) -> bool:
         return self.worker is not None and self.worker.draining
 
+    def bad_messages(self) -> dict[tuple[str, str], int]:
+        """Feed messages skipped as not understood, by (feed, reason) (`PoolFeeds`)."""
+        return dict(self._feeds.bad_messages) if self._feeds is not None else {}
+
     def not_ready(self) -> list[str]:
         problems = []
         if self.worker is None or not self.worker.registered:
