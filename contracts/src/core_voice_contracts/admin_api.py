@@ -71,7 +71,36 @@ class TokenScope(StrEnum):
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of every request body."""
+    """Base of every request body. Its repr (and str, and rich's) hides the values of
+    fields that carry secrets (`SECRET_FIELDS`): a request logged or quoted in an error
+    or a traceback must not show a provider key."""
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        shown: list[tuple[str, Any]] = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and isinstance(value, dict):
+                value = _Hidden(len(value))
+            shown.append((name, value))
+        return shown
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
+        return f"{type(self).__name__}({fields})"
+
+    __str__ = __repr__
+
+
+SECRET_FIELDS = frozenset({"keys"})
+"""Request fields whose values are secrets (provider keys by provider)."""
+
+
+class _Hidden:
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"<{self.count} hidden>"
 
 
 # --- providers --------------------------------------------------------------------------
@@ -388,6 +417,9 @@ class TokenCreated(msgspec.Struct, frozen=True, kw_only=True):
         return f"TokenCreated(info={self.info!r}, token=<hidden>)"
 
     __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("info", self.info)]  # msgspec's own would show the token
 
 
 class TokenPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -73,6 +73,9 @@ class ProviderKeys(msgspec.Struct, frozen=True, kw_only=True):
 
     __str__ = __repr__
 
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("hidden", len(self.values))]  # msgspec's own would show the values
+
 
 def default_llm() -> ProviderSpec:
     return ProviderSpec(provider=SCRIPTED)
