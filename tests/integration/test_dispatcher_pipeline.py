@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import msgspec
@@ -312,16 +313,22 @@ def signed(rig: Rig, body: bytes) -> str:
 
 @contextlib.asynccontextmanager
 async def sip_caller(
-    rig: Rig, room: str, *, dialed: str, trunk: str = "ST_unassigned"
+    rig: Rig,
+    room: str,
+    *,
+    dialed: str,
+    trunk: str = "ST_unassigned",
+    kind: Literal["sip", "standard"] = "sip",
 ) -> AsyncIterator[rtc.Room]:
-    """A real participant of kind SIP, as LiveKit SIP creates one for an inbound call.
+    """A real participant of kind SIP, as LiveKit SIP creates one for an inbound call
+    (or, ``kind="standard"``, a normal participant claiming to be one by its attributes).
 
     LiveKit itself then posts ``participant_joined`` with the caller's SIP attributes.
     """
     token = (
         api.AccessToken(rig.stack.livekit.api_key, rig.stack.livekit.api_secret)
         .with_identity("sip-caller")
-        .with_kind("sip")
+        .with_kind(kind)
         .with_attributes(
             {
                 "sip.trunkPhoneNumber": dialed,
@@ -405,6 +412,42 @@ def test_other_events_are_acknowledged_and_ignored(rig: Rig) -> None:
     )
     finished = room_finished_body("r", "RM_y")
     assert outcome(post(rig, finished, signed(rig, finished))) == "noted"
+
+
+def test_signed_webhooks_with_control_characters_get_an_answer(rig: Rig) -> None:
+    """A value echoed into an answer header (the event name, the room sid's job id) with
+    CR, LF or NUL made aiohttp drop the connection without any answer."""
+    now = str(int(time.time()))
+    room = {"sid": "RM_ctl", "name": "r-ctl"}
+    bodies: dict[str, dict[str, object]] = {
+        "event with CRLF": {"event": "room_started\r\nX-Evil: 1", "id": "EV_c1", "room": room},
+        "event with NUL": {"event": "track\x00published", "id": "EV_c2"},
+        "event with DEL": {"event": "x\x7f", "id": "EV_c3"},
+        "room sid with CRLF": {
+            "event": "room_started",
+            "id": "EV_c4",
+            "room": {"sid": "RM_\r\nNats-Msg-Id: x", "name": "r-ctl"},
+        },
+        "agent identity with CRLF": {
+            "event": "participant_left",
+            "id": "EV_c5",
+            "room": room,
+            "participant": {"identity": "agent-c\r\nX: y", "kind": "AGENT"},
+        },
+    }
+    answers = {}
+    for name, fields in bodies.items():
+        body = json.dumps({**fields, "createdAt": now}).encode()
+        resp = post(rig, body, signed(rig, body))
+        answers[name] = (resp.status_code, resp.headers.get(OUTCOME_HEADER) or resp.json())
+    assert answers == {
+        "event with CRLF": (204, "ignored"),
+        "event with NUL": (204, "ignored"),
+        "event with DEL": (204, "ignored"),
+        "room sid with CRLF": (400, {"error": "invalid_room"}),
+        "agent identity with CRLF": (204, "noted"),
+    }
+    assert httpx.get(f"{rig.dispatcher_url}/healthz", timeout=5).status_code == 200
 
 
 # --- routing and dispatch --------------------------------------------------------------
@@ -716,6 +759,26 @@ async def test_a_sip_caller_is_routed_by_the_number_it_dialed(
     assert isinstance(job, JobRequested) and job.agent_id == agent_id
     assert job.dialed_number == number and job.participant_identity == "sip-caller"
     assert job.trunk_id == trunk
+
+
+async def test_a_participant_that_sets_sip_attributes_is_not_a_sip_caller(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """Only LiveKit's participant kind SIP makes a caller. ``sip.*`` attributes, which a
+    normal participant can carry (from its token, or set itself), must not pick the
+    number, hence the agent and tenant, that its room is routed to."""
+    agent_id = unique("sipfake")
+    create_agent(rig, agent_id)
+    number, trunk = f"+1555{uuid.uuid4().int % 10_000_000:07d}", unique("ST")
+    admin(rig, "PUT", f"/trunks/{trunk}", TrunkSet(tenant_id="default"))
+    admin(rig, "PUT", f"/trunks/{trunk}/numbers/{number}", NumberSet(agent_id=agent_id))
+    room = unique("fake-sip")
+    created = await lk.room.create_room(api.CreateRoomRequest(name=room))  # no metadata
+    async with sip_caller(rig, room, dialed=number, trunk=trunk, kind="standard"):
+        outcome = await outcome_of(js, f"job-{created.sid}")
+    assert isinstance(outcome, JobRejected) and outcome.reason == RejectReason.NO_AGENT
+    assert await count(js, subjects.job_dispatched(agent_id)) == 0
+    assert await named_dispatches(lk, room) == []
 
 
 async def test_a_job_whose_sip_caller_hung_up_expires(

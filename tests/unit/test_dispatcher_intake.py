@@ -4,6 +4,7 @@ import json
 
 import pytest
 from google.protobuf.json_format import Parse
+from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
 from core_voice_contracts import subjects
@@ -12,7 +13,7 @@ from core_voice_contracts.events import JobRejected, JobRequested, RejectReason
 from core_voice_contracts.routing import RouteRequest
 from core_voice_dispatcher.dispatch import route_request
 from core_voice_dispatcher.errors import WebhookRejectedError
-from core_voice_dispatcher.intake import Skip, Store, plan
+from core_voice_dispatcher.intake import Skip, Store, is_sip_caller, plan
 from core_voice_dispatcher.route_memory import memory_key, number_key
 from tests.fakes.webhooks import participant_body, room_finished_body, room_started_body
 
@@ -149,3 +150,35 @@ def test_a_number_is_remembered_per_trunk() -> None:
     on_b = RouteRequest(room_key="r", dialed_number="+15551230000", trunk_id="ST_b")
     assert memory_key(on_a) != memory_key(on_b)
     assert memory_key(on_a) == number_key("ST_a", "+15551230000")
+
+
+def test_only_the_participant_kind_makes_a_sip_caller() -> None:
+    """``sip.*`` attributes are settable by any participant allowed to update its own
+    attributes: with them a browser user could pick the number, hence the agent and
+    tenant, its room is routed to. Only LiveKit's kind SIP counts."""
+    sip_attributes = {"sip.trunkPhoneNumber": "+15551230000", "sip.trunkID": "ST_x"}
+    for kind in (ParticipantInfo.Kind.STANDARD, ParticipantInfo.Kind.INGRESS):
+        pretender = ParticipantInfo(identity="u", kind=kind, attributes=sip_attributes)
+        assert not is_sip_caller(pretender)
+    assert is_sip_caller(ParticipantInfo(identity="c", kind=ParticipantInfo.Kind.SIP))
+    body = participant_body(
+        "participant_joined", "r", "RM_7", "u", participant_kind="STANDARD",
+        attributes=sip_attributes,
+    )  # fmt: skip
+    assert plan(event(body)) == Skip("not_a_sip_caller")
+
+
+def test_control_characters_never_reach_a_header() -> None:
+    """The room sid becomes the job id (a NATS message id, an answer header); a call id
+    from an agent's identity becomes a message id. CR/LF there would end the header."""
+    for sid in ("RM_\r\nNats-Msg-Id: x", "RM_\x00", "RM 1", "RM_" + "x" * 300):
+        with pytest.raises(WebhookRejectedError) as info:
+            plan(event(room_started_body("r", sid, '{"agent_id": "a"}')))
+        assert (info.value.status, info.value.code) == (400, "invalid_room"), sid
+    # An event name of any content is not one we handle.
+    odd = json.dumps({"event": "room_started\r\nX: y", "id": "EV_1", "createdAt": "1"})
+    assert plan(event(odd.encode())) == Skip("not_handled")
+    left = participant_body(
+        "participant_left", "r", "RM_8", "agent-call\r\nX: y", participant_kind="AGENT"
+    )
+    assert plan(event(left)) == Skip("participant_left")

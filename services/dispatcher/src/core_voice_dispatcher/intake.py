@@ -32,7 +32,7 @@ from core_voice_contracts.events import (
     JobRequested,
     RejectReason,
 )
-from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.ids import is_token, is_valid_id
 from core_voice_contracts.room import (
     ATTR_AGENT_ID,
     ATTR_CAMPAIGN_ID,
@@ -89,11 +89,11 @@ def job_id_for_room(room_sid: str) -> str:
 
 
 def is_sip_caller(participant: ParticipantInfo) -> bool:
-    if participant.kind == ParticipantInfo.Kind.AGENT:
-        return False
-    if participant.kind == ParticipantInfo.Kind.SIP:
-        return True
-    return any(key.startswith("sip.") for key in participant.attributes)
+    """Only LiveKit says who is a SIP caller: the participant kind, which its SIP service
+    sets and a client token cannot claim unless minted with it. ``sip.*`` attributes do
+    not count: any participant allowed to update its own attributes can set them, and
+    with them pick the dialed number, hence the agent and tenant, its room is routed to."""
+    return participant.kind == ParticipantInfo.Kind.SIP
 
 
 def plan(event: WebhookEvent) -> Store | Skip | CheckCall:
@@ -111,6 +111,10 @@ def plan(event: WebhookEvent) -> Store | Skip | CheckCall:
         raise WebhookRejectedError(400, "missing_event_id")
     if not event.room.sid or not event.room.name:
         raise WebhookRejectedError(400, "missing_room")
+    # The room sid becomes the job id: a JetStream message id and an answer header, where
+    # a control character would end the header early (aiohttp drops the connection).
+    if not is_token(event.room.sid):
+        raise WebhookRejectedError(400, "invalid_room")
     caller: ParticipantInfo | None = None
     if kind == "participant_joined":
         if not event.participant.identity:
@@ -132,7 +136,7 @@ def agent_left(event: WebhookEvent) -> CheckCall | None:
     if participant.kind != ParticipantInfo.Kind.AGENT:
         return None
     call_id = call_id_of_agent(participant.identity)
-    if call_id is None or len(call_id) > _MAX_REF_LENGTH:
+    if call_id is None or not is_token(call_id):  # it becomes a message id
         return None
     attrs = participant.attributes
     agent_id = attrs.get(ATTR_AGENT_ID, "")
