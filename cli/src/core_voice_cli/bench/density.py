@@ -69,7 +69,7 @@ from core_voice_cli.bench.callers import REPORT_DECODER, CallRecord
 from core_voice_cli.bench.proctree import MB, CpuSample, CpuSampler, cpu_between, tree_memory
 from core_voice_cli.bench.proctree import wait_idle as wait_trees_idle
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
-from core_voice_cli.stack import Stack
+from core_voice_cli.stack import LOOPBACK_BASE_URLS, Stack
 from core_voice_contracts.admin_api import AgentCreate, ProviderChoice
 from core_voice_worker.speech import normalize
 
@@ -536,7 +536,12 @@ async def run(workdir: Path) -> list[Measure]:
     # The dispatcher's capacity watch re-offers a dispatch when no agent is in the room
     # 2 s after it; a job process still starting on a loaded box then gets a second agent
     # into the room. This measures the worker, so the watch is off (DISPATCHER_CAPACITY_WAIT_S=0).
-    stack = Stack(workdir, worker=False, dispatcher_env={"DISPATCHER_CAPACITY_WAIT_S": "0"})
+    stack = Stack(
+        workdir,
+        worker=False,
+        dispatcher_env={"DISPATCHER_CAPACITY_WAIT_S": "0"},
+        base_url_allow=LOOPBACK_BASE_URLS,  # the agents' providers are fakes on 127.0.0.1
+    )
     sampler = CpuSampler(SAMPLE_S)
     with stack.group as group:
         group.start(stack.nats.process(), timeout=20)
