@@ -11,6 +11,8 @@ import pytest
 from livekit import api
 
 from core_voice_cli.servers import NatsServer
+from core_voice_contracts.bus import NatsAccess
+from core_voice_contracts.permissions import Role
 from tests.integration.test_config_sync import (
     ADMIN_TOKEN,
     RUNTIME_TOKEN,
@@ -24,11 +26,11 @@ from tests.integration.test_dispatcher_pipeline import Rig
 
 @contextlib.contextmanager
 def config_sync_service(
-    nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    nats: NatsAccess, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConfigSync]:
     """config_sync as its own process; it must stop cleanly and never log its tokens."""
     running = start_config_sync(
-        nats_url=nats_url,
+        nats=nats,
         database_url=database_url,
         log_dir=tmp_path_factory.mktemp("config_sync"),
         encryption_keys=keyring("k1"),
@@ -47,7 +49,9 @@ def service(
     nats_server: NatsServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConfigSync]:
     """config_sync on the module's backend and the session's NATS."""
-    with config_sync_service(nats_server.url, database_url, tmp_path_factory) as running:
+    with config_sync_service(
+        nats_server.access(Role.CONFIG_SYNC), database_url, tmp_path_factory
+    ) as running:
         yield running
 
 

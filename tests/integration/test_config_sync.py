@@ -33,6 +33,7 @@ from core_voice_config_sync.crypto import generate_key
 from core_voice_config_sync.nats_service import SERVICE_NAME
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentView, ErrorBody
+from core_voice_contracts.bus import NatsAccess
 from core_voice_contracts.events import (
     ChangeKind,
     ConfigChanged,
@@ -41,6 +42,7 @@ from core_voice_contracts.events import (
     ConfigGetRequest,
     ConfigNotFound,
 )
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.runtime_config import RuntimeConfig
 
 pytestmark = pytest.mark.integration
@@ -62,6 +64,7 @@ class ConfigSync:
     process: ManagedProcess
     base_url: str
     env: dict[str, str]
+    nats: NatsAccess
 
     def command(self, *args: str) -> dict[str, Any]:
         """Run an operator command against the same database; its JSON output."""
@@ -79,11 +82,11 @@ class ConfigSync:
 
 
 def config_sync_env(
-    *, nats_url: str, database_url: str, port: int, encryption_keys: str | None = None
+    *, nats: NatsAccess, database_url: str, port: int, encryption_keys: str | None = None
 ) -> dict[str, str]:
     env = {
         **os.environ,
-        "NATS_URL": nats_url,
+        **nats.env(),
         "CONFIG_SYNC_DATABASE_URL": database_url,
         "CONFIG_SYNC_HTTP_PORT": str(port),
         "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -97,7 +100,7 @@ def config_sync_env(
 
 def start_config_sync(
     *,
-    nats_url: str,
+    nats: NatsAccess,
     database_url: str,
     log_dir: Path,
     name: str = "config-sync",
@@ -107,7 +110,7 @@ def start_config_sync(
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = config_sync_env(
-        nats_url=nats_url, database_url=database_url, port=port, encryption_keys=encryption_keys
+        nats=nats, database_url=database_url, port=port, encryption_keys=encryption_keys
     )
     env.update(extra_env or {})
     process = ManagedProcess(
@@ -119,7 +122,7 @@ def start_config_sync(
         ready=http_ready(f"{base_url}/healthz"),
     )
     process.start().wait_ready(30)
-    return ConfigSync(process=process, base_url=base_url, env=env)
+    return ConfigSync(process=process, base_url=base_url, env=env, nats=nats)
 
 
 def fresh_database(database_url: str, postgres: PostgresServer | None, directory: Path) -> str:
@@ -446,8 +449,8 @@ async def test_config_get_over_nats(
 
     # What an operator sees with the stock NATS CLI.
     cli = await asyncio.create_subprocess_exec(
-        str(find_binary("nats")), "--server", nats_server.url, "micro", "ls", "--json",
-        stdout=asyncio.subprocess.PIPE,
+        str(find_binary("nats")), "micro", "ls", "--json",
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, **nats_server.env(Role.OPERATOR)},
     )  # fmt: skip
     out, _ = await asyncio.wait_for(cli.communicate(), 30)
     assert cli.returncode == 0
@@ -463,7 +466,7 @@ async def test_a_second_replica_serves_the_first_ones_edits_at_once(
 ) -> None:
     """Replica B caches v1; replica A commits v2; A's event evicts B's entry."""
     replica = start_config_sync(
-        nats_url=service.env["NATS_URL"],
+        nats=service.nats,
         database_url=service.env["CONFIG_SYNC_DATABASE_URL"],
         log_dir=tmp_path,
         name="config-sync-b",
@@ -496,7 +499,9 @@ async def test_restart_keeps_agents_and_versions(
     )
     url = fresh_database(database_url, postgres, tmp_path)
     agent_id = new_agent_id()
-    first = start_config_sync(nats_url=nats_server.url, database_url=url, log_dir=tmp_path)
+    first = start_config_sync(
+        nats=nats_server.access(Role.CONFIG_SYNC), database_url=url, log_dir=tmp_path
+    )
     try:
         async with httpx.AsyncClient(base_url=first.base_url, headers=auth(ADMIN_TOKEN)) as c:
             await create_agent(c, agent_id)
@@ -505,7 +510,10 @@ async def test_restart_keeps_agents_and_versions(
         assert first.process.stop() == 0, first.process.log_tail()
 
     second = start_config_sync(
-        nats_url=nats_server.url, database_url=url, log_dir=tmp_path, name="config-sync-2"
+        nats=nats_server.access(Role.CONFIG_SYNC),
+        database_url=url,
+        log_dir=tmp_path,
+        name="config-sync-2",
     )
     try:
         async with httpx.AsyncClient(base_url=second.base_url, headers=auth(ADMIN_TOKEN)) as c:

@@ -14,6 +14,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Ok
 
 from core_voice_cli.servers import NatsServer
+from core_voice_contracts.permissions import Role
 from tests.integration.test_config_sync import (
     ADMIN_TOKEN,
     ConfigSync,
@@ -33,7 +34,7 @@ def fuzzed(
 ) -> Iterator[ConfigSync]:
     base = tmp_path_factory.mktemp("config_sync_fuzz")
     running = start_config_sync(
-        nats_url=nats_server.url,
+        nats=nats_server.access(Role.CONFIG_SYNC),
         database_url=database_url,
         log_dir=base,
         encryption_keys=keyring("k1"),

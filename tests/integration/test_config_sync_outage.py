@@ -32,6 +32,7 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentStatus, AgentView
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import ChangeKind, ConfigChanged, ConfigFound
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.routing import RouteRequest, RouteResolved
 from core_voice_contracts.rpc import get_runtime_config, resolve_route
 from core_voice_contracts.runtime_config import ProviderSpec
@@ -96,7 +97,7 @@ async def test_database_outage_fails_writes_clearly_and_serves_reads_from_cache(
     try:
         database_url = private_postgres.server.create_database("outage")
         service = start_config_sync(
-            nats_url=nats_server.url,
+            nats=nats_server.access(Role.CONFIG_SYNC),
             database_url=database_url,
             log_dir=tmp_path,
             encryption_keys=keyring("k1"),
@@ -155,7 +156,7 @@ async def test_edit_during_nats_outage_is_published_after_it(tmp_path: Path) -> 
     nats = NatsServer(data_dir=tmp_path / "nats", log_dir=tmp_path)
     nats_process = nats.process().start().wait_ready(20)
     service = start_config_sync(
-        nats_url=nats.url,
+        nats=nats.access(Role.CONFIG_SYNC),
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'outage.db'}",
         log_dir=tmp_path,
     )

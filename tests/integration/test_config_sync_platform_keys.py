@@ -15,6 +15,7 @@ import pytest
 
 from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
+from core_voice_contracts.permissions import Role
 from tests.integration.test_config_sync import (
     ADMIN_TOKEN,
     API,
@@ -42,7 +43,7 @@ def services(
         for name, value in (("star", "*"), ("openai", "openai")):
             directory = tmp_path_factory.mktemp(f"platform_keys_{name}")
             running[name] = start_config_sync(
-                nats_url=nats_server.url,
+                nats=nats_server.access(Role.CONFIG_SYNC),
                 database_url=f"sqlite+aiosqlite:///{directory / 'config_sync.db'}",
                 log_dir=directory,
                 name=f"config-sync-{name}",
@@ -98,7 +99,7 @@ def test_a_value_naming_no_keyed_provider_stops_startup(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     env = config_sync_env(
-        nats_url=nats_server.url,
+        nats=nats_server.access(Role.CONFIG_SYNC),
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'config_sync.db'}",
         port=free_port(),
     )

@@ -10,6 +10,7 @@ edit from the event.
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,8 +28,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.bus import connect
+from core_voice_contracts.bus import NatsAccess, connect
 from core_voice_contracts.events import RejectReason, RoutingChanged
+from core_voice_contracts.permissions import Grant, Role, grants
 from core_voice_contracts.routing import (
     RouteRejected,
     RouteReply,
@@ -66,45 +68,39 @@ pytestmark = pytest.mark.integration
 TENANT = "default"
 CANARY = "sk-canary-ROUTING-do-not-leak-51c9"
 OPENAI_LLM = {"provider": "openai", "model": "gpt-4o-mini"}
-PASSWORD = "routing-cache-test"
 DEAF = "deaf"  # hears no change events
 WRITER = "writer"  # serves no requests
-FULL = "full"
+FULL = "full"  # may do anything (the test's own connections, and replica B)
+
+
+def _config_sync_less(*denied: str) -> Grant:
+    """config_sync's own rights, minus subscribing to ``denied``."""
+    return dataclasses.replace(grants()[Role.CONFIG_SYNC], subscribe_deny=denied)
 
 
 @dataclass
 class UsersNats:
     server: NatsServer
 
-    def url(self, user: str) -> str:
-        return f"nats://{user}:{PASSWORD}@127.0.0.1:{self.server.port}"
-
-
-def _users_config() -> str:
-    def deny(*patterns: str) -> str:
-        quoted = ", ".join(f'"{p}"' for p in patterns)
-        return f"permissions: {{ subscribe: {{ deny: [{quoted}] }} }}"
-
-    events = deny(subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL)
-    requests = deny(subjects.ROUTING_RESOLVE, subjects.CONFIG_GET)
-    return (
-        "authorization { users = [\n"
-        f"  {{ user: {DEAF}, password: {PASSWORD}, {events} }}\n"
-        f"  {{ user: {WRITER}, password: {PASSWORD}, {requests} }}\n"
-        f"  {{ user: {FULL}, password: {PASSWORD} }}\n"
-        "] }\n"
-    )
+    def url(self, user: str) -> NatsAccess:
+        """config_sync's access as ``user`` (one of the reduced users above)."""
+        return self.server.access(Role.CONFIG_SYNC, user=user)
 
 
 @contextlib.contextmanager
 def users_nats(base: Path) -> Iterator[UsersNats]:
     """nats-server as everywhere else, plus the users above."""
-    server = NatsServer(data_dir=base / "data", log_dir=base)
+    server = NatsServer(
+        data_dir=base / "data",
+        log_dir=base,
+        extra_users={
+            DEAF: _config_sync_less(subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL),
+            WRITER: _config_sync_less(subjects.ROUTING_RESOLVE, subjects.CONFIG_GET),
+            FULL: Grant(publish=(">",), subscribe=(">",)),
+        },
+    )
     base.mkdir(parents=True, exist_ok=True)
-    users = base / "users.conf"
-    users.write_text(_users_config())
     process = server.process()
-    process.argv += ["-c", str(users)]
     process.start().wait_ready(20)
     try:
         yield UsersNats(server)
@@ -336,14 +332,14 @@ async def test_another_replica_drops_its_answers_on_the_edits_event(
     keys = keyring("k1")
     with users_nats(tmp_path / "nats") as nats:
         a = start_config_sync(
-            nats_url=nats.url(WRITER),
+            nats=nats.url(WRITER),
             database_url=url,
             log_dir=tmp_path,
             name="config-sync-a",
             encryption_keys=keys,
         )
         b = start_config_sync(
-            nats_url=nats.url(FULL),
+            nats=nats.url(FULL),
             database_url=url,
             log_dir=tmp_path,
             name="config-sync-b",

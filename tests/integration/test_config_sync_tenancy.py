@@ -24,6 +24,7 @@ from core_voice_contracts import codec
 from core_voice_contracts.admin_api import AgentPage, AgentView, TokenCreated, TokenPage
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import ConfigFound
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.rpc import get_runtime_config
 from tests.integration.test_config_sync import (
     ADMIN_TOKEN,
@@ -147,7 +148,7 @@ async def test_provider_keys_are_write_only_and_never_leak(
     request: pytest.FixtureRequest,
 ) -> None:
     """Seed a recognisable key, exercise everything, then look for it everywhere."""
-    nc, _ = await connect(nats_server.url, name="leak-scan", ensure=False)
+    nc, _ = await connect(nats_server.access(Role.OPERATOR), name="leak-scan", ensure=False)
     seen_on_bus: list[bytes] = []
 
     async def capture(msg: Msg) -> None:
@@ -247,7 +248,11 @@ async def test_master_key_rotation_re_encrypts_without_downtime(
     url = fresh_database(database_url, postgres, tmp_path)
     k1, k2 = keyring("k1"), keyring("k2")
     old = start_config_sync(
-        nats_url=nats_server.url, database_url=url, log_dir=tmp_path, name="old", encryption_keys=k1
+        nats=nats_server.access(Role.CONFIG_SYNC),
+        database_url=url,
+        log_dir=tmp_path,
+        name="old",
+        encryption_keys=k1,
     )
     agent_id = new_agent_id()
     replicas = [old]
@@ -256,7 +261,7 @@ async def test_master_key_rotation_re_encrypts_without_downtime(
             await create_agent(c, agent_id, llm=OPENAI_LLM, keys={"openai": CANARY})
         # Step 1: a replica that seals with k2 and still opens k1 joins; the old one leaves.
         both = start_config_sync(
-            nats_url=nats_server.url,
+            nats=nats_server.access(Role.CONFIG_SYNC),
             database_url=url,
             log_dir=tmp_path,
             name="both",
@@ -274,7 +279,7 @@ async def test_master_key_rotation_re_encrypts_without_downtime(
             assert codec.decode_runtime_config(served.content).keys.get("openai") == CANARY
         # Step 3: k1 is retired; a replica with k2 alone opens everything.
         new = start_config_sync(
-            nats_url=nats_server.url,
+            nats=nats_server.access(Role.CONFIG_SYNC),
             database_url=url,
             log_dir=tmp_path,
             name="new",

@@ -24,6 +24,7 @@ from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.conftest import repo_path
 from tests.fakes.minimal_worker import AGENT_NAME_ENV
@@ -62,7 +63,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture
 async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.url, name="test-capacity")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-capacity")
     try:
         yield js
     finally:

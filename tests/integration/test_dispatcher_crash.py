@@ -23,6 +23,7 @@ from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRequested
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.webhooks import JOB_ID_HEADER, OUTCOME_HEADER
 from tests.fakes.webhooks import room_started_body, sign
 from tests.integration.test_dispatcher_pipeline import (
@@ -101,7 +102,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_dispatches_once(rig: Rig) ->
     agent_id = unique("crash")
     create_agent(rig, agent_id)
     lk = api.LiveKitAPI(rig.livekit_url, rig.stack.livekit.api_key, rig.stack.livekit.api_secret)
-    nc, js = await connect(rig.nats.url, name="test-crash")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-crash")
     try:
         meta = json.dumps({"agent_id": agent_id})
         rooms: dict[str, str] = {}

@@ -24,6 +24,7 @@ from core_voice_contracts import subjects
 from core_voice_contracts.admin_api import AgentPatch, AgentStatus
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
+from core_voice_contracts.permissions import Role
 from tests.integration.test_dispatcher_pipeline import (
     Rig,
     admin,
@@ -58,7 +59,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture
 async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.url, name="test-fallback")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-fallback")
     try:
         yield js
     finally:

@@ -20,6 +20,7 @@ from core_voice_cli.binaries import find_binary
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
+from core_voice_contracts.permissions import Role
 from tests.conftest import repo_path
 from tests.integration.test_dispatcher_pipeline import (
     Rig,
@@ -47,7 +48,8 @@ def run_recipe(rig: Rig, name: str, *, tty: bool = False, **env: str) -> str:
     """Run a documented recipe with bash, the real ``nats`` first on PATH; return stdout."""
     script = recipes()[name]
     nats_dir = str(find_binary("nats").parent)
-    full_env = dict(os.environ, NATS_URL=rig.nats.url, **env)
+    # As an operator runs them: the operator's login in NATS_URL/NATS_USER/NATS_PASSWORD.
+    full_env = dict(os.environ, **rig.nats.env(Role.OPERATOR), **env)
     full_env["PATH"] = f"{nats_dir}:{full_env.get('PATH', '')}"
     argv = ["bash", "-euc", script]
     if tty:  # `nats stream view` pages only on a terminal: give it one
@@ -80,7 +82,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture
 async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.url, name="test-nats-cli")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-nats-cli")
     try:
         yield js
     finally:

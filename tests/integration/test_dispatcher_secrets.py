@@ -28,6 +28,7 @@ from core_voice_contracts.events import (
     JobRequested,
     RejectReason,
 )
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.fakes.webhooks import room_started_body, sign
 from tests.integration.test_dispatcher_pipeline import (
@@ -73,7 +74,7 @@ def forms_of(secret: str) -> list[str]:
 
 async def test_the_livekit_secret_appears_nowhere(rig: Rig) -> None:
     lk = api.LiveKitAPI(rig.livekit_url, KEY, SECRET)
-    nc, js = await connect(rig.nats.url, name="test-secrets")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-secrets")
     try:
         # A real webhook and a real dispatch, signed and verified with the secret.
         agent_id = unique("sec")

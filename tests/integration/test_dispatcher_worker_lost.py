@@ -23,6 +23,7 @@ from core_voice_cli.procs import ManagedProcess
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import MSG_ID_HEADER, connect, publish
 from core_voice_contracts.events import CallEnded, CallFailed, CallFailure, call_outcome_msg_id
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.room import (
     ATTR_AGENT_ID,
     ATTR_CALL_ID,
@@ -70,7 +71,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture
 async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.url, name="test-worker-lost")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-worker-lost")
     try:
         yield js
     finally:

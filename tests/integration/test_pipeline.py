@@ -26,6 +26,7 @@ from core_voice_contracts.events import (
     JobEvent,
     JobRequested,
 )
+from core_voice_contracts.permissions import Role
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
 
 @pytest.fixture
 async def js(stack: Stack) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(stack.nats.url, name="test-pipeline")
+    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="test-pipeline")
     try:
         yield js
     finally:

@@ -34,6 +34,7 @@ from core_voice_contracts.events import (
     JobDispatched,
     call_outcome_msg_id,
 )
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.pool_link import LinkConfig, LinkGetConfig, LinkRefused
 from core_voice_contracts.runtime_config import RuntimeConfig
 from core_voice_worker.link import PoolLink, ask_now, preconnect
@@ -68,7 +69,7 @@ class Rig:
 
     def start_config_sync(self) -> ConfigSync:
         return start_config_sync(
-            nats_url=self.nats.url,
+            nats=self.nats.access(Role.CONFIG_SYNC),
             database_url=self.database_url,
             log_dir=self.base,
             encryption_keys=self.keys,
@@ -102,6 +103,8 @@ async def pool(rig: Rig) -> AsyncIterator[PoolRuntime]:
         livekit_api_key="unused",
         livekit_api_secret="unused",
         nats_url=rig.nats.url,
+        nats_user=Role.WORKER.value,
+        nats_password=rig.nats.passwords[Role.WORKER.value],
         worker_id="pool-under-test",
         health_port=free_port(),
         config_timeout_s=0.5,
@@ -125,7 +128,7 @@ async def admin(rig: Rig) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.url, name="test-worker-pool")
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-worker-pool")
     try:
         yield js
     finally:

@@ -153,7 +153,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
         client, js = await _unless_stopped(
             bus.connect(
-                settings.nats_url,
+                settings.nats_access(),
                 name=NATS_CLIENT_NAME,
                 on_disconnected=events_missed,
                 on_reconnected=events_missed,

@@ -27,6 +27,8 @@ from core_voice_config_sync.validation import (
     keyed_provider_names,
     platform_key_problems,
 )
+from core_voice_contracts.bus import NatsAccess
+from core_voice_contracts.permissions import Role as BusRole
 
 ENV_PREFIX = "CONFIG_SYNC_"
 MIN_TOKEN_LENGTH = 32
@@ -95,6 +97,29 @@ class Settings(StoreSettings):
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("NATS_URL", "CONFIG_SYNC_NATS_URL"),
         description="NATS_URL (or CONFIG_SYNC_NATS_URL): the NATS server to connect to.",
+    )
+    nats_user: str | None = Field(
+        default=None,
+        validation_alias="NATS_USER",
+        description="NATS_USER: config_sync's bus user (default: config_sync, with a password).",
+    )
+    nats_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="NATS_PASSWORD",
+        repr=False,
+        description="NATS_PASSWORD: that user's password; never logged.",
+    )
+    nats_ca: str | None = Field(
+        default=None,
+        validation_alias="NATS_CA",
+        description="NATS_CA: the CA file (PEM) for TLS to NATS (a tls:// NATS_URL alone uses "
+        "the system's CAs).",
+    )
+    allow_plaintext_keys: bool = Field(
+        default=False,
+        description="CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS: serve provider keys over a NATS "
+        "connection that is neither TLS nor on loopback. Off: such a config_sync refuses "
+        "to start, because the keys in its replies would cross the network in clear.",
     )
     http_host: str = Field(
         default="127.0.0.1", description="CONFIG_SYNC_HTTP_HOST: address the HTTP API binds."
@@ -230,8 +255,8 @@ def _names(value: str) -> list[str]:
 
 
 def _env_name(field: str) -> str:
-    if field == "nats_url":
-        return "NATS_URL"
+    if field.startswith("nats_"):
+        return field.upper()
     return f"{ENV_PREFIX}{field.upper()}"
 
 

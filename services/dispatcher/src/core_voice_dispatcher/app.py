@@ -48,7 +48,7 @@ async def _check_stream(settings: DispatcherSettings, js: JetStreamContext) -> N
 
 
 async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
-    nc, js = await connect(settings.nats_url, name="dispatcher")
+    nc, js = await connect(settings.nats_access(), name="dispatcher")
     try:
         await _serve(settings, stop, nc, js)
     finally:

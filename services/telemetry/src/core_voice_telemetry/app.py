@@ -38,7 +38,7 @@ def make_app(metrics: Metrics, feeds: dict[str, str] | None = None) -> web.Appli
 
 
 async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
-    nc, js = await connect(settings.nats_url, name="telemetry")
+    nc, js = await connect(settings.nats_access(), name="telemetry")
     metrics = Metrics()
     states = {feed.suffix: "starting" for feed in FEEDS}
     tasks = [
