@@ -96,3 +96,13 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[tuple[Client, JetStreamC
 
 def repo_path(*parts: str) -> Path:
     return Path(__file__).resolve().parents[1].joinpath(*parts)
+
+
+@pytest.fixture
+async def worker_bus(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A connection as the worker pool's user: the only one ``voice.config.get`` answers."""
+    nc, _ = await connect(nats_server.access(Role.WORKER), name="pytest-worker", ensure=False)
+    try:
+        yield nc
+    finally:
+        await nc.drain()

@@ -421,25 +421,30 @@ async def test_config_get_over_nats(
     admin: httpx.AsyncClient,
     bus: tuple[Client, JetStreamContext],
     nats_server: NatsServer,
+    worker_bus: Client,
 ) -> None:
     nc, _ = bus
     agent_id = new_agent_id()
     await create_agent(admin, agent_id, instructions="first")
     await admin.patch(f"{API}/{agent_id}", json={"instructions": "second"})
 
-    found = await config_get(nc, codec.encode(ConfigGetRequest(agent_id=agent_id)))
+    found = await config_get(worker_bus, codec.encode(ConfigGetRequest(agent_id=agent_id)))
     assert isinstance(found, ConfigFound)
     assert isinstance(found.config, RuntimeConfig)
     assert (found.config.version, found.config.instructions) == (2, "second")
 
-    missing = await config_get(nc, codec.encode(ConfigGetRequest(agent_id=new_agent_id())))
+    missing = await config_get(worker_bus, codec.encode(ConfigGetRequest(agent_id=new_agent_id())))
     assert isinstance(missing, ConfigNotFound)
 
-    too_new = await config_get(nc, codec.encode(ConfigGetRequest(agent_id=agent_id, min_version=9)))
+    too_new = await config_get(
+        worker_bus, codec.encode(ConfigGetRequest(agent_id=agent_id, min_version=9))
+    )
     assert too_new == ConfigGetError(error="version_unavailable", retryable=True)
 
     for garbage in (b"\x00\xffgarbage", b"{}", b'{"type":"config.get","agent_id":5}'):
-        assert await config_get(nc, garbage) == ConfigGetError(error="bad_request", retryable=False)
+        assert await config_get(worker_bus, garbage) == ConfigGetError(
+            error="bad_request", retryable=False
+        )
 
     info = await nc.request(
         control_subject(ServiceVerb.INFO, name=SERVICE_NAME, id=None), b"", timeout=5

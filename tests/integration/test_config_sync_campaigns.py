@@ -93,7 +93,10 @@ async def route(nc: Client, **fields: Any) -> object:
 
 
 async def test_campaign_overrides_merge_into_runtime_config_and_version_the_agent(
-    admin: httpx.AsyncClient, bus: tuple[Client, JetStreamContext], service: ConfigSync
+    admin: httpx.AsyncClient,
+    bus: tuple[Client, JetStreamContext],
+    service: ConfigSync,
+    worker_bus: Client,
 ) -> None:
     nc, _ = bus
     agent_id = new_agent_id()
@@ -111,15 +114,15 @@ async def test_campaign_overrides_merge_into_runtime_config_and_version_the_agen
     view = msgspec.json.decode(linked.content, type=CampaignAgentView)
     assert (view.weight, view.overrides.greeting) == (5, "Spring sale!")
 
-    found = await get_runtime_config(nc, agent_id, campaign_id=campaign_id)
+    found = await get_runtime_config(worker_bus, agent_id, campaign_id=campaign_id)
     assert isinstance(found, ConfigFound)
     merged = found.config
     assert (merged.version, merged.campaign_id) == (2, campaign_id)
     assert (merged.instructions, merged.greeting) == ("Base.", "Spring sale!")
     assert (merged.tts.voice, merged.tts.options) == ("en-gb", {"pitch": 40})
-    own = await get_runtime_config(nc, agent_id)
+    own = await get_runtime_config(worker_bus, agent_id)
     assert isinstance(own, ConfigFound) and own.config.greeting == "Hello."
-    other = await get_runtime_config(nc, agent_id, campaign_id="not-linked")
+    other = await get_runtime_config(worker_bus, agent_id, campaign_id="not-linked")
     assert isinstance(other, ConfigFound) and other.config.campaign_id is None
 
     over_http = await admin.get(
@@ -131,7 +134,7 @@ async def test_campaign_overrides_merge_into_runtime_config_and_version_the_agen
     assert await link(admin, campaign_id, agent_id, weight=9, overrides=overrides)
     new_overrides = {**overrides, "greeting": "Summer sale!"}
     assert (await link(admin, campaign_id, agent_id, weight=9, overrides=new_overrides)).is_success
-    refreshed = await get_runtime_config(nc, agent_id, campaign_id=campaign_id)
+    refreshed = await get_runtime_config(worker_bus, agent_id, campaign_id=campaign_id)
     assert isinstance(refreshed, ConfigFound)
     assert (refreshed.config.version, refreshed.config.greeting) == (3, "Summer sale!")
 

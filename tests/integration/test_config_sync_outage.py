@@ -91,6 +91,7 @@ async def test_database_outage_fails_writes_clearly_and_serves_reads_from_cache(
     bus: tuple[Client, JetStreamContext],
     private_postgres: RestartablePostgres,
     tmp_path: Path,
+    worker_bus: Client,
 ) -> None:
     nc, _ = bus
     service = None
@@ -126,7 +127,7 @@ async def test_database_outage_fails_writes_clearly_and_serves_reads_from_cache(
             assert (created.status_code, error_of(created).error) == (503, "database_unavailable")
 
             # Reads: the runtime path (NATS and HTTP), the agent view and routing still answer.
-            found = await get_runtime_config(nc, agent_id)
+            found = await get_runtime_config(worker_bus, agent_id)
             assert isinstance(found, ConfigFound)
             assert (found.config.version, found.config.instructions) == (1, "before the outage")
             view = await c.get(f"{API}/{agent_id}")

@@ -141,11 +141,13 @@ async def test_tokens_are_scoped_listed_without_values_and_revocable(
 
 
 async def test_provider_keys_are_write_only_and_never_leak(
+    *,
     service: ConfigSync,
     admin: httpx.AsyncClient,
     nats_server: NatsServer,
     database_url: str,
     request: pytest.FixtureRequest,
+    worker_bus: Client,
 ) -> None:
     """Seed a recognisable key, exercise everything, then look for it everywhere."""
     nc, _ = await connect(nats_server.access(Role.OPERATOR), name="leak-scan", ensure=False)
@@ -221,7 +223,7 @@ async def test_provider_keys_are_write_only_and_never_leak(
             assert not leaks(dump), table
 
     # Delivered to runtime callers, and to them only.
-    found = await get_runtime_config(nc, agent_id)
+    found = await get_runtime_config(worker_bus, agent_id)
     assert isinstance(found, ConfigFound) and found.config.keys.get("openai") == CANARY
     assert CANARY not in repr(found) and CANARY not in str(found.config)
     async with client_for(service, RUNTIME_TOKEN) as runtime:
