@@ -176,7 +176,7 @@ async def test_edit_during_nats_outage_is_published_after_it(tmp_path: Path) -> 
             assert msgspec.json.decode(edited.content, type=AgentView).version == 2
 
             nats_process = nats.process().start().wait_ready(20)
-            nc, js = await connect(nats.url, name="pytest-outage")
+            nc, js = await connect(nats.access(Role.OPERATOR), name="pytest-outage")
             try:
                 subject = subjects.config_changed(agent_id)
                 deadline = time.monotonic() + 15
