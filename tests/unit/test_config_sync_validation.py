@@ -138,14 +138,14 @@ def test_a_custom_base_url_needs_the_agents_own_key_even_with_a_star() -> None:
     ],
 )
 def test_platform_key_providers_setting(value: str, expected: frozenset[str]) -> None:
-    settings = load_settings(admin_token="a", runtime_token="r", platform_key_providers=value)
+    settings = load_settings(admin_token="a" * 32, runtime_token="r" * 32, platform_key_providers=value)
     assert settings.platform_keys() == expected
 
 
 @pytest.mark.parametrize("value", ["opnai", "openai,openai-compatible", "scripted", "OPENAI"])
 def test_platform_key_providers_names_only_keyed_providers(value: str) -> None:
     with pytest.raises(SettingsError) as caught:
-        load_settings(admin_token="a", runtime_token="r", platform_key_providers=value)
+        load_settings(admin_token="a" * 32, runtime_token="r" * 32, platform_key_providers=value)
     message = str(caught.value)
     assert message.startswith("CONFIG_SYNC_PLATFORM_KEY_PROVIDERS ")
     assert "opnai" not in message  # never echoed: a key pasted there by mistake stays unlogged
@@ -153,7 +153,7 @@ def test_platform_key_providers_names_only_keyed_providers(value: str) -> None:
 
 def test_platform_key_providers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONFIG_SYNC_PLATFORM_KEY_PROVIDERS", "*")
-    assert load_settings(admin_token="a", runtime_token="r").platform_keys() == {"*"}
+    assert load_settings(admin_token="a" * 32, runtime_token="r" * 32).platform_keys() == {"*"}
 
 
 def test_option_patterns_and_options_required_together() -> None:
