@@ -138,7 +138,9 @@ def test_a_custom_base_url_needs_the_agents_own_key_even_with_a_star() -> None:
     ],
 )
 def test_platform_key_providers_setting(value: str, expected: frozenset[str]) -> None:
-    settings = load_settings(admin_token="a" * 32, runtime_token="r" * 32, platform_key_providers=value)
+    settings = load_settings(
+        admin_token="a" * 32, runtime_token="r" * 32, platform_key_providers=value
+    )
     assert settings.platform_keys() == expected
 
 
