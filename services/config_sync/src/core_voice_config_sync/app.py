@@ -147,16 +147,23 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
         cache = RuntimeConfigCache(load)
 
+        relays: list[OutboxRelay] = []
+
         def events_missed() -> None:  # change events may be missed while disconnected
             routing.invalidate()
             cache.clear()
+
+        def reconnected() -> None:
+            events_missed()
+            for waiting in relays:  # edits made during the outage go out now, not next sweep
+                waiting.wake()
 
         client, js = await _unless_stopped(
             bus.connect(
                 settings.nats_access(),
                 name=NATS_CLIENT_NAME,
                 on_disconnected=events_missed,
-                on_reconnected=events_missed,
+                on_reconnected=reconnected,
             ),
             stop,
         )
@@ -167,6 +174,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             sweep_s=settings.outbox_sweep_s,
             retention_s=settings.outbox_retention_s,
         )
+        relays.append(relay)
 
         def committed() -> None:
             routing.invalidate()
