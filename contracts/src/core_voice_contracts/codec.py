@@ -21,6 +21,7 @@ from core_voice_contracts.events import (
     ConfigGetRequest,
     ConfigStreamEvent,
     JobEvent,
+    WorkerEvent,
 )
 from core_voice_contracts.routing import decode_route_reply, decode_route_request
 from core_voice_contracts.runtime_config import RuntimeConfig
@@ -35,6 +36,7 @@ __all__ = [
     "decode_route_reply",
     "decode_route_request",
     "decode_runtime_config",
+    "decode_worker_event",
     "encode",
 ]
 
@@ -64,6 +66,7 @@ _config_stream = _Decoder("config stream event", ConfigStreamEvent)
 _get_request = _Decoder("config request", ConfigGetRequest)
 _get_reply = _Decoder("config reply", ConfigGetReply)
 _runtime = _Decoder("runtime config", RuntimeConfig)
+_workers = _Decoder("worker event", WorkerEvent)
 
 
 def decode_job_event(data: bytes) -> JobEvent:
@@ -99,4 +102,9 @@ def decode_config_reply(data: bytes) -> ConfigGetReply:
 
 def decode_runtime_config(data: bytes) -> RuntimeConfig:
     result: RuntimeConfig = _runtime(data)
+    return result
+
+
+def decode_worker_event(data: bytes) -> WorkerEvent:
+    result: WorkerEvent = _workers(data)
     return result

@@ -54,6 +54,9 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     """SIP: the inbound trunk the call came in on (``sip.trunkID``); routes with the number."""
     participant_identity: str | None = None
     """SIP: the caller participant whose arrival triggered the job."""
+    traceparent: str = ""
+    """W3C trace context of the dispatch, set in the copy sent as LiveKit dispatch
+    metadata, so the worker's call joins the trace the webhook started."""
 
 
 class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
@@ -72,6 +75,10 @@ class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
     """How the agent was found (`routing.RouteResolved.via`): agent, campaign, dialed_number."""
     route_stale: bool = False
     """Routed on the dispatcher's last known answer: config_sync could not be asked."""
+    requested_at: dt.datetime | None = None
+    """The job's `JobRequested.at` (the webhook), so webhook -> dispatch latency needs no
+    state to compute."""
+    tenant_id: str = ""
 
 
 class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
@@ -192,6 +199,10 @@ class CallStarted(_Event, frozen=True, kw_only=True, tag="call.started"):
     """Job entry to the voice session running in the room."""
     config_stale: bool = False
     """Started on the last known good config: config_sync could not confirm it."""
+    requested_at: dt.datetime | None = None
+    """The job's `JobRequested.at` (the webhook): webhook -> agent joined needs no state."""
+    accepted_at: dt.datetime | None = None
+    """When LiveKit assigned the job to this pool (`JobAccepted.at`)."""
 
 
 class CallEnded(_Event, frozen=True, kw_only=True, tag="call.ended"):
@@ -326,6 +337,39 @@ class ConfigGetError(
 
 ConfigGetReply = ConfigFound | ConfigNotFound | ConfigGetError
 
+# --- voice.workers.* (core NATS, no stream: live state, not history) --------------------
+
+
+class WorkerStatus(_Event, frozen=True, kw_only=True, tag="worker.status"):
+    """A pool's heartbeat: what it holds now. Sent every ``interval_s``; a pool not heard
+    from for three intervals is counted gone. Fleet gauges (workers, capacity,
+    utilisation) are built from these, so they are right again one interval after a
+    telemetry restart."""
+
+    worker_id: str
+    capacity: int
+    active_calls: int
+    draining: bool = False
+    interval_s: float = 5.0
+    stale_configs: int = 0
+    """Configs the pool serves as last known good (config_sync could not confirm them)."""
+
+
+class ConfigHeld(_Event, frozen=True, kw_only=True, tag="config.held"):
+    """A pool holds a new config version (from `ConfigChanged` or a fetch): config
+    propagation lag is ``at - changed_at``, to the first pool and to every pool."""
+
+    worker_id: str
+    agent_id: str
+    tenant_id: str
+    version: int
+    changed_at: dt.datetime
+    """The announcing `ConfigChanged.at` (the commit)."""
+
+
+WorkerEvent = WorkerStatus | ConfigHeld
+
+
 ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     JobRequested,
     JobDispatched,
@@ -341,4 +385,6 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     ConfigFound,
     ConfigNotFound,
     ConfigGetError,
+    WorkerStatus,
+    ConfigHeld,
 )

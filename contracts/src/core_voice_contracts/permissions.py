@@ -163,6 +163,8 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
             subjects.CALLS_ENDED_ALL,
             subjects.CALLS_FAILED_ALL,
             subjects.CONFIG_GET,
+            subjects.WORKER_STATUS,
+            subjects.CONFIG_HELD,
             *_Streams()
             .ensure(VOICE_JOBS, VOICE_CALLS, VOICE_CONFIG, update=False)
             .ordered(VOICE_CONFIG)
@@ -179,7 +181,7 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
             .pull(VOICE_CONFIG, f"{telemetry_prefix}-config")
             .allowed
         ),
-        subscribe=(_inbox(Role.TELEMETRY),),
+        subscribe=(subjects.WORKER_STATUS, subjects.CONFIG_HELD, _inbox(Role.TELEMETRY)),
     )
     operator = Grant(
         publish=(">",),

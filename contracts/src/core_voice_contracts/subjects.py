@@ -89,5 +89,12 @@ def calls_for_agent(agent_id: str) -> str:
     return f"{PREFIX}.calls.*.{_agent_token(agent_id)}"
 
 
+WORKERS_ALL = f"{PREFIX}.workers.>"
+WORKER_STATUS = f"{PREFIX}.workers.status"
+"""`WorkerStatus` heartbeats (core NATS): the worker id is in the message, not the subject,
+because a pod name need not be a valid subject token."""
+CONFIG_HELD = f"{PREFIX}.workers.config_held"
+"""`ConfigHeld` (core NATS): a pool holds a new config version."""
+
 ROUTING_RESOLVE = f"{PREFIX}.routing.resolve"
 """Request/reply (config_sync micro service): which agent and target serve a room."""
