@@ -96,6 +96,8 @@ class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
     """LiveKit's job id: the call's id in every call event."""
     worker_id: str
     campaign_id: str | None = None
+    requested_at: dt.datetime | None = None
+    """The job's `JobRequested.at` (the webhook): webhook -> pool assigned needs no state."""
 
 
 def job_accepted_msg_id(call_id: str) -> str:

@@ -154,6 +154,7 @@ class PoolServer(AgentServer):
                 campaign_id=job.campaign_id,
                 call_id=assignment.job.id,
                 worker_id=self.settings.worker_id,
+                requested_at=job.at,
             )
         )
 
