@@ -12,6 +12,7 @@ a PATCH whose values equal the current ones is a 200 no-op that keeps the versio
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -50,6 +51,7 @@ from core_voice_config_sync.errors import (
     TrunkNotFoundError,
     VersionNotFoundError,
 )
+from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.operators import OperatorService
 from core_voice_config_sync.tokens import TokenService
 from core_voice_contracts.admin_api import (
@@ -94,6 +96,7 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 SCOPE_OPT = "scope"
 AUTHENTICATOR_STATE = "authenticator"
+METRICS_STATE = "metrics"
 RETRY_AFTER_S = "1"
 MAX_VERSION = 2**31 - 1
 _E164 = re.compile(E164_PATTERN)
@@ -257,9 +260,16 @@ class AgentController(Controller):
         """What a voice worker runs for this agent (⊕ the campaign's overrides, defaults
         filled). Provider keys are included for ``runtime`` tokens only; never cached."""
         principal = request.user
-        config = await agents.runtime_config(
-            agent_id, campaign_id=campaign_id, tenant_id=principal.tenant_id
-        )
+        metrics: ConfigSyncMetrics = request.app.state[METRICS_STATE]
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            config = await agents.runtime_config(
+                agent_id, campaign_id=campaign_id, tenant_id=principal.tenant_id
+            )
+            outcome = "found" if config is not None else "not_found"
+        finally:
+            metrics.config_get_seconds.labels(outcome).observe(time.perf_counter() - started)
         if config is None:
             raise AgentNotFoundError(agent_id)
         if not principal.can(Scope.RUNTIME_KEYS) and config.keys.values:
@@ -539,7 +549,9 @@ def _error(status: int, code: str, detail: str = "", **headers: str) -> Response
     )
 
 
-def _on_service_error(_: Request[Any, Any, Any], exc: ConfigSyncError) -> Response[ErrorBody]:
+def _on_service_error(request: Request[Any, Any, Any], exc: ConfigSyncError) -> Response[ErrorBody]:
+    if exc.status >= 500:  # config_sync's own failure, not the caller's
+        _count_error(request, exc.code)
     if isinstance(exc, DatabaseUnavailableError):
         log.warning("request refused: database unavailable")
         return _error(exc.status, exc.code, exc.detail, **{"Retry-After": RETRY_AFTER_S})
@@ -562,9 +574,10 @@ def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respo
     return _error(422, "validation_error", "; ".join(problems) or "invalid request")
 
 
-def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     status = exc.status_code
     if status >= 500:
+        _count_error(request, ErrorType.INTERNAL)
         log.error("http error", extra={"status": status})
         return _error(status, "internal_error")
     if isinstance(exc.__cause__, SerializationException):
@@ -580,7 +593,14 @@ def _on_too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[Err
     return _error(400, "malformed_json", "the body is nested too deeply")
 
 
-def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _count_error(request: Request[Any, Any, Any], type_: str) -> None:
+    metrics = request.app.state.get(METRICS_STATE)
+    if isinstance(metrics, ConfigSyncMetrics):
+        metrics.error(type_)
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    _count_error(request, ErrorType.INTERNAL)
     log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
     return _error(500, "internal_error")
 
@@ -598,8 +618,10 @@ def create_app(
     health: HealthCheck,
     max_body_bytes: int,
     version: str = "0.1.0",
+    metrics: ConfigSyncMetrics | None = None,
 ) -> Litestar:
-    """The ASGI app. OpenAPI is served at ``/schema`` (e.g. ``/schema/openapi.json``)."""
+    """The ASGI app. OpenAPI is served at ``/schema`` (e.g. ``/schema/openapi.json``);
+    ``/metrics`` is served by `metrics.MetricsMiddleware` around it."""
 
     @get("/healthz", tags=["health"])
     async def healthz() -> Response[HealthView]:
@@ -645,7 +667,12 @@ def create_app(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
-        state=State({AUTHENTICATOR_STATE: authenticator}),
+        state=State(
+            {
+                AUTHENTICATOR_STATE: authenticator,
+                METRICS_STATE: metrics if metrics is not None else ConfigSyncMetrics(),
+            }
+        ),
         debug=False,
         logging_config=None,
     )

@@ -29,6 +29,7 @@ from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.campaigns import CampaignService
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.db import Database, create_engine, migrate, ping
+from core_voice_config_sync.metrics import ConfigSyncMetrics, MetricsMiddleware
 from core_voice_config_sync.nats_service import ConfigGetService
 from core_voice_config_sync.operators import OperatorRepository, OperatorService
 from core_voice_config_sync.relay import OutboxRelay
@@ -140,12 +141,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         if await repository.ensure_tenant(settings.default_tenant):
             log.info("default tenant created", extra={"tenant_id": settings.default_tenant})
         await _check_sealed_keys(repository, keyring)
-        routing = RoutingService(repository, campaign_repository)
+        metrics = ConfigSyncMetrics()
+        routing = RoutingService(repository, campaign_repository, metrics)
 
         async def load(agent_id: str) -> CacheEntry | None:
             return await agents.load_entry(agent_id)
 
-        cache = RuntimeConfigCache(load)
+        cache = RuntimeConfigCache(load, metrics)
 
         relays: list[OutboxRelay] = []
 
@@ -173,6 +175,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             js,
             sweep_s=settings.outbox_sweep_s,
             retention_s=settings.outbox_retention_s,
+            metrics=metrics,
         )
         relays.append(relay)
 
@@ -201,7 +204,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             token_repository.by_hash,
             max_stale_s=settings.token_max_stale_s,
         )
-        getter = ConfigGetService(client, agents, cache, routing)
+        getter = ConfigGetService(client, agents, cache, routing, metrics)
         await getter.start()
         tasks.spawn(relay.run(), name="outbox-relay")
 
@@ -214,6 +217,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             health=_health_check(engine, client, getter.refused),
             max_body_bytes=settings.max_body_bytes,
             version=__version__,
+            metrics=metrics,
         )
 
         def ready(host: str, port: int) -> None:
@@ -225,7 +229,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
         server = HttpServer(
             uvicorn.Config(
-                app,
+                MetricsMiddleware(app, metrics),
                 host=settings.http_host,
                 port=settings.http_port,
                 lifespan="off",

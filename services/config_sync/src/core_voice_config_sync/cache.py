@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from core_voice_config_sync.errors import StaleReadError
 from core_voice_config_sync.merge import merge
+from core_voice_config_sync.metrics import ConfigSyncMetrics
 from core_voice_config_sync.records import AgentRecord
 from core_voice_contracts.admin_api import CampaignOverrides
 from core_voice_contracts.runtime_config import RuntimeConfig
@@ -76,8 +77,9 @@ class _Read:
 
 
 class RuntimeConfigCache:
-    def __init__(self, load: Loader) -> None:
+    def __init__(self, load: Loader, metrics: ConfigSyncMetrics | None = None) -> None:
         self._load = load
+        self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
         self._items: dict[str, CacheEntry] = {}
         self._floors: dict[str, int] = {}
         """Announced versions above the cached one (or of agents not cached)."""
@@ -150,12 +152,19 @@ class RuntimeConfigCache:
         raises (e.g. `DatabaseUnavailableError`) only when nothing usable is cached.
         A deleted agent is None; a read overtaken by a newer version is read again.
         """
-        for _ in range(READ_ATTEMPTS):
+        hits = self._metrics.cache_requests
+        for attempt in range(READ_ATTEMPTS):
             if agent_id in self._deleted:
+                if attempt == 0:  # a tombstone answers from memory too
+                    hits.labels("hit").inc()
                 return None
             cached = self._items.get(agent_id)
             if cached is not None and cached.version >= min_version:
+                if attempt == 0:
+                    hits.labels("hit").inc()
                 return cached
+            if attempt == 0:
+                hits.labels("miss").inc()
             read = await asyncio.shield(self._read(agent_id))
             if agent_id in self._deleted:  # deleted while it was read
                 return None

@@ -13,6 +13,7 @@ tombstone), and every event clears the routing answers.
 """
 
 import logging
+import time
 from collections import Counter
 
 import msgspec
@@ -26,14 +27,17 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from core_voice_config_sync import __version__
 from core_voice_config_sync.agents import AgentService
 from core_voice_config_sync.cache import RuntimeConfigCache
+from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.routing import RoutingService
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
     ChangeKind,
     ConfigChanged,
+    ConfigFound,
     ConfigGetError,
     ConfigGetReply,
+    ConfigNotFound,
     RoutingChanged,
 )
 from core_voice_contracts.ids import is_valid_id
@@ -50,6 +54,14 @@ one is ``bad_request``, so a hostile request can neither put keys of any size in
 caches nor be echoed into a reply over the bus's payload limit."""
 
 
+_GET_OUTCOMES: dict[type, str] = {ConfigFound: "found", ConfigNotFound: "not_found"}
+_COUNTED_GET_ERRORS = frozenset(
+    {ErrorType.DATABASE_UNAVAILABLE, ErrorType.KEYS_UNAVAILABLE, ErrorType.VERSION_UNAVAILABLE}
+)
+"""`ConfigGetError` codes that are config_sync's own failures (``bad_request`` is the
+caller's, ``internal`` is counted where it is caught)."""
+
+
 def _oversized(request: msgspec.Struct) -> bool:
     return any(
         isinstance(value, str) and len(value) > MAX_FIELD_CHARS
@@ -64,7 +76,9 @@ class ConfigGetService:
         agents: AgentService,
         cache: RuntimeConfigCache,
         routing: RoutingService,
+        metrics: ConfigSyncMetrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
         self._nc = nc
         self._agents = agents
         self._cache = cache
@@ -109,18 +123,30 @@ class ConfigGetService:
         await request.respond(codec.encode(await self.answer(request.data)))
 
     async def answer(self, data: bytes) -> ConfigGetReply:
+        started = time.perf_counter()
+        reply = await self._answer(data)
+        outcome = _GET_OUTCOMES.get(type(reply), "error")
+        self._metrics.config_get_seconds.labels(outcome).observe(time.perf_counter() - started)
+        if isinstance(reply, ConfigGetError) and reply.error in _COUNTED_GET_ERRORS:
+            self._metrics.error(reply.error)
+        return reply
+
+    async def _answer(self, data: bytes) -> ConfigGetReply:
         try:
             query = codec.decode_config_request(data)
         except DecodeError:
             self.refused["get/undecodable"] += 1
+            self._metrics.error(ErrorType.DECODE)
             return ConfigGetError(error="bad_request", retryable=False)
         if _oversized(query):
             self.refused["get/oversized"] += 1
+            self._metrics.error(ErrorType.DECODE)
             return ConfigGetError(error="bad_request", retryable=False)
         try:
             return await self._agents.resolve(query)
         except Exception:
             log.exception("config get failed", extra={"agent_id": query.agent_id})
+            self._metrics.error(ErrorType.INTERNAL)
             return ConfigGetError(error="internal", retryable=True)
 
     async def _handle_resolve(self, request: Request) -> None:
@@ -131,14 +157,17 @@ class ConfigGetService:
             query = codec.decode_route_request(data)
         except DecodeError:
             self.refused["resolve/undecodable"] += 1
+            self._metrics.error(ErrorType.DECODE)
             return RouteError(error="bad_request", retryable=False)
         if _oversized(query):
             self.refused["resolve/oversized"] += 1
+            self._metrics.error(ErrorType.DECODE)
             return RouteError(error="bad_request", retryable=False)
         try:
             return await self._routing.resolve(query)
         except Exception:
             log.exception("route resolve failed", extra={"room_key": query.room_key[:200]})
+            self._metrics.error(ErrorType.INTERNAL)
             return RouteError(error="internal", retryable=True)
 
     async def _on_change(self, msg: Msg) -> None:
@@ -147,10 +176,12 @@ class ConfigGetService:
             event = codec.decode_config_stream_event(msg.data)
         except DecodeError:
             self.refused["change/undecodable"] += 1
+            self._metrics.error(ErrorType.DECODE)
             log.warning("undecodable config event ignored", extra={"subject": msg.subject})
             return
         if event.agent_id is not None and not is_valid_id(event.agent_id):
             self.refused["change/invalid"] += 1  # would be a cache key of any size
+            self._metrics.error(ErrorType.DECODE)
             return
         match event:
             case ConfigChanged(agent_id=agent_id, version=version, kind=ChangeKind.DELETED):

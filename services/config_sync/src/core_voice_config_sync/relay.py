@@ -25,6 +25,7 @@ from typing import Protocol
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.models import utcnow
 from core_voice_config_sync.repository import PendingEvent
 from core_voice_contracts import bus, codec
@@ -54,7 +55,9 @@ class OutboxRelay:
         retention_s: float = 86_400.0,
         batch: int = 100,
         publish_timeout_s: float = 2.0,
+        metrics: ConfigSyncMetrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
         self._store = store
         self._js = js
         self._sweep_s = sweep_s
@@ -91,6 +94,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._metrics.error(ErrorType.RELAY_FAILED)
                 log.exception("outbox relay pass failed")
 
     async def drain_once(self, *, mark: bool = True) -> int:
@@ -106,6 +110,7 @@ class OutboxRelay:
                 if len(pending) == self._batch:  # a full page of unmarked rows hides newer ones
                     await self._mark()
                     continue
+                self._metrics.outbox_pending.set(0)
                 break
             published: list[int] = []
             for event in fresh:
@@ -117,6 +122,8 @@ class OutboxRelay:
                 self._unmarked.setdefault(event_id, now)
             total += len(published)
             if len(published) < len(fresh):
+                # What this page still holds: a lower bound when the page was full.
+                self._metrics.outbox_pending.set(len(fresh) - len(published))
                 break  # stopped at a failure; keep order, retry on the next pass
         if mark:
             await self._mark()
@@ -136,6 +143,7 @@ class OutboxRelay:
         except DecodeError:
             # Never written by this code; skipping it beats blocking every later event.
             log.error("outbox event undecodable, skipped", extra={"outbox_id": event.id})
+            self._metrics.error(ErrorType.OUTBOX_UNDECODABLE)
             return True
         try:
             ack = await bus.publish(
@@ -150,7 +158,11 @@ class OutboxRelay:
                 "outbox publish failed, will retry",
                 extra={"outbox_id": event.id, "error": type(exc).__name__},
             )
+            self._metrics.error(ErrorType.PUBLISH_FAILED)
             return False
+        if not ack.duplicate:  # a re-publish (after a crash) is not this commit's latency
+            lag = (dt.datetime.now(dt.UTC) - message.at).total_seconds()
+            self._metrics.outbox_publish_seconds.observe(max(0.0, lag))
         log.debug(
             "outbox event published",
             extra={"outbox_id": event.id, "seq": ack.seq, "duplicate": bool(ack.duplicate)},

@@ -17,12 +17,14 @@ once. While the database is unreachable, a miss is answered from the last data r
 """
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
 from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.errors import DatabaseUnavailableError
+from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.records import NumberRecord, RouteAgent, RouteCampaign
 from core_voice_config_sync.repository import AgentRepository
 from core_voice_contracts.admin_api import AgentStatus, CampaignStatus
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CACHE_SIZE = 10_000
+_ROUTE_OUTCOMES: dict[type, str] = {RouteResolved: "resolved", RouteRejected: "rejected"}
 
 
 def _remember(items: OrderedDict[str, object], key: str, value: object, size: int) -> None:
@@ -98,7 +101,13 @@ class RoutingCache:
 
 
 class RoutingService:
-    def __init__(self, agents: AgentRepository, campaigns: CampaignRepository) -> None:
+    def __init__(
+        self,
+        agents: AgentRepository,
+        campaigns: CampaignRepository,
+        metrics: ConfigSyncMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
         self._agents = agents
         self._campaigns = campaigns
         self._cache = RoutingCache()
@@ -110,10 +119,15 @@ class RoutingService:
         log.debug("routing cache cleared", extra={"generation": self._cache.generation})
 
     async def resolve(self, request: RouteRequest) -> RouteReply:
+        started = time.perf_counter()
         try:
-            return await self._resolve(request)
+            reply = await self._resolve(request)
         except DatabaseUnavailableError:
-            return RouteError(error="database_unavailable", retryable=True)
+            self._metrics.error(ErrorType.DATABASE_UNAVAILABLE)
+            reply = RouteError(error="database_unavailable", retryable=True)
+        outcome = _ROUTE_OUTCOMES.get(type(reply), "error")
+        self._metrics.routing_resolve_seconds.labels(outcome).observe(time.perf_counter() - started)
+        return reply
 
     async def _resolve(self, request: RouteRequest) -> RouteReply:
         if request.agent_id is not None:
