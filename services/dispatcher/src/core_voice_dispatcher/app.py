@@ -30,6 +30,7 @@ from core_voice_dispatcher.dispatch import Dispatcher, LiveConsumer
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.ingest import Ingest, make_app
 from core_voice_dispatcher.livekit_client import LiveKitClient
+from core_voice_dispatcher.metrics import METRICS_PATH, DispatcherMetrics, cancel
 from core_voice_dispatcher.replay import Replays
 from core_voice_dispatcher.route_memory import follow_config_events
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
@@ -65,6 +66,7 @@ async def _serve(
         # Said once here, instead of PyJWT warning on every request (livekit --dev: 6 bytes).
         log.warning("livekit api secret is short", extra={"min_bytes": MIN_SECRET_BYTES})
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+    metrics = DispatcherMetrics()
     ingest: Ingest | None = None
     calls: WorkerLostReports | None = None
     if settings.role != Role.DISPATCH:
@@ -75,13 +77,14 @@ async def _serve(
             max_skew_s=settings.max_clock_skew_s,
         )
         calls = WorkerLostReports(js, settings.worker_lost_grace_s)
-        ingest = Ingest(verifier, js, calls=calls)
+        ingest = Ingest(verifier, js, calls=calls, metrics=metrics)
 
     lk: LiveKitClient | None = None
     dispatcher: Dispatcher | None = None
     live: LiveConsumer | None = None
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
+    consumer_metrics: asyncio.Task[None] | None = None
     config_events: list[JetStreamContext.PushSubscription] = []
     accepted: Subscription | None = None
     if settings.role != Role.INGEST:
@@ -90,12 +93,14 @@ async def _serve(
             settings.livekit_api_key,
             secret,
             timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
+            metrics=metrics,
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
         if dispatcher.memory is not None:
             config_events = await follow_config_events(js, dispatcher.memory, dispatcher.poison)
         if dispatcher.capacity is not None:
             accepted = await follow_accepted_jobs(nc, dispatcher.capacity, dispatcher.poison)
+            metrics.capacity_waiting.set_function(dispatcher.capacity.waiting)
         if ingest is not None and settings.prefetch:
             ingest.prefetcher = dispatcher
         live = LiveConsumer(settings, js, dispatcher)
@@ -105,6 +110,15 @@ async def _serve(
             asyncio.create_task(live.run(), name="dispatch-consumer"),
             asyncio.create_task(replays.run(), name="replay-watcher"),
         ]
+        consumer_metrics = asyncio.create_task(
+            metrics.follow_consumer(
+                js,
+                VOICE_JOBS,
+                settings.consumer_name,
+                settings.consumer_metrics_interval_s,
+            ),
+            name="consumer-metrics",
+        )
 
     def health() -> dict[str, str]:
         checks = {"nats": "ok" if nc.is_connected else "disconnected"}
@@ -130,6 +144,7 @@ async def _serve(
         return found
 
     app = make_app(ingest, max_body_bytes=settings.max_body_bytes, health=health, details=details)
+    app.router.add_get(METRICS_PATH, metrics.handle)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout_s
     )
@@ -150,6 +165,7 @@ async def _serve(
     finally:
         log.info("dispatcher stopping")
         await runner.cleanup()  # no new webhooks; in-flight ones finish
+        await cancel(consumer_metrics)
         if calls is not None:
             await calls.close()
         if live is not None and replays is not None:

@@ -67,6 +67,7 @@ from core_voice_dispatcher import intake
 from core_voice_dispatcher.capacity import CapacityWatch, Waiting
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
+from core_voice_dispatcher.metrics import DispatcherMetrics, ErrorType, outcome_error_type
 from core_voice_dispatcher.route_memory import RouteMemory
 from core_voice_dispatcher.settings import DispatcherSettings
 from core_voice_dispatcher.trace import trace_headers
@@ -266,6 +267,7 @@ class Dispatcher:
         self.nc = nc
         self.js = js
         self.lk = lk
+        self.metrics: DispatcherMetrics = lk.metrics
         self._inflight: set[str] = set()
         self._prefetched: dict[str, tuple[JobRequested, Lookups]] = {}
         self.prefetch_counts: Counter[str] = Counter()
@@ -384,6 +386,7 @@ class Dispatcher:
                 "job outcome not stored: bus unavailable",
                 extra={"job_id": event.job_id, "error": type(exc).__name__},
             )
+            self.metrics.error(ErrorType.BUS_UNAVAILABLE)
             with contextlib.suppress(NatsError, TimeoutError):
                 await msg.nak(delay=retry_delay(msg.metadata.num_delivered))
         finally:
@@ -392,6 +395,7 @@ class Dispatcher:
     async def _poison(self, msg: Msg, reason: str) -> None:
         """Terminate a job message no delivery can settle, and count it (/healthz)."""
         self.poison[f"{VOICE_JOBS}/{reason}"] += 1
+        self.metrics.error(ErrorType.POISON)
         log.warning("poison job message terminated", extra={"subject": msg.subject, "why": reason})
         await msg.term()
 
@@ -523,6 +527,8 @@ class Dispatcher:
             campaign_id=route.campaign_id,
             via=route.via,
             route_stale=stale,
+            requested_at=job.at,
+            tenant_id=route.tenant_id,
         )
         return Dispatched(dispatched, metadata)
 
@@ -570,6 +576,7 @@ class Dispatcher:
                 dispatch_id=dispatch.id,
                 worker_agent_name=dispatch.agent_name,
                 already_existed=True,
+                requested_at=routed.at,
                 target=(Target.LEGACY if legacy else Target.POOL).value,
                 campaign_id=routed.campaign_id,
             )
@@ -628,6 +635,8 @@ class Dispatcher:
                     "dispatch retry",
                     extra={"job_id": job.job_id, "error": error, "attempt": attempt},
                 )
+                self.metrics.jobs.labels("retried").inc()
+                self.metrics.error(outcome_error_type(error))
                 await msg.nak(delay=retry_delay(attempt))
                 return
             case Retry(reason=reason, error=error):
@@ -676,6 +685,7 @@ class Dispatcher:
                 fields["detail"] = outcome.detail
             case JobRejected():
                 fields["reason"] = outcome.reason.value
+        self.metrics.jobs.labels(kind).inc()
         log.info(_OUTCOME_LOG[kind], extra=fields)
 
 

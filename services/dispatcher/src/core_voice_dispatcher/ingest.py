@@ -8,6 +8,7 @@ is already stored and nothing happens twice.
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
@@ -28,6 +29,7 @@ from core_voice_contracts.webhooks import (
 from core_voice_dispatcher import intake
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.errors import WebhookRejectedError
+from core_voice_dispatcher.metrics import UNKNOWN_EVENT, DispatcherMetrics, ErrorType
 from core_voice_dispatcher.trace import TRACEPARENT, trace_headers
 from core_voice_dispatcher.webhook import WebhookVerifier
 
@@ -62,7 +64,9 @@ class Ingest:
         *,
         prefetcher: Prefetcher | None = None,
         calls: WorkerLostReports | None = None,
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else DispatcherMetrics()
         self.verifier = verifier
         self.js = js
         self.prefetcher = prefetcher
@@ -72,6 +76,7 @@ class Ingest:
         self.counts: Counter[str] = Counter()
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
+        received = time.perf_counter()
         try:
             digest = self.verifier.check_token(request.headers.get("Authorization"))
             try:
@@ -82,6 +87,7 @@ class Ingest:
             action = intake.plan(event)
         except WebhookRejectedError as exc:
             self.counts[f"rejected_{exc.code}"] += 1
+            self.metrics.webhook(UNKNOWN_EVENT, exc.code)
             log.warning("webhook rejected", extra={"code": exc.code, "status": exc.status})
             return _refused(exc.code, exc.status)
 
@@ -92,6 +98,7 @@ class Ingest:
 
         if isinstance(action, intake.CheckCall):
             self.counts["agent_left"] += 1
+            self.metrics.webhook(event.event, "noted")
             if self.calls is not None:
                 self.calls.check(action)
             log.info(
@@ -107,6 +114,8 @@ class Ingest:
 
         if isinstance(action, intake.Skip):
             self.counts[f"skipped_{action.reason}"] += 1
+            noted = action.reason in intake.NOTED_EVENTS
+            self.metrics.webhook(event.event, "noted" if noted else "ignored")
             if action.reason in intake.NOTED_EVENTS:
                 log.info(
                     "webhook noted",
@@ -142,6 +151,8 @@ class Ingest:
             if prefetched_by is not None:
                 prefetched_by.drop(job_id)
             self.counts["bus_unavailable"] += 1
+            self.metrics.webhook(event.event, "bus_unavailable")
+            self.metrics.error(ErrorType.BUS_UNAVAILABLE)
             log.warning(
                 "webhook not stored: bus unavailable",
                 extra={"job_id": job_id, "error": type(exc).__name__},
@@ -151,12 +162,15 @@ class Ingest:
             if prefetched_by is not None:  # stored before: its own delivery decides it
                 prefetched_by.drop(job_id)
             self.counts["duplicate"] += 1
+            self.metrics.webhook(event.event, "duplicate")
             log.info(
                 "webhook duplicate dropped",
                 extra={"job_id": job_id, "webhook_id": event.id, "event": event.event},
             )
             return _done("duplicate", job_id=job_id)
         self.counts["stored"] += 1
+        self.metrics.webhook(event.event, "accepted")
+        self.metrics.webhook_seconds.observe(time.perf_counter() - received)
         log.info(
             "webhook stored",
             extra={

@@ -18,7 +18,10 @@ from livekit.api._service import Service
 from livekit.api.access_token import SIPGrants
 from livekit.api.agent_dispatch_service import AgentDispatchService
 from livekit.api.room_service import RoomService
+from livekit.protocol.agent_dispatch import AgentDispatch, CreateAgentDispatchRequest
 from livekit.protocol.models import Room
+
+from core_voice_dispatcher.metrics import DispatcherMetrics
 
 TOKEN_TTL_S = 600.0
 """Lifetime of a signed token; one is reused for at most half of it, so a token in use
@@ -117,21 +120,42 @@ class RoomApi(_CachedAuth, RoomService):
 
 
 class DispatchApi(_CachedAuth, AgentDispatchService):
-    """livekit-api's AgentDispatchService with cached tokens."""
+    """livekit-api's AgentDispatchService with cached tokens; CreateDispatch is timed
+    (``corevoice_dispatcher_dispatch_seconds``), whoever calls it (a job, a re-offer)."""
+
+    metrics: DispatcherMetrics
+
+    async def create_dispatch(self, req: CreateAgentDispatchRequest) -> AgentDispatch:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            created = await super().create_dispatch(req)
+            outcome = "ok"
+            return created
+        finally:
+            self.metrics.dispatch_seconds.labels(outcome).observe(time.perf_counter() - started)
 
 
 class LiveKitClient:
     """The two LiveKit services the dispatcher calls, on one HTTP session."""
 
     def __init__(
-        self, url: str, api_key: str, api_secret: str, *, timeout: aiohttp.ClientTimeout
+        self,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        *,
+        timeout: aiohttp.ClientTimeout,
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else DispatcherMetrics()
         self.tokens = TokenCache(api_key, api_secret)
         self._session = aiohttp.ClientSession(timeout=timeout)
         self.room = RoomApi(self._session, url, api_key, api_secret)
         self.room.tokens = self.tokens
         self.agent_dispatch = DispatchApi(self._session, url, api_key, api_secret)
         self.agent_dispatch.tokens = self.tokens
+        self.agent_dispatch.metrics = self.metrics
 
     def __repr__(self) -> str:
         return f"LiveKitClient({self.tokens!r})"

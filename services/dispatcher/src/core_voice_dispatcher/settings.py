@@ -64,6 +64,9 @@ class DispatcherSettings(BaseSettings):
     """WORKER_AGENT_NAME: the agent name the shared worker pool registers under."""
     consumer_name: str = "dispatcher"
     """DISPATCHER_CONSUMER_NAME: the durable JetStream consumer doing dispatches."""
+    consumer_metrics_interval_s: float = Field(default=5.0, gt=0)
+    """DISPATCHER_CONSUMER_METRICS_INTERVAL_S: how often the durable consumer's backlog is
+    read for ``corevoice_dispatcher_consumer_pending``."""
     consumer_lookback_s: float = Field(default=300.0, ge=0)
     """DISPATCHER_CONSUMER_LOOKBACK_S: a newly created durable consumer starts this far back
     in VOICE_JOBS, not at its beginning: a job minutes old is not worth a dispatch, and a
