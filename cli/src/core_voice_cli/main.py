@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from core_voice_cli import synthetic_call, up
+from core_voice_cli import calls, synthetic_call, up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,6 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
     up.add_parser(subparsers)
     synthetic_call.add_parser(subparsers)
+    calls.add_parser(subparsers)
     return parser
 
 
