@@ -105,6 +105,18 @@ class _Streams:
         )
         return self
 
+    def replay(self, stream: str) -> "_Streams":
+        """An ordered consumer that reads a range once at start (telemetry): created
+        unnamed, looked at, flow-controlled; not deleted (the server drops it when idle)."""
+        self.allowed.extend(
+            [
+                f"{JS_API}.CONSUMER.CREATE.{stream}",
+                f"{JS_API}.CONSUMER.INFO.{stream}.*",
+                f"$JS.FC.{stream}.>",
+            ]
+        )
+        return self
+
 
 def inbox_prefix(role: Role) -> str:
     """The reply inbox prefix of a role's connections (``connect()`` sets it)."""
@@ -179,6 +191,8 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
             .pull(VOICE_JOBS, f"{telemetry_prefix}-jobs")
             .pull(VOICE_CALLS, f"{telemetry_prefix}-calls")
             .pull(VOICE_CONFIG, f"{telemetry_prefix}-config")
+            .replay(VOICE_CALLS)  # at start: the calls in progress
+            .replay(VOICE_CONFIG)  # at start: the routed agents and their tenants
             .allowed
         ),
         subscribe=(subjects.WORKER_STATUS, subjects.CONFIG_HELD, _inbox(Role.TELEMETRY)),

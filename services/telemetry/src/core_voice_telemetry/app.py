@@ -9,9 +9,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core_voice_contracts.bus import connect
-from core_voice_telemetry.consumer import FEEDS, run_feed
+from core_voice_telemetry.consumer import FEEDS, poll_pending, run_feed
 from core_voice_telemetry.metrics import Metrics
+from core_voice_telemetry.replay import replay_state
 from core_voice_telemetry.settings import TelemetrySettings
+from core_voice_telemetry.workers import subscribe_workers
+
+SWEEP_S = 1.0
+"""How often config propagations past their window are given up on."""
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,16 @@ def make_app(metrics: Metrics, feeds: dict[str, str] | None = None) -> web.Appli
 
 async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
     nc, js = await connect(settings.nats_access(), name="telemetry")
-    metrics = Metrics()
+    metrics = Metrics(
+        max_agents=settings.max_agents,
+        max_campaigns=settings.max_campaigns,
+        max_versions=settings.max_config_versions,
+        active_lookback_s=settings.active_lookback_s,
+        propagation_window_s=settings.propagation_window_s,
+    )
+    # State first (routed agents, calls in progress), then the counting consumers.
+    await replay_state(js, metrics, settings.active_lookback_s)
+    await subscribe_workers(nc, metrics)
     states = {feed.suffix: "starting" for feed in FEEDS}
     tasks = [
         asyncio.create_task(
@@ -47,6 +61,13 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
             name=feed.suffix,
         )
         for feed in FEEDS
+    ]
+    chores = [
+        asyncio.create_task(
+            poll_pending(js, metrics, settings.consumer_prefix, stop, settings.pending_interval_s),
+            name="pending",
+        ),
+        asyncio.create_task(_sweep(metrics, stop), name="sweep"),
     ]
 
     def ended(task: "asyncio.Task[None]") -> None:
@@ -65,9 +86,16 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
     finally:
         await runner.cleanup()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+            await asyncio.wait_for(asyncio.gather(*tasks, *chores), timeout=5)
         await nc.drain()
     log.info("telemetry stopped")
+
+
+async def _sweep(metrics: Metrics, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        metrics.propagation.sweep()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=SWEEP_S)
 
 
 async def main() -> None:

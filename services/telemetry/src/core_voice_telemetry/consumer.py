@@ -1,6 +1,8 @@
 """Durable stream consumers feeding `Metrics`.
 
-Durable, so a telemetry restart resumes where it stopped instead of missing events.
+Durable, so a telemetry restart resumes where it stopped instead of missing events
+(counters restart at zero, as Prometheus expects of a restarted process; state such as
+the calls in progress is rebuilt first by `replay`).
 A poison message never stops a feed: an undecodable one (garbage, JSON nested too deep,
 wrong types) or one whose agent id is no id is terminated at once; one whose handling
 fails otherwise is retried and terminated on its ``MAX_DELIVER``-th delivery. Each is
@@ -53,6 +55,9 @@ class Feed:
     suffix: str
     apply: Callable[[Metrics, bytes], None]
 
+    def durable(self, prefix: str) -> str:
+        return f"{prefix}-{self.suffix}"
+
 
 def _jobs(metrics: Metrics, data: bytes) -> None:
     event = decode_job_event(data)
@@ -89,26 +94,31 @@ async def run_feed(
     states: dict[str, str],
 ) -> None:
     """`consume` one feed until ``stop``, restarting it if it fails; ``states[suffix]``
-    says ``ok``, ``restarting`` or ``stopped`` (for /healthz)."""
+    says ``ok``, ``restarting`` or ``stopped`` (for /healthz and ``feed_up``)."""
+
+    def state(value: str) -> None:
+        states[feed.suffix] = value
+        metrics.feeds[feed.stream] = value
+
     while not stop.is_set():
-        states[feed.suffix] = "ok"
+        state("ok")
         try:
             await consume(js, metrics, feed, prefix, stop)
         except Exception as exc:
-            states[feed.suffix] = "restarting"
+            state("restarting")
             metrics.feed_restarts.labels(feed.stream).inc()
             log.exception(
                 "event feed failed", extra={"stream": feed.stream, "error": type(exc).__name__}
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=RESTART_S)
-    states[feed.suffix] = "stopped"
+    state("stopped")
 
 
 async def consume(
     js: JetStreamContext, metrics: Metrics, feed: Feed, prefix: str, stop: asyncio.Event
 ) -> None:
-    durable = f"{prefix}-{feed.suffix}"
+    durable = feed.durable(prefix)
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -136,6 +146,23 @@ async def consume(
     finally:
         with contextlib.suppress(NatsError, TimeoutError):
             await sub.unsubscribe()
+
+
+async def poll_pending(
+    js: JetStreamContext, metrics: Metrics, prefix: str, stop: asyncio.Event, interval_s: float
+) -> None:
+    """Every ``interval_s``: each durable consumer's backlog (pending + unacknowledged)
+    into ``corevoice_telemetry_consumer_pending``; a growing one means telemetry lags."""
+    while not stop.is_set():
+        for feed in FEEDS:
+            try:
+                info = await js.consumer_info(feed.stream, feed.durable(prefix))
+            except (NatsError, TimeoutError):
+                continue  # not created yet, or NATS away: keep the last figure
+            backlog = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            metrics.consumer_pending.labels(feed.stream).set(backlog)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
 async def _apply(metrics: Metrics, feed: Feed, msg: Msg) -> None:

@@ -1,0 +1,149 @@
+"""The worker fleet from `WorkerStatus` heartbeats, and config propagation from `ConfigHeld`.
+
+Heartbeats are live state on core NATS (no stream): the gauges are right again one
+heartbeat interval after a telemetry restart. A pool not heard from for three of its
+intervals is counted gone.
+"""
+
+import datetime as dt
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core_voice_contracts.events import ConfigHeld, WorkerStatus
+
+MISSED_BEATS = 3
+"""Heartbeats a pool may miss before it is forgotten."""
+MAX_WORKERS = 10_000
+"""Bound on pools tracked (a pool id is any string a publisher chose)."""
+MAX_PROPAGATIONS = 10_000
+"""Bound on (agent, version) pairs followed at once; the oldest is given up first."""
+
+
+@dataclass(frozen=True)
+class FleetTotals:
+    workers: int = 0
+    draining: int = 0
+    capacity: int = 0
+    active_calls: int = 0
+    stale_configs: int = 0
+
+    @property
+    def utilisation(self) -> float:
+        """Active calls over the capacity of the fleet (0 with no capacity)."""
+        return self.active_calls / self.capacity if self.capacity else 0.0
+
+
+class Fleet:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._workers: OrderedDict[str, tuple[float, WorkerStatus]] = OrderedDict()
+
+    def beat(self, status: WorkerStatus) -> None:
+        self._workers[status.worker_id] = (self._clock(), status)
+        self._workers.move_to_end(status.worker_id)
+        while len(self._workers) > MAX_WORKERS:
+            self._workers.popitem(last=False)
+
+    def live(self) -> dict[str, WorkerStatus]:
+        """The pools heard from within three of their intervals (the rest are dropped)."""
+        now = self._clock()
+        for worker_id, (seen, status) in list(self._workers.items()):
+            if now - seen > MISSED_BEATS * max(status.interval_s, 0.1):
+                del self._workers[worker_id]
+        return {worker_id: status for worker_id, (_, status) in self._workers.items()}
+
+    def totals(self) -> FleetTotals:
+        live = self.live().values()
+        return FleetTotals(
+            workers=len(live),
+            draining=sum(1 for s in live if s.draining),
+            capacity=sum(max(s.capacity, 0) for s in live),
+            active_calls=sum(max(s.active_calls, 0) for s in live),
+            stale_configs=sum(max(s.stale_configs, 0) for s in live),
+        )
+
+
+@dataclass
+class _Pending:
+    tenant: str
+    changed_at: dt.datetime
+    started: float
+    """Clock time of the first `ConfigHeld`, for the window."""
+    last_at: dt.datetime
+    holders: set[str] = field(default_factory=set)
+
+
+class Propagation:
+    """Per (agent, version): the first `ConfigHeld` gives ``first``; once every live pool
+    has reported, ``all``; not all within ``window_s``, ``incomplete``. The callbacks
+    receive (tenant label, seconds) and (tenant label)."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        window_s: float,
+        *,
+        first: Callable[[str, float], None],
+        all_: Callable[[str, float], None],
+        incomplete: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fleet = fleet
+        self.window_s = window_s
+        self._first = first
+        self._all = all_
+        self._incomplete = incomplete
+        self._clock = clock
+        self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
+        self._done: OrderedDict[tuple[str, int], None] = OrderedDict()
+        """Pairs finished (all or incomplete): a late `ConfigHeld` must not restart them."""
+
+    def held(self, event: ConfigHeld, tenant: str) -> None:
+        key = (event.agent_id, event.version)
+        if key in self._done:
+            return
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = _Pending(tenant, event.changed_at, self._clock(), event.at)
+            self._pending[key] = pending
+            self._first(tenant, _seconds(event.at - event.changed_at))
+            while len(self._pending) > MAX_PROPAGATIONS:
+                old_key, old = self._pending.popitem(last=False)
+                self._finish(old_key)
+                self._incomplete(old.tenant)
+        pending.holders.add(event.worker_id)
+        pending.last_at = max(pending.last_at, event.at)
+        self._check(key, pending)
+
+    def sweep(self) -> None:
+        """Finish pairs every live pool now holds (a pool may have gone) and give up on
+        those past the window."""
+        now = self._clock()
+        for key, pending in list(self._pending.items()):
+            if not self._check(key, pending) and now - pending.started > self.window_s:
+                del self._pending[key]
+                self._finish(key)
+                self._incomplete(pending.tenant)
+
+    def _check(self, key: tuple[str, int], pending: _Pending) -> bool:
+        if not set(self.fleet.live()) <= pending.holders:
+            return False
+        del self._pending[key]
+        self._finish(key)
+        self._all(pending.tenant, _seconds(pending.last_at - pending.changed_at))
+        return True
+
+    def _finish(self, key: tuple[str, int]) -> None:
+        self._done[key] = None
+        while len(self._done) > MAX_PROPAGATIONS:
+            self._done.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def _seconds(delta: dt.timedelta) -> float:
+    """A lag in seconds; never negative (clocks of two hosts may disagree a little)."""
+    return max(delta.total_seconds(), 0.0)
