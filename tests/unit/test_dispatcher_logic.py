@@ -19,7 +19,6 @@ from core_voice_dispatcher.dispatch import (
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.replay import ReplayConfigError, window_end
 from core_voice_dispatcher.settings import DispatcherSettings, check_against_stream
-from core_voice_dispatcher.trace import child_traceparent
 
 pytestmark = pytest.mark.unit
 
@@ -115,12 +114,3 @@ def test_replay_windows_end_by_time_or_sequence() -> None:
         window_end(_consumer(None, ack_policy=AckPolicy.NONE))
     with pytest.raises(ReplayConfigError, match="pull"):
         window_end(_consumer(None, deliver_subject="deliver.here"))
-
-
-def test_trace_context_continues_or_starts() -> None:
-    parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
-    child = child_traceparent(parent)
-    assert child.startswith("00-" + "ab" * 16 + "-") and child != parent and child.endswith("-01")
-    for bad in [None, "", "garbage", "00-" + "0" * 32 + "-" + "cd" * 8 + "-01"]:
-        fresh = child_traceparent(bad)
-        assert len(fresh) == 55 and fresh.startswith("00-") and "0" * 32 not in fresh

@@ -17,6 +17,7 @@ from core_voice_config_sync.cli import run_command
 from core_voice_config_sync.errors import SettingsError
 from core_voice_config_sync.settings import load_settings
 from core_voice_contracts.logs import setup_logging
+from core_voice_contracts.tracing import configure_tracing
 
 log = logging.getLogger("core_voice_config_sync")
 
@@ -25,6 +26,7 @@ async def _main() -> None:
     settings = load_settings()
     settings.nats_access()  # refuses a key-carrying connection in clear before anything runs
     setup_logging("config_sync", settings.log_level)
+    configure_tracing("config_sync")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,8 +42,10 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.ids import is_valid_id
 from core_voice_contracts.routing import RouteError, RouteReply
+from core_voice_contracts.tracing import ATTR_OUTCOME, SpanKind, extract_headers, span, tracer
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 SERVICE_NAME = "config-sync"
 ENDPOINT_NAME = "get"
@@ -120,7 +122,12 @@ class ConfigGetService:
         self._changes.clear()
 
     async def _handle(self, request: Request) -> None:
-        await request.respond(codec.encode(await self.answer(request.data)))
+        with span(
+            _tracer, "config.get", kind=SpanKind.SERVER, context=extract_headers(request.headers)
+        ) as current:
+            reply = await self.answer(request.data)
+            current.set_attribute(ATTR_OUTCOME, type(reply).__name__)
+            await request.respond(codec.encode(reply))
 
     async def answer(self, data: bytes) -> ConfigGetReply:
         started = time.perf_counter()
@@ -150,7 +157,15 @@ class ConfigGetService:
             return ConfigGetError(error="internal", retryable=True)
 
     async def _handle_resolve(self, request: Request) -> None:
-        await request.respond(codec.encode(await self.route(request.data)))
+        with span(
+            _tracer,
+            "routing.resolve",
+            kind=SpanKind.SERVER,
+            context=extract_headers(request.headers),
+        ) as current:
+            reply = await self.route(request.data)
+            current.set_attribute(ATTR_OUTCOME, type(reply).__name__)
+            await request.respond(codec.encode(reply))
 
     async def route(self, data: bytes) -> RouteReply:
         try:

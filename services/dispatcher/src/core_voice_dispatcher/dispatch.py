@@ -63,6 +63,22 @@ from core_voice_contracts.routing import (
 )
 from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_contracts.tracing import (
+    ATTR_AGENT_ID,
+    ATTR_CAMPAIGN_ID,
+    ATTR_DISPATCH_ID,
+    ATTR_JOB_ID,
+    ATTR_OUTCOME,
+    ATTR_ROOM,
+    ATTR_SUBJECT,
+    SpanKind,
+    current_or,
+    current_traceparent,
+    extract_headers,
+    inject_headers,
+    span,
+    tracer,
+)
 from core_voice_dispatcher import intake
 from core_voice_dispatcher.capacity import CapacityWatch, Waiting
 from core_voice_dispatcher.errors import ConfigurationError
@@ -70,9 +86,9 @@ from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
 from core_voice_dispatcher.metrics import DispatcherMetrics, ErrorType, outcome_error_type
 from core_voice_dispatcher.route_memory import RouteMemory
 from core_voice_dispatcher.settings import DispatcherSettings
-from core_voice_dispatcher.trace import trace_headers
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 T_ = TypeVar("T_")
 
 RETRY_BASE_S = 0.5
@@ -378,8 +394,23 @@ class Dispatcher:
         self._inflight.add(event.job_id)
         started = time.monotonic()
         try:
-            outcome = await self.decide(event, msg)
-            await self._settle(event, msg, outcome, started, watch=watch)
+            # The job's trace (from the webhook) continues here; its dispatch metadata
+            # carries this span's context on to the worker's call.
+            with span(
+                _tracer,
+                "dispatch",
+                kind=SpanKind.CONSUMER,
+                context=extract_headers(msg.headers),
+                attributes={
+                    ATTR_JOB_ID: event.job_id,
+                    ATTR_AGENT_ID: event.agent_id,
+                    ATTR_ROOM: event.room_name,
+                    ATTR_CAMPAIGN_ID: event.campaign_id,
+                },
+            ) as current:
+                outcome = await self.decide(event, msg)
+                current.set_attribute(ATTR_OUTCOME, type(outcome).__name__)
+                await self._settle(event, msg, outcome, started, watch=watch)
         except (NatsError, TimeoutError) as exc:
             # The outcome could not be stored: leave the job to a redelivery.
             log.warning(
@@ -502,15 +533,26 @@ class Dispatcher:
         else:
             agent_name = self.settings.worker_agent_name
         # The worker reads the job from the dispatch metadata: it carries the resolved agent.
+        # ... and the trace context, so the call's span joins this dispatch's trace.
         routed = msgspec.structs.replace(
-            job, agent_id=route.agent_id, campaign_id=route.campaign_id
+            job,
+            agent_id=route.agent_id,
+            campaign_id=route.campaign_id,
+            traceparent=current_traceparent(),
         )
         metadata = encode(routed).decode()
-        created = await self.lk.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(
-                agent_name=agent_name, room=job.room_name, metadata=metadata
+        with span(
+            _tracer,
+            "create_dispatch",
+            kind=SpanKind.CLIENT,
+            attributes={ATTR_AGENT_ID: route.agent_id, ATTR_ROOM: job.room_name},
+        ) as current:
+            created = await self.lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(
+                    agent_name=agent_name, room=job.room_name, metadata=metadata
+                )
             )
-        )
+            current.set_attribute(ATTR_DISPATCH_ID, created.id)
         if job.room_sid and await self._live_room(job) is None:
             # The room closed in between and LiveKit's auto-create made a new one for our
             # dispatch: take the dispatch back out rather than keep a worker in it.
@@ -657,13 +699,25 @@ class Dispatcher:
                 subject, kind = subjects.job_expired(outcome.agent_id), "expired"
             case JobRejected():
                 subject, kind = subjects.job_rejected(outcome.agent_id), "rejected"
-        await publish(
-            self.js,
-            subject,
-            outcome,
-            msg_id=f"{outcome.job_id}-{kind}",
-            headers=trace_headers(msg.headers),
-        )
+        # In the dispatch span, or (a capacity watch settling it later) the job's trace.
+        with span(
+            _tracer,
+            f"publish {type(outcome).__name__}",
+            kind=SpanKind.PRODUCER,
+            context=current_or(extract_headers(msg.headers)),
+            attributes={
+                ATTR_SUBJECT: subject,
+                ATTR_JOB_ID: outcome.job_id,
+                ATTR_AGENT_ID: outcome.agent_id,
+            },
+        ):
+            await publish(
+                self.js,
+                subject,
+                outcome,
+                msg_id=f"{outcome.job_id}-{kind}",
+                headers=inject_headers(),
+            )
         stored = msg.metadata.timestamp.timestamp()
         fields: dict[str, object] = {
             "job_id": outcome.job_id,

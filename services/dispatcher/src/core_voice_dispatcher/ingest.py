@@ -16,10 +16,24 @@ from typing import Protocol
 from aiohttp import web
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from core_voice_contracts.bus import publish
 from core_voice_contracts.events import JobRequested
 from core_voice_contracts.ids import is_token
+from core_voice_contracts.tracing import (
+    ATTR_AGENT_ID,
+    ATTR_EVENT,
+    ATTR_JOB_ID,
+    ATTR_OUTCOME,
+    ATTR_ROOM,
+    ATTR_SUBJECT,
+    SpanKind,
+    extract_headers,
+    inject_headers,
+    span,
+    tracer,
+)
 from core_voice_contracts.webhooks import (
     EVENT_HEADER,
     JOB_ID_HEADER,
@@ -30,10 +44,10 @@ from core_voice_dispatcher import intake
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.errors import WebhookRejectedError
 from core_voice_dispatcher.metrics import UNKNOWN_EVENT, DispatcherMetrics, ErrorType
-from core_voice_dispatcher.trace import TRACEPARENT, trace_headers
 from core_voice_dispatcher.webhook import WebhookVerifier
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 WEBHOOK_PATH = "/webhook/livekit"
 HEALTH_PATH = "/healthz"
@@ -76,6 +90,15 @@ class Ingest:
         self.counts: Counter[str] = Counter()
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
+        """One ``webhook`` span (SERVER), continuing LiveKit's ``traceparent`` if it sent one."""
+        with span(
+            _tracer, "webhook", kind=SpanKind.SERVER, context=extract_headers(request.headers)
+        ) as current:
+            response = await self._handle_webhook(request)
+            current.set_attribute(ATTR_OUTCOME, response.headers.get(OUTCOME_HEADER, "refused"))
+            return response
+
+    async def _handle_webhook(self, request: web.Request) -> web.Response:
         received = time.perf_counter()
         try:
             digest = self.verifier.check_token(request.headers.get("Authorization"))
@@ -129,15 +152,7 @@ class Ingest:
             return _done("ignored", event=event.event, reason=action.reason)
 
         job_id = action.message.job_id
-        store = asyncio.ensure_future(
-            publish(
-                self.js,
-                action.subject,
-                action.message,
-                msg_id=action.msg_id,
-                headers=trace_headers({TRACEPARENT: request.headers.get(TRACEPARENT, "")}),
-            )
-        )
+        store = asyncio.ensure_future(self._store(action, event.event))
         prefetched_by: Prefetcher | None = None
         if self.prefetcher is not None and isinstance(action.message, JobRequested):
             # One turn of the loop first: the publish queues its bytes and wakes the NATS
@@ -182,6 +197,26 @@ class Ingest:
             },
         )
         return _done("accepted", job_id=job_id)
+
+    async def _store(self, action: intake.Store, event_name: str) -> PubAck:
+        """Publish the job under a ``publish <Type>`` span (PRODUCER), its context in the
+        message's headers: the dispatch and every later event continue this trace."""
+        message = action.message
+        with span(
+            _tracer,
+            f"publish {type(message).__name__}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                ATTR_SUBJECT: action.subject,
+                ATTR_AGENT_ID: message.agent_id,
+                ATTR_JOB_ID: message.job_id,
+                ATTR_ROOM: message.room_name,
+                ATTR_EVENT: event_name,
+            },
+        ):
+            return await publish(
+                self.js, action.subject, message, msg_id=action.msg_id, headers=inject_headers()
+            )
 
 
 def _done(outcome: str, *, job_id: str = "", event: str = "", reason: str = "") -> web.Response:
