@@ -30,6 +30,7 @@ APT_PACKAGES=(
 	postgresql    # config store; tests start their own throwaway clusters
 	libportaudio2 # livekit-agents console mode needs it, even in text mode
 	make          # the Makefile
+	prometheus    # with promtool: alert-rule tests, the dashboards' proof, `corevoice up --with-prometheus`
 )
 # Only when lk has to be compiled: it is cgo (vendored WebRTC APM in C++, PortAudio).
 LK_BUILD_PACKAGES=(gcc g++ libc6-dev pkg-config portaudio19-dev)
