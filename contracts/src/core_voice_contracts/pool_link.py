@@ -15,7 +15,7 @@ import struct
 import msgspec
 
 from core_voice_contracts.errors import DECODE_FAILURES, DecodeError
-from core_voice_contracts.events import CallEnded, CallEvent, CallFailed, CallStarted
+from core_voice_contracts.events import CallEnded, CallEvent, CallFailed, CallStarted, TurnLatency
 from core_voice_contracts.runtime_config import RuntimeConfig
 
 MAX_FRAME_BYTES = 1 << 20
@@ -46,6 +46,22 @@ class LinkPublish(_Link, frozen=True, kw_only=True, tag="publish"):
 
     req: int
     event: CallStarted | CallEnded | CallFailed
+
+
+class LinkTurn(_Link, frozen=True, kw_only=True, tag="turn"):
+    """A turn's latencies, sent as the turn ends (no answer): the pool's
+    ``corevoice_worker_turn_latency_seconds`` shows a long call's turns while it runs."""
+
+    call_id: str
+    turn: TurnLatency
+
+
+class LinkGreeting(_Link, frozen=True, kw_only=True, tag="greeting"):
+    """The call's greeting latency (call asked to greet -> first agent audio), sent once,
+    no answer."""
+
+    call_id: str
+    latency_s: float
 
 
 # --- pool -> job ---------------------------------------------------------------------
@@ -92,6 +108,8 @@ class LinkAgentGone(_Link, frozen=True, kw_only=True, tag="agent_gone"):
 LinkMessage = (
     LinkGetConfig
     | LinkPublish
+    | LinkTurn
+    | LinkGreeting
     | LinkConfig
     | LinkRefused
     | LinkAccepted
@@ -127,9 +145,11 @@ __all__ = [
     "LinkConfig",
     "LinkConfigUpdate",
     "LinkGetConfig",
+    "LinkGreeting",
     "LinkMessage",
     "LinkPublish",
     "LinkRefused",
+    "LinkTurn",
     "decode_body",
     "encode_frame",
 ]

@@ -5,6 +5,7 @@ counts are kept, never what was said. Timestamps are monotonic.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livekit.agents import llm, metrics
@@ -30,6 +31,10 @@ class CallStats:
     stt_audio_s: float = 0.0
     config_version: int = 0
     """The version answering turns now (set by the call as it applies versions)."""
+    on_turn: Callable[[TurnLatency], None] | None = None
+    """Told each turn as it completes (the call reports it to its pool at once)."""
+    on_greeting: Callable[[float], None] | None = None
+    """Told the greeting latency once it is known."""
     _greeting_from: float | None = None
     _user: llm.MetricsReport | None = None
 
@@ -40,6 +45,8 @@ class CallStats:
     def on_agent_state(self, ev: AgentStateChangedEvent) -> None:
         if ev.new_state == "speaking" and self.greeting_latency_s is None:
             self.greeting_latency_s = time.monotonic() - (self._greeting_from or self.started)
+            if self.on_greeting is not None:
+                self.on_greeting(self.greeting_latency_s)
 
     def on_item(self, ev: ConversationItemAddedEvent) -> None:
         item = ev.item
@@ -50,16 +57,17 @@ class CallStats:
         elif item.role == "assistant" and self._user is not None:
             user, agent = self._user, item.metrics
             self._user = None
-            self.turn_metrics.append(
-                TurnLatency(
-                    stt_final_s=user.get("transcription_delay"),
-                    end_of_turn_s=user.get("end_of_turn_delay"),
-                    llm_ttft_s=agent.get("llm_node_ttft"),
-                    tts_ttfb_s=agent.get("tts_node_ttfb"),
-                    e2e_s=agent.get("e2e_latency"),
-                    config_version=self.config_version,
-                )
+            turn = TurnLatency(
+                stt_final_s=user.get("transcription_delay"),
+                end_of_turn_s=user.get("end_of_turn_delay"),
+                llm_ttft_s=agent.get("llm_node_ttft"),
+                tts_ttfb_s=agent.get("tts_node_ttfb"),
+                e2e_s=agent.get("e2e_latency"),
+                config_version=self.config_version,
             )
+            self.turn_metrics.append(turn)
+            if self.on_turn is not None:
+                self.on_turn(turn)
 
     def on_usage(self, ev: SessionUsageUpdatedEvent) -> None:
         """The session's running totals per model: the call's usage is their sum."""

@@ -5,7 +5,8 @@
   connected, the config feed live, and not draining (readiness turns false on SIGTERM).
 - ``/status``: JSON for operators and tests: capacity, active and peak calls, the
   mirror, the event queue.
-- ``/metrics``: Prometheus text, read from the pool's state at scrape time.
+- ``/metrics``: Prometheus text: gauges read from the pool's state at scrape time, plus
+  the histograms and error counts of `metrics.PoolMetrics`.
 - ``/mirror/wait?agent_id=A&version=V[&campaign_id=C][&timeout=S]``: answers once the
   mirror holds version V or newer of the agent, with the wall-clock time it arrived
   (how the edit-to-live benchmark times every pool process without polling them).
@@ -55,6 +56,11 @@ class PoolCollector(Collector):
         stats = rt.mirror.stats
         yield gauge("corevoice_worker_capacity", "Calls this worker holds at most.", rt.capacity)
         yield gauge("corevoice_worker_active_calls", "Calls running now.", rt.active_calls())
+        yield gauge(
+            "corevoice_worker_utilisation",
+            "Active calls over capacity (0..1): the metric to autoscale the pool on.",
+            rt.utilisation(),
+        )
         yield gauge("corevoice_worker_draining", "1 while draining after SIGTERM.", rt.draining())
         yield gauge("corevoice_worker_configs", "Configs held in the mirror.", len(rt.mirror))
         yield gauge(
@@ -105,6 +111,14 @@ class PoolCollector(Collector):
         for (feed, reason), count in sorted(rt.bad_messages().items()):
             poison.add_metric([rt.settings.worker_id, feed, reason], count)
         yield poison
+        errors = CounterMetricFamily(
+            "corevoice_worker_errors",
+            "Errors by type (a fixed set of codes: docs/metrics.md).",
+            labels=["worker_id", "type"],
+        )
+        for type_, count in rt.error_counts().items():
+            errors.add_metric([rt.settings.worker_id, type_], count)
+        yield errors
 
 
 class HealthServer:
@@ -112,7 +126,7 @@ class HealthServer:
         self._runtime = runtime
         self._host = host
         self._port = port
-        self._registry = CollectorRegistry()
+        self._registry: CollectorRegistry = runtime.metrics.registry
         self._registry.register(PoolCollector(runtime))
         self._runner: web.AppRunner | None = None
         self.port = port

@@ -8,6 +8,7 @@ reports a call whose job went away without a terminal event (its process died).
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import os
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import CallEnded, CallFailed, CallFailure, CallStarted
 from core_voice_contracts.pool_link import (
@@ -29,14 +32,17 @@ from core_voice_contracts.pool_link import (
     LinkConfig,
     LinkConfigUpdate,
     LinkGetConfig,
+    LinkGreeting,
     LinkMessage,
     LinkPublish,
     LinkRefused,
+    LinkTurn,
     decode_body,
     encode_frame,
 )
 from core_voice_contracts.runtime_config import RuntimeConfig
 from core_voice_worker.call_events import CallEventPublisher, CallEventT
+from core_voice_worker.metrics import ErrorType, PoolMetrics
 from core_voice_worker.mirror import ConfigMirror, ConfigRefusedError, Key
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,12 @@ class LinkServer:
         *,
         worker_id: str,
         on_call_opened: Callable[[int], None] | None = None,
+        metrics: PoolMetrics | None = None,
+        accepted_at: Callable[[str], dt.datetime | None] | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else PoolMetrics(worker_id)
+        self._accepted_at = accepted_at
+        """When LiveKit assigned this pool a call (by call id), for `CallStarted.accepted_at`."""
         self.path = path
         self._mirror = mirror
         self._publisher = publisher
@@ -149,6 +160,7 @@ class LinkServer:
         except LinkClosedError:
             pass
         except DecodeError:
+            self.metrics.error(ErrorType.LINK_PROTOCOL)
             log.warning("bad link message; closing the connection")
         finally:
             self.calls.discard(conn)
@@ -183,13 +195,26 @@ class LinkServer:
             case LinkPublish(req=req, event=event):
                 match event:
                     case CallStarted():
+                        event = self._with_accepted_at(event)
                         conn.started = event
                     case CallEnded() | CallFailed():
                         conn.ended = True
                 self._publisher.submit(event)
                 conn.send(LinkAccepted(req=req))
+            case LinkTurn(turn=turn):
+                self.metrics.turn(turn)
+            case LinkGreeting(latency_s=latency_s):
+                self.metrics.greeting(latency_s)
             case _:
                 log.warning("unexpected link message", extra={"type": type(message).__name__})
+
+    def _with_accepted_at(self, event: CallStarted) -> CallStarted:
+        """The pool saw LiveKit's assignment itself: its time is the call's
+        ``accepted_at`` (the job process only knows when it started)."""
+        accepted = self._accepted_at(event.call_id) if self._accepted_at is not None else None
+        if accepted is None:
+            return event
+        return msgspec.structs.replace(event, accepted_at=accepted)
 
     def _lost(self, conn: CallConnection) -> None:
         """The job went away without reporting its end: its process died (or was killed
@@ -363,6 +388,11 @@ class PoolLink:
         """Hand ``event`` to the pool; returns once the pool holds it."""
         req = next(self._ids)
         await self._ask(LinkPublish(req=req, event=event), req, timeout)
+
+    def tell(self, message: LinkTurn | LinkGreeting) -> None:
+        """Send ``message``, which has no answer; best effort (a closed link drops it)."""
+        if not self._writer.is_closing():
+            self._writer.write(encode_frame(message))
 
     async def aclose(self) -> None:
         self._writer.close()

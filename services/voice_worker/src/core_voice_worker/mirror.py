@@ -11,9 +11,15 @@ an entry's is fetched at once and pushed to the calls watching it. Rules:
   not live (NATS reconnecting), the entry is still served, marked stale: the last known
   good version;
 - a deleted or disabled agent is refused at once.
+
+When an announced version of an agent the pool holds is first held, `on_held` is told
+(the pool publishes `ConfigHeld`: config propagation lag). Only announcements of agents
+already held count: a version fetched for a first call is not a propagation, and a
+replayed announcement the pool held long ago is not reported again.
 """
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections import OrderedDict
@@ -61,6 +67,19 @@ class Entry:
     """Wall-clock time this version arrived (benchmarks compare it across processes)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An announced version first held by this pool (`events.ConfigHeld`)."""
+
+    agent_id: str
+    tenant_id: str
+    version: int
+    changed_at: dt.datetime
+    """The announcing `ConfigChanged.at` (the commit)."""
+    held_at: float
+    """Wall-clock time the pool first held it (or a newer version)."""
+
+
 Fetched = Entry | ConfigRefusedError
 """What one fetch brought: the entry now held, or why there is none."""
 
@@ -101,6 +120,14 @@ class ConfigMirror:
         self.stats = MirrorStats()
         self.on_stale: Callable[[Key, str], None] | None = None
         """Called when an entry turns stale (config_sync could not confirm it)."""
+        self.on_held: Callable[[Held], None] | None = None
+        """Called when an announced version of a held agent is first held."""
+        self._propagating: dict[str, ConfigChanged] = {}
+        """Announcements newer than what is held of the agent, waiting for their fetch."""
+        self._early: dict[str, tuple[int, float]] = {}
+        """A refresh held before its announcement arrived: (version, wall time)."""
+        self._reported: dict[str, int] = {}
+        """The newest version reported held, per agent."""
 
     # --- what the feeds tell it -------------------------------------------------------
 
@@ -134,6 +161,7 @@ class ConfigMirror:
             return
         if change.kind == ChangeKind.CREATED:
             self._gone.pop(agent_id, None)
+        self._note_announcement(change)
         for key in self._keys_of(agent_id):
             if self._entries[key].config.version < change.version:
                 self._start_fetch(key, change.version)
@@ -254,7 +282,51 @@ class ConfigMirror:
     def _keys_of(self, agent_id: str) -> list[Key]:
         return [key for key in self._entries if key[0] == agent_id]
 
+    def _note_announcement(self, change: ConfigChanged) -> None:
+        agent_id, version = change.agent_id, change.version
+        held = [self._entries[key].config.version for key in self._keys_of(agent_id)]
+        if not held or version <= self._reported.get(agent_id, 0):
+            return
+        if max(held) < version:
+            pending = self._propagating.get(agent_id)
+            if pending is None or pending.version < version:
+                self._propagating[agent_id] = change
+            return
+        early = self._early.get(agent_id)
+        if early is not None and early[0] >= version:  # fetched before the news arrived
+            if early[0] == version:
+                del self._early[agent_id]
+            self._report(change, early[1])
+
+    def _report(self, change: ConfigChanged, held_at: float) -> None:
+        self._reported[change.agent_id] = change.version
+        if self.on_held is not None:
+            self.on_held(
+                Held(
+                    agent_id=change.agent_id,
+                    tenant_id=change.tenant_id,
+                    version=change.version,
+                    changed_at=change.at,
+                    held_at=held_at,
+                )
+            )
+
+    def _held_newer(self, agent_id: str, entry: Entry, refresh: bool) -> None:
+        """A newer version of ``agent_id`` is held now: report the announcement it meets,
+        or remember it for the announcement still on its way."""
+        version = entry.config.version
+        if version <= self._reported.get(agent_id, 0):
+            return
+        pending = self._propagating.get(agent_id)
+        if pending is not None and version >= pending.version:
+            del self._propagating[agent_id]
+            self._report(pending, entry.held_at)
+        elif refresh:
+            self._early[agent_id] = (version, entry.held_at)
+
     def _forget_agent(self, agent_id: str, reason: CallFailure) -> None:
+        self._propagating.pop(agent_id, None)
+        self._early.pop(agent_id, None)
         self._gone[agent_id] = reason
         for key in self._keys_of(agent_id):
             del self._entries[key]
@@ -316,6 +388,7 @@ class ConfigMirror:
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+        self._held_newer(agent_id, entry, refresh=held is not None)
         if held is not None:
             log.info(
                 "config refreshed",

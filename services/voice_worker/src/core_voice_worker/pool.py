@@ -10,8 +10,12 @@ announced, and answers a starting call over a local socket in well under a milli
 """
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
 import tempfile
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,19 +23,29 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
-from core_voice_contracts.events import ConfigGetError, ConfigGetReply
+from core_voice_contracts.events import (
+    ConfigGetError,
+    ConfigGetReply,
+    ConfigHeld,
+    WorkerEvent,
+    WorkerStatus,
+)
 from core_voice_contracts.rpc import get_runtime_config
 from core_voice_worker.call_events import CallEventPublisher
 from core_voice_worker.feeds import PoolFeeds
 from core_voice_worker.health import HealthServer
 from core_voice_worker.link import LinkServer
-from core_voice_worker.mirror import ConfigMirror, Key
+from core_voice_worker.metrics import ERROR_TYPES, ErrorType, PoolMetrics
+from core_voice_worker.mirror import ConfigMirror, Held, Key
 from core_voice_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 10.0
+ACCEPTED_REMEMBERED = 1_000
+"""Assignment times kept for calls whose `CallStarted` has not come yet."""
 
 
 class WorkerView(Protocol):
@@ -62,6 +76,11 @@ class PoolRuntime:
             max_entries=settings.config_memory_size,
         )
         self.mirror.on_stale = self._on_stale
+        self.mirror.on_held = self._on_held
+        self.metrics = PoolMetrics(settings.worker_id)
+        self._accepted: OrderedDict[str, dt.datetime] = OrderedDict()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
         self._feeds: PoolFeeds | None = None
         self._publisher: CallEventPublisher | None = None
         self._link: LinkServer | None = None
@@ -96,6 +115,8 @@ class PoolRuntime:
             self._publisher,
             worker_id=self.settings.worker_id,
             on_call_opened=self._call_opened,
+            metrics=self.metrics,
+            accepted_at=self.accepted_at,
         )
         await self._link.start()
         self._feeds = PoolFeeds(
@@ -103,6 +124,9 @@ class PoolRuntime:
         )
         await self._feeds.start()
         await self.health.start()
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._beat(), name="pool.heartbeat"
+        )
         log.info(
             "pool runtime started",
             extra={
@@ -126,7 +150,15 @@ class PoolRuntime:
         )
 
     async def stop(self) -> None:
-        """After the calls ended (or the drain deadline passed): publish what is left."""
+        """After the calls ended (or the drain deadline passed): publish what is left,
+        and a last heartbeat saying this pool is going."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        if self._nc is not None and self._nc.is_connected:
+            await self._send(subjects.WORKER_STATUS, self.worker_status(final=True))
         if self._link is not None:
             await self._link.stop()
         if self._publisher is not None:
@@ -146,6 +178,46 @@ class PoolRuntime:
 
     def draining(self) -> bool:
         return self.worker is not None and self.worker.draining
+
+    def utilisation(self) -> float:
+        """Active calls over capacity: what autoscaling scales the pool on."""
+        return self.active_calls() / self.capacity if self.capacity else 0.0
+
+    def error_counts(self) -> dict[str, int]:
+        """``corevoice_worker_errors_total`` by type: every type, counted where it happens."""
+        counts = dict.fromkeys(ERROR_TYPES, 0)
+        counts.update(self.metrics.errors)
+        counts[ErrorType.CONFIG_FETCH] = self.mirror.stats.fetch_errors
+        counts[ErrorType.CALL_LOST] = self._link.lost_calls if self._link else 0
+        if self._publisher is not None:
+            counts[ErrorType.EVENT_PUBLISH] = self._publisher.stats.retries
+            counts[ErrorType.EVENT_DROPPED] = self._publisher.stats.dropped
+        return counts
+
+    def worker_status(self, *, final: bool = False) -> WorkerStatus:
+        """The heartbeat now; ``final``: the pool is going (it counts as draining)."""
+        return WorkerStatus(
+            worker_id=self.settings.worker_id,
+            capacity=self.capacity,
+            active_calls=self.active_calls(),
+            draining=final or self.draining(),
+            interval_s=self.settings.status_interval_s,
+            stale_configs=self.mirror.stale_count(),
+        )
+
+    def note_accepted(self, call_id: str) -> None:
+        """LiveKit assigned this pool the call now (its `CallStarted.accepted_at`)."""
+        self._accepted[call_id] = dt.datetime.now(dt.UTC)
+        while len(self._accepted) > ACCEPTED_REMEMBERED:
+            self._accepted.popitem(last=False)
+
+    def accepted_at(self, call_id: str) -> dt.datetime | None:
+        return self._accepted.pop(call_id, None)
+
+    def announce_status(self) -> None:
+        """Publish a heartbeat now (draining began), not at the next interval."""
+        if self._nc is not None:
+            self._spawn_send(subjects.WORKER_STATUS, self.worker_status())
 
     def bad_messages(self) -> dict[tuple[str, str], int]:
         """Feed messages skipped as not understood, by (feed, reason) (`PoolFeeds`)."""
@@ -209,6 +281,7 @@ class PoolRuntime:
         self, agent_id: str, campaign_id: str | None, min_version: int
     ) -> ConfigGetReply:
         assert self._nc is not None
+        started = time.perf_counter()
         try:
             return await get_runtime_config(
                 self._nc,
@@ -219,6 +292,43 @@ class PoolRuntime:
             )
         except NatsError as exc:  # closed or reconnecting: the same as no answer
             return ConfigGetError(error=f"bus_unavailable:{type(exc).__name__}", retryable=True)
+        finally:
+            self.metrics.fetched(time.perf_counter() - started)
+
+    async def _beat(self) -> None:
+        while True:
+            await self._send(subjects.WORKER_STATUS, self.worker_status())
+            await asyncio.sleep(self.settings.status_interval_s)
+
+    async def _send(self, subject: str, event: WorkerEvent) -> None:
+        """Core NATS, best effort: a heartbeat or ConfigHeld lost is replaced by the next
+        one, and never holds up a call."""
+        assert self._nc is not None
+        try:
+            await self._nc.publish(subject, codec.encode(event))
+        except NatsError as exc:
+            self.metrics.error(ErrorType.STATUS_PUBLISH)
+            log.debug("worker event not sent", extra={"error": type(exc).__name__})
+
+    def _spawn_send(self, subject: str, event: WorkerEvent) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(subject, event))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    def _on_held(self, held: Held) -> None:
+        if self._nc is None:
+            return
+        self._spawn_send(
+            subjects.CONFIG_HELD,
+            ConfigHeld(
+                at=dt.datetime.fromtimestamp(held.held_at, dt.UTC),
+                worker_id=self.settings.worker_id,
+                agent_id=held.agent_id,
+                tenant_id=held.tenant_id,
+                version=held.version,
+                changed_at=held.changed_at,
+            ),
+        )
 
     def _call_opened(self, linked: int) -> None:
         self.note_active(max(linked, self.active_calls()))

@@ -88,6 +88,7 @@ class PoolServer(AgentServer):
         self.runtime = runtime or PoolRuntime(settings)
         self._registered_id = ""
         self._worker_started = False
+        self._drain_announced = False
         super().__init__(
             ws_url=settings.livekit_url,
             api_key=settings.livekit_api_key,
@@ -142,6 +143,8 @@ class PoolServer(AgentServer):
         """LiveKit assigned us a job we accepted: say so on the bus at once, before its
         process joins the room, so the dispatcher never offers it to a second worker."""
         expected = assignment.job.id in self._pending_assignments  # else not launched
+        if expected:
+            self.runtime.note_accepted(assignment.job.id)
         super()._handle_assignment(assignment)
         job = _job_of(assignment.job.metadata)
         if job is None or not expected:
@@ -179,6 +182,16 @@ class PoolServer(AgentServer):
         await self.runtime.start(self)
         self._worker_started = True
         await super().run(devmode=devmode, unregistered=unregistered)
+
+    async def _update_worker_status(self) -> None:
+        """Also the moment draining begins (livekit-agents calls this right after setting
+        it): the pool's heartbeat says so at once, not an interval later."""
+        try:
+            await super()._update_worker_status()
+        finally:
+            if self._draining and not self._drain_announced:
+                self._drain_announced = True
+                self.runtime.announce_status()
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
         if self._worker_started:  # else the LiveKit half never ran: nothing to drain

@@ -17,6 +17,7 @@ running call finishes on what it has (docs/voice_worker.md); new calls are refus
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import socket
 import time
@@ -44,8 +45,9 @@ from core_voice_contracts.events import (
     CallFailure,
     CallStarted,
     JobRequested,
+    TurnLatency,
 )
-from core_voice_contracts.pool_link import LinkGetConfig, LinkRefused
+from core_voice_contracts.pool_link import LinkGetConfig, LinkGreeting, LinkRefused, LinkTurn
 from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 from core_voice_worker.call_stats import CallStats
 from core_voice_worker.errors import CallFailedError, ProviderConfigError
@@ -149,6 +151,7 @@ class Call:
 
     async def _start(self) -> None:
         entered = time.monotonic()
+        entered_at = dt.datetime.now(dt.UTC)
         self.job = job = parse_job(self.ctx.job.metadata)
         request = LinkGetConfig(
             req=1,
@@ -173,6 +176,8 @@ class Call:
             ) from None
         if isinstance(reply, LinkRefused):
             raise CallFailedError(reply.error, reply.detail, retryable=reply.retryable)
+        self.stats.on_turn = self._report_turn
+        self.stats.on_greeting = self._report_greeting
         config, self.stale = reply.config, reply.stale
         self._use(config)
         config_load_s = time.monotonic() - entered
@@ -212,6 +217,8 @@ class Call:
                 config_load_s=config_load_s,
                 setup_s=time.monotonic() - entered,
                 config_stale=self.stale,
+                requested_at=job.at,
+                accepted_at=entered_at,  # the pool puts its own assignment time instead
             )
         )
         log.info(
@@ -235,6 +242,15 @@ class Call:
         session.say(config.greeting, allow_interruptions=False)
         if self._newest is not None:  # pushed while the session was starting
             self._schedule_apply()
+
+    def _report_turn(self, turn: TurnLatency) -> None:
+        """Live, so a long call's turns show in the pool's metrics before it ends."""
+        if self.link is not None:
+            self.link.tell(LinkTurn(call_id=self.call_id, turn=turn))
+
+    def _report_greeting(self, latency_s: float) -> None:
+        if self.link is not None:
+            self.link.tell(LinkGreeting(call_id=self.call_id, latency_s=latency_s))
 
     def _use(self, config: RuntimeConfig) -> None:
         self.config = config

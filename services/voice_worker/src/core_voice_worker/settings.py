@@ -97,6 +97,9 @@ class WorkerSettings(BaseSettings):
     hung up on instead of left in silence."""
     link_path: str = ""
     """WORKER_LINK_PATH: the pool's local socket; set by the pool for its job processes."""
+    status_interval_s: float = Field(default=5.0, gt=0)
+    """WORKER_STATUS_INTERVAL_S: how often the pool publishes its heartbeat
+    (`WorkerStatus` on voice.workers.status): capacity, active calls, draining."""
     event_queue_size: int = Field(default=10_000, ge=1)
     """WORKER_EVENT_QUEUE_SIZE: call events the pool holds while NATS cannot take them."""
 
