@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core_voice_cli.procs import ManagedProcess, ProcessGroup, free_port, http_ready
+from core_voice_cli.prometheus import PrometheusServer
 from core_voice_cli.servers import LiveKitServer, NatsServer
 from core_voice_contracts.permissions import Role
 
@@ -32,11 +33,15 @@ class Ports:
     dispatcher: int = field(default_factory=free_port)
     telemetry: int = field(default_factory=free_port)
     worker_health: int = field(default_factory=free_port)
+    prometheus: int = field(default_factory=free_port)
 
     @classmethod
     def defaults(cls) -> "Ports":
-        """The well-known ports `corevoice up` uses, so operators can find things."""
-        return cls(4222, 8222, 7880, 7882, 8081, 8082, 9464, 8083)
+        """The well-known ports `corevoice up` uses, so operators can find things.
+
+        Prometheus on 9190, not 9090: the Debian package's own service takes 9090 where
+        systemd starts it."""
+        return cls(4222, 8222, 7880, 7882, 8081, 8082, 9464, 8083, 9190)
 
 
 def _token(path: Path, value: str | None = None) -> str:
@@ -56,6 +61,7 @@ class Stack:
         ports: Ports | None = None,
         *,
         worker: bool = True,
+        prometheus: bool = False,
         dispatcher_env: dict[str, str] | None = None,
         base_url_allow: str = "",
     ) -> None:
@@ -65,6 +71,9 @@ class Stack:
         self.log_dir = base_dir / "logs"
         self.ports = ports or Ports()
         self.with_worker = worker
+        self.with_prometheus = prometheus
+        self.prometheus: PrometheusServer | None = None
+        self.worker_health_ports: list[int] = []
         base_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token = _token(base_dir / "admin-token")
         self.runtime_token = _token(base_dir / "runtime-token")
@@ -170,6 +179,8 @@ class Stack:
     ) -> ManagedProcess:
         """A worker pool process; tests start several, each with its own name and port."""
         port = health_port or self.ports.worker_health
+        if port not in self.worker_health_ports:
+            self.worker_health_ports.append(port)  # Prometheus scrapes every pool
         return self._service(
             name,
             Role.WORKER,
@@ -180,6 +191,21 @@ class Stack:
             **env,
         )
 
+    def prometheus_process(self) -> ManagedProcess:
+        """Prometheus scraping every service's /metrics (the pools started so far)."""
+        self.prometheus = PrometheusServer(
+            data_dir=self.base_dir / "prometheus",
+            log_dir=self.log_dir,
+            port=self.ports.prometheus,
+            targets={
+                "corevoice-config-sync": [f"127.0.0.1:{self.ports.config_sync}"],
+                "corevoice-dispatcher": [f"127.0.0.1:{self.ports.dispatcher}"],
+                "corevoice-telemetry": [f"127.0.0.1:{self.ports.telemetry}"],
+                "corevoice-voice-worker": [f"127.0.0.1:{p}" for p in self.worker_health_ports],
+            },
+        )
+        return self.prometheus.process()
+
     def start(self) -> "Stack":
         try:
             self.group.start(self.nats.process(), timeout=20)
@@ -189,6 +215,8 @@ class Stack:
             self.group.start(self.telemetry_process(), timeout=60)
             if self.with_worker:
                 self.group.start(self.worker_process(), timeout=120)
+            if self.with_prometheus:
+                self.group.start(self.prometheus_process(), timeout=30)
         except BaseException:
             self.group.stop()
             raise
