@@ -64,8 +64,11 @@ class Stack:
         prometheus: bool = False,
         dispatcher_env: dict[str, str] | None = None,
         base_url_allow: str = "",
+        service_env: dict[str, str] | None = None,
     ) -> None:
         self.base_dir = base_dir
+        self.service_env = service_env or {}
+        """Variables every service gets (e.g. ``OTEL_*``: tracing is off unless set)."""
         self.base_url_allow = base_url_allow
         self.dispatcher_env = dispatcher_env or {}
         self.log_dir = base_dir / "logs"
@@ -127,6 +130,7 @@ class Stack:
             WORKER_AGENT_NAME=WORKER_AGENT_NAME,
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.service_env)
         env.update(extra)
         return env
 

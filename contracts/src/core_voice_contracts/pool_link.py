@@ -46,6 +46,9 @@ class LinkPublish(_Link, frozen=True, kw_only=True, tag="publish"):
 
     req: int
     event: CallStarted | CallEnded | CallFailed
+    traceparent: str = ""
+    """W3C trace context the pool publishes ``event`` in: the call's, so the event's
+    ``traceparent`` header and its consumers' spans join the call's trace."""
 
 
 class LinkTurn(_Link, frozen=True, kw_only=True, tag="turn"):

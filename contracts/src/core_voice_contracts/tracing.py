@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -122,8 +122,11 @@ def build_tracing(
     exporter the variables ask for, or ``exporter`` (tests). Not installed globally."""
     env = os.environ if env is None else env
     name = env.get(ENV_SERVICE_NAME, "").strip() or service_name
-    # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the explicit name wins.
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the explicit name wins. The pid
+    # tells a worker's pool from its job processes.
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: name, PROCESS_PID: os.getpid()})
+    )
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
         return TracingSetup(provider, type(exporter).__name__)

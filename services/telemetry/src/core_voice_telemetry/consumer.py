@@ -25,9 +25,11 @@ from core_voice_contracts import streams, subjects
 from core_voice_contracts.codec import decode_call_event, decode_config_event, decode_job_event
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.tracing import ATTR_SUBJECT, SpanKind, extract_headers, span, tracer
 from core_voice_telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 MAX_DELIVER = 5
 """Deliveries of one message before it is given up on (terminated and counted)."""
@@ -167,7 +169,14 @@ async def poll_pending(
 
 async def _apply(metrics: Metrics, feed: Feed, msg: Msg) -> None:
     try:
-        feed.apply(metrics, msg.data)
+        with span(  # in the event's trace: the publisher's span is its parent
+            _tracer,
+            "apply",
+            kind=SpanKind.CONSUMER,
+            context=extract_headers(msg.headers),
+            attributes={ATTR_SUBJECT: msg.subject[:200]},
+        ):
+            feed.apply(metrics, msg.data)
     except (DecodeError, InvalidEventError) as exc:
         reason = "undecodable" if isinstance(exc, DecodeError) else "invalid"
         await _poison(metrics, feed, msg, reason)

@@ -9,10 +9,12 @@ import sys
 
 from livekit.agents import cli
 
+from core_voice_worker.call_trace import configure_worker_tracing
 from core_voice_worker.server import create_server
 from core_voice_worker.settings import WorkerSettings
 
 if __name__ == "__main__":
+    configure_worker_tracing()
     server = create_server(WorkerSettings())
     try:
         cli.run_app(server)  # its command line ends with sys.exit(0) whatever happened

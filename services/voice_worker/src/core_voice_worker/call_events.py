@@ -25,8 +25,20 @@ from core_voice_contracts.events import (
     call_started_msg_id,
     job_accepted_msg_id,
 )
+from core_voice_contracts.tracing import (
+    ATTR_AGENT_ID,
+    ATTR_CALL_ID,
+    ATTR_JOB_ID,
+    ATTR_SUBJECT,
+    SpanKind,
+    context_from_traceparent,
+    inject_headers,
+    span,
+    tracer,
+)
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 CallEventT = CallStarted | CallEnded | CallFailed
 """What a call hands its pool over the link."""
@@ -59,17 +71,18 @@ class PublisherStats:
 class CallEventPublisher:
     def __init__(self, js: JetStreamContext, *, max_queued: int = 10_000) -> None:
         self._js = js
-        self._queue: asyncio.Queue[PoolEventT] = asyncio.Queue(maxsize=max_queued)
+        self._queue: asyncio.Queue[tuple[PoolEventT, str]] = asyncio.Queue(maxsize=max_queued)
         self._task: asyncio.Task[None] | None = None
         self.stats = PublisherStats()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="call-events")
 
-    def submit(self, event: PoolEventT) -> bool:
-        """Queue ``event``; False (and counted, logged) when the queue is full."""
+    def submit(self, event: PoolEventT, *, traceparent: str = "") -> bool:
+        """Queue ``event``, to be published in the trace ``traceparent`` names (the call's or
+        the dispatch's); False (and counted, logged) when the queue is full."""
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, traceparent))
         except asyncio.QueueFull:
             self.stats.dropped += 1
             log.error(
@@ -100,18 +113,37 @@ class CallEventPublisher:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            event, traceparent = await self._queue.get()
             try:
-                await self._publish(event)
+                await self._publish(event, traceparent)
             finally:
                 self._queue.task_done()
 
-    async def _publish(self, event: PoolEventT) -> None:
+    async def _publish(self, event: PoolEventT, traceparent: str) -> None:
         subject, msg_id = route(event)
+        with span(
+            _tracer,
+            f"publish {type(event).__name__}",
+            kind=SpanKind.PRODUCER,
+            context=context_from_traceparent(traceparent),
+            attributes={
+                ATTR_SUBJECT: subject,
+                ATTR_CALL_ID: event.call_id,
+                ATTR_JOB_ID: event.job_id,
+                ATTR_AGENT_ID: event.agent_id,
+            },
+        ):
+            await self._publish_until_stored(event, subject, msg_id, inject_headers())
+
+    async def _publish_until_stored(
+        self, event: PoolEventT, subject: str, msg_id: str, headers: dict[str, str]
+    ) -> None:
         attempt = 0
         while True:
             try:
-                ack = await publish(self._js, subject, event, msg_id=msg_id, timeout=2.0)
+                ack = await publish(
+                    self._js, subject, event, msg_id=msg_id, headers=headers, timeout=2.0
+                )
             except (NatsError, TimeoutError, OSError) as exc:
                 delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
                 attempt += 1

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager as ContextManager
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,9 +35,19 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import ConfigChanged, JobDispatched, JobRequested, RoutingChanged
 from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.tracing import (
+    ATTR_AGENT_ID,
+    ATTR_JOB_ID,
+    Span,
+    SpanKind,
+    extract_headers,
+    span,
+    tracer,
+)
 from core_voice_worker.mirror import ConfigMirror
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 CONFIG_SUBJECTS = (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL)
 
@@ -166,10 +177,12 @@ class PoolFeeds:
             ):
                 # The routed agent: confirm what is held (or fetch it) before the offer.
                 if is_valid_id(agent_id):
-                    self._mirror.prefetch(agent_id, campaign_id)
+                    with _prefetch_span(msg, event):
+                        self._mirror.prefetch(agent_id, campaign_id)
             case JobRequested(agent_id=agent_id, campaign_id=campaign_id):
                 if is_valid_id(agent_id) and self._mirror.peek(agent_id, campaign_id) is None:
-                    self._mirror.prefetch(agent_id, campaign_id)
+                    with _prefetch_span(msg, event):
+                        self._mirror.prefetch(agent_id, campaign_id)
             case _:
                 pass
 
@@ -184,3 +197,19 @@ class PoolFeeds:
                 log.warning("config feed restart failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _prefetch_span(msg: Msg, event: JobRequested | JobDispatched) -> ContextManager[Span]:
+    """A ``prefetch`` span in the job's trace: the fetch it starts (a task, which copies
+    the current context) asks config_sync with this context in its headers."""
+    return span(
+        _tracer,
+        "prefetch",
+        kind=SpanKind.CONSUMER,
+        context=extract_headers(msg.headers),
+        attributes={
+            ATTR_JOB_ID: event.job_id,
+            ATTR_AGENT_ID: event.agent_id,
+            "corevoice.trigger": type(event).__name__,
+        },
+    )

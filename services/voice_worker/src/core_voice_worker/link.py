@@ -81,6 +81,8 @@ class CallConnection:
     versions: list[int] = field(default_factory=list)
     ended: bool = False
     opened: float = field(default_factory=time.monotonic)
+    traceparent: str = ""
+    """The call's trace context (from its events), for a loss the pool reports."""
 
     @property
     def key(self) -> Key | None:
@@ -192,14 +194,15 @@ class LinkServer:
                     return
                 conn.versions.append(entry.config.version)
                 conn.send(LinkConfig(req=req, config=entry.config, stale=entry.stale))
-            case LinkPublish(req=req, event=event):
+            case LinkPublish(req=req, event=event, traceparent=traceparent):
                 match event:
                     case CallStarted():
                         event = self._with_accepted_at(event)
                         conn.started = event
                     case CallEnded() | CallFailed():
                         conn.ended = True
-                self._publisher.submit(event)
+                conn.traceparent = traceparent or conn.traceparent
+                self._publisher.submit(event, traceparent=traceparent)
                 conn.send(LinkAccepted(req=req))
             case LinkTurn(turn=turn):
                 self.metrics.turn(turn)
@@ -240,7 +243,8 @@ class LinkServer:
                 detail="the call's job process ended without reporting the call's end",
                 duration_s=time.monotonic() - conn.opened,
                 config_versions=conn.versions,
-            )
+            ),
+            traceparent=conn.traceparent,
         )
 
 
@@ -384,10 +388,13 @@ class PoolLink:
             return reply
         raise LinkClosedError(f"unexpected answer {type(reply).__name__}")
 
-    async def publish(self, event: CallEventT, *, timeout: float = 5.0) -> None:
-        """Hand ``event`` to the pool; returns once the pool holds it."""
+    async def publish(
+        self, event: CallEventT, *, timeout: float = 5.0, traceparent: str = ""
+    ) -> None:
+        """Hand ``event`` to the pool, to publish in the trace ``traceparent`` names;
+        returns once the pool holds it."""
         req = next(self._ids)
-        await self._ask(LinkPublish(req=req, event=event), req, timeout)
+        await self._ask(LinkPublish(req=req, event=event, traceparent=traceparent), req, timeout)
 
     def tell(self, message: LinkTurn | LinkGreeting) -> None:
         """Send ``message``, which has no answer; best effort (a closed link drops it)."""

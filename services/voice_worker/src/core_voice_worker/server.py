@@ -35,6 +35,7 @@ from core_voice_contracts import room
 from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import JobAccepted, JobRequested
+from core_voice_worker.call_trace import configure_worker_tracing
 from core_voice_worker.link import preconnect
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.session import Call
@@ -57,6 +58,7 @@ def shared_vad() -> vad.VAD:
 
 
 def prewarm(proc: JobProcess) -> None:
+    configure_worker_tracing()  # a job process: its spans and their export are its own
     proc.userdata[VAD_KEY] = shared_vad()
     if path := os.environ.get(LINK_PATH_ENV):
         proc.userdata[LINK_KEY] = preconnect(path)
@@ -158,7 +160,8 @@ class PoolServer(AgentServer):
                 call_id=assignment.job.id,
                 worker_id=self.settings.worker_id,
                 requested_at=job.at,
-            )
+            ),
+            traceparent=job.traceparent,  # the dispatch's: the job's trace goes on
         )
 
     # --- lifecycle ----------------------------------------------------------------------

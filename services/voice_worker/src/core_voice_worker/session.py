@@ -50,6 +50,7 @@ from core_voice_contracts.events import (
 from core_voice_contracts.pool_link import LinkGetConfig, LinkGreeting, LinkRefused, LinkTurn
 from core_voice_contracts.runtime_config import ProviderKeys, RuntimeConfig
 from core_voice_worker.call_stats import CallStats
+from core_voice_worker.call_trace import CallTrace
 from core_voice_worker.errors import CallFailedError, ProviderConfigError
 from core_voice_worker.link import LinkClosedError, PoolLink
 from core_voice_worker.providers.keys import KeySource
@@ -131,6 +132,7 @@ class Call:
         self.call_id = ctx.job.id
         self.link: PoolLink | None = None
         self.job: JobRequested | None = None
+        self.trace: CallTrace | None = None
         self.config: RuntimeConfig | None = None
         self.versions: list[int] = []
         self.stale = False
@@ -153,6 +155,7 @@ class Call:
         entered = time.monotonic()
         entered_at = dt.datetime.now(dt.UTC)
         self.job = job = parse_job(self.ctx.job.metadata)
+        self.trace = CallTrace(job, self.call_id, self.settings.worker_id)
         request = LinkGetConfig(
             req=1,
             call_id=self.call_id,
@@ -190,6 +193,9 @@ class Call:
         session.on("conversation_item_added", self.stats.on_item)
         session.on("session_usage_updated", self.stats.on_usage)
         session.on("error", self._on_error)
+        if self.trace is not None:
+            session.on("agent_state_changed", self.trace.on_agent_state)
+            session.on("conversation_item_added", self.trace.on_item)
         session.on("close", self._on_close)
         self.ctx.add_shutdown_callback(self._on_shutdown)
 
@@ -239,6 +245,8 @@ class Call:
                 CallFailure.NO_CALLER, f"no caller within {self.settings.caller_wait_s:g} s"
             ) from None
         self.stats.greeting_clock()
+        if self.trace is not None:
+            self.trace.greeting_started()
         session.say(config.greeting, allow_interruptions=False)
         if self._newest is not None:  # pushed while the session was starting
             self._schedule_apply()
@@ -256,6 +264,8 @@ class Call:
         self.config = config
         self.versions.append(config.version)
         self.stats.config_version = config.version
+        if self.trace is not None:
+            self.trace.use(config)
 
     # --- live updates -------------------------------------------------------------------
 
@@ -387,6 +397,8 @@ class Call:
                 duration_s=self.stats.duration_s,
             )
         )
+        if self.trace is not None:
+            await self.trace.end("failed", error=error)
         if self.settings.end_room_on_failure:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ctx.delete_room(), 5.0)
@@ -424,6 +436,8 @@ class Call:
                     config_stale=self.stale,
                 )
             )
+        if self.trace is not None:
+            await self.trace.end("ended", reason=reason)
         if self.link is not None:
             await self.link.aclose()
 
@@ -438,7 +452,11 @@ class Call:
             )
             return
         try:
-            await self.link.publish(event, timeout=LINK_TIMEOUT_S)
+            await self.link.publish(
+                event,
+                timeout=LINK_TIMEOUT_S,
+                traceparent=self.trace.traceparent if self.trace is not None else "",
+            )
         except (LinkClosedError, TimeoutError, OSError) as exc:
             log.error(
                 "call event not reported: pool link failed",
