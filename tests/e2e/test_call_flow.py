@@ -122,4 +122,6 @@ async def test_agent_greets_answers_and_an_edit_is_heard_on_the_next_call(stack:
 
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{stack.telemetry_url}/metrics")).text
-    assert f'corevoice_calls_started_total{{agent_id="{agent_id}"}} 2.0' in metrics
+    for version in (1, 2):
+        labels = f'tenant="default",agent="{agent_id}",campaign="none",config_version="{version}"'
+        assert f"corevoice_calls_started_total{{{labels}}} 1.0" in metrics

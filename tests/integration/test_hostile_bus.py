@@ -336,7 +336,21 @@ async def test_telemetry_terminates_poison_events_and_keeps_counting(
         return {stream: telemetry_poison(rig, stream) - before[stream] for stream in families}
 
     await until(lambda: moved() == want, timeout=15)
-    # Every feed still consumes: one valid event each is counted.
+    # Every feed still consumes: one valid event each is counted. The config first: it
+    # routes the agent, which then has its own label (telemetry's cardinality guard).
+    await publish(
+        js,
+        subjects.config_changed(agent_id),
+        ConfigChanged(agent_id=agent_id, tenant_id="t", version=1, kind=ChangeKind.CREATED),
+    )
+    config_labels = (("agent", agent_id), ("kind", "created"), ("tenant", "t"))
+    await until(
+        lambda: (
+            samples(rig.stack.telemetry_url, "corevoice_config_changes_total").get(config_labels)
+            == 1.0
+        ),
+        timeout=10,
+    )
     await publish(
         js,
         subjects.job_requested(agent_id),
@@ -354,15 +368,14 @@ async def test_telemetry_terminates_poison_events_and_keeps_counting(
             config_version=1,
         ),
     )
-    await publish(
-        js,
-        subjects.config_changed(agent_id),
-        ConfigChanged(agent_id=agent_id, tenant_id="t", version=1, kind=ChangeKind.CREATED),
-    )
+    job_labels = (("agent", agent_id), ("campaign", "none"), ("tenant", "t"))
     wanted = {
-        "corevoice_jobs_requested_total": (("agent_id", agent_id),),
-        "corevoice_calls_started_total": (("agent_id", agent_id),),
-        "corevoice_config_changes_total": (("agent_id", agent_id), ("kind", "created")),
+        "corevoice_jobs_requested_total": job_labels,
+        "corevoice_calls_started_total": (
+            *job_labels[:2],
+            ("config_version", "1"),
+            ("tenant", "t"),
+        ),
     }
 
     def applied() -> bool:

@@ -130,9 +130,11 @@ async def test_metrics_count_jobs_by_agent(
             )
         )
     await job_events(js, subjects.job_dispatched(agent_id), 2)
+    # The agent was routed (config_sync announced it), so it has its own label.
+    labels = f'tenant="default",agent="{agent_id}",campaign="none"'
     want = {
-        f'corevoice_jobs_requested_total{{agent_id="{agent_id}"}} 2.0',
-        f'corevoice_jobs_dispatched_total{{agent_id="{agent_id}"}} 2.0',
+        f"corevoice_jobs_requested_total{{{labels}}} 2.0",
+        f'corevoice_jobs_dispatched_total{{{labels},target="pool"}} 2.0',
     }
     text = ""
     async with httpx.AsyncClient() as client:
