@@ -253,7 +253,8 @@ async def execute(
         print(f"corevoice calls: {exc}", file=err)
         return EXIT_BUS
     if read.skipped:
-        print(f"({read.skipped} messages in the window were not events; skipped)", file=err)
+        plural = "s" if read.skipped != 1 else ""
+        print(f"({read.skipped} message{plural} in the window not events: skipped)", file=err)
     timelines = build_timelines(read.records)
     if args.call_id is not None:
         return _show(timelines, args, now, out, err)

@@ -111,34 +111,44 @@ async def read_window(access: NatsAccess, since: dt.datetime) -> Window:
 
 
 async def _connect(access: NatsAccess) -> Client:
-    """One attempt, no reconnects: a person is waiting for an answer, not for the bus."""
+    """Two quick attempts, no reconnects: a person is waiting for an answer, not for the
+    bus. (nats.py's 0 for ``max_reconnect_attempts`` means: retry forever.)"""
+    seen: list[Exception] = []
 
-    async def _quiet(exc: Exception) -> None:
-        """nats.py logs async errors by default; the one that matters is raised."""
+    async def _note(exc: Exception) -> None:
+        """Instead of nats.py's default, which logs a traceback per attempt."""
+        seen.append(exc)
 
     where = safe_url(access.url)
+    refused = f"NATS at {where} refused the login of user {access.user!r}"
     try:
         return await nats.connect(
             access.url,
             name="corevoice-calls",
             allow_reconnect=False,
-            max_reconnect_attempts=0,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
             connect_timeout=CONNECT_TIMEOUT_S,
-            error_cb=_quiet,
+            error_cb=_note,
             **access.options(),
         )
     except AuthorizationError:
-        raise BusError(f"NATS at {where} refused the login of user {access.user!r}") from None
+        raise BusError(refused) from None
     except (NoServersError, OSError, TimeoutError, NatsTimeoutError) as exc:
-        if "authorization" in str(exc).lower():
-            raise BusError(f"NATS at {where} refused the login of user {access.user!r}") from None
-        raise BusError(f"cannot reach NATS at {where}: {_what(exc)}") from None
+        cause = seen[-1] if seen else exc
+        raise BusError(f"cannot reach NATS at {where}: {_what(cause)}") from None
     except NatsError as exc:
+        # nats-server answers a bad login with -ERR 'Authorization Violation', which
+        # nats.py raises as a plain Error; its text is the server's, never ours.
+        if "authorization" in str(exc).lower():
+            raise BusError(refused) from None
         raise BusError(f"cannot connect to NATS at {where}: {_what(exc)}") from None
 
 
 def _what(exc: BaseException) -> str:
     """A short, secret-free description of a connection failure."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     if isinstance(exc, TimeoutError | NatsTimeoutError):
