@@ -1,12 +1,14 @@
 """`corevoice up` starts everything and a signal stops everything it started."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -29,9 +31,13 @@ def _children(pid: int) -> set[int]:
     return {int(x) for x in out.stdout.split()}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("sig", "prometheus"),
+    [(signal.SIGINT, False), (signal.SIGTERM, True)],
+    ids=["INT", "TERM+prom"],
+)
 def test_up_serves_and_a_signal_leaves_no_process_behind(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, prometheus: bool
 ) -> None:
     out = tmp_path / "up.out"
     with out.open("wb") as sink:
@@ -44,6 +50,7 @@ def test_up_serves_and_a_signal_leaves_no_process_behind(
                 "--free-ports",
                 "--data-dir",
                 str(tmp_path / "d"),
+                *(["--with-prometheus"] if prometheus else []),
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -68,7 +75,27 @@ def test_up_serves_and_a_signal_leaves_no_process_behind(
             "dispatcher",
             "telemetry",
             "voice-worker",
+            *(["prometheus"] if prometheus else []),
         }
+        if prometheus:
+            # The URL it prints is a Prometheus that scrapes the four services.
+            url = re.search(r"Prometheus +(http://\S+)", text)
+            assert url, text
+            jobs = {
+                "corevoice-config-sync",
+                "corevoice-dispatcher",
+                "corevoice-telemetry",
+                "corevoice-voice-worker",
+            }
+            up_jobs: set[str] = set()
+            deadline = time.monotonic() + 30  # discovery, then a first scrape (2 s interval)
+            while up_jobs != jobs and time.monotonic() < deadline:
+                time.sleep(0.5)
+                targets = httpx.get(f"{url[1]}/api/v1/targets", timeout=5).json()["data"]
+                up_jobs = {
+                    t["labels"]["job"] for t in targets["activeTargets"] if t["health"] == "up"
+                }
+            assert up_jobs == jobs, targets
         descendants = set(pids.values()) | {c for pid in pids.values() for c in _children(pid)}
         assert all(_alive(p) for p in pids.values())
 

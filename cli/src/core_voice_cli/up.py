@@ -17,6 +17,7 @@ import msgspec
 from core_voice_cli.binaries import BinaryNotFoundError, find_binary, repo_root
 from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
 from core_voice_cli.procs import ProcessFailedError
+from core_voice_cli.prometheus import PrometheusNotFoundError, prometheus_binary
 from core_voice_cli.stack import LOOPBACK_BASE_URLS, Ports, Stack
 from core_voice_contracts.runtime_config import ScriptedOptions
 
@@ -62,7 +63,7 @@ Core Voice is up (logs in {stack.log_dir}).
   dispatcher webhook   {stack.dispatcher_url}/webhook/livekit
   telemetry metrics    {stack.telemetry_url}/metrics
   voice worker pool    agent name "core-voice"   status http://127.0.0.1:{stack.ports.worker_health}/status
-
+{_prometheus_line(stack)}
   admin token          {stack.base_dir / "admin-token"} (read it from there)
   NATS operator login  {stack.operator_env_file} (NATS_URL, NATS_USER, NATS_PASSWORD)
   process ids          {stack.base_dir / "pids"}
@@ -78,6 +79,15 @@ Ctrl-C stops everything.
 """
 
 
+def _prometheus_line(stack: Stack) -> str:
+    if stack.prometheus is None:
+        return ""
+    return (
+        f"  Prometheus           {stack.prometheus.url}   scraping every service, alert rules "
+        "loaded (dashboards: deploy/grafana, docs/dashboards.md)\n"
+    )
+
+
 def _nats_cli() -> str:
     """The pinned `nats` CLI by its path: a fresh shell does not have it on PATH."""
     try:
@@ -88,12 +98,19 @@ def _nats_cli() -> str:
 
 def main_up(args: argparse.Namespace) -> int:
     base = Path(args.data_dir) if args.data_dir else repo_root() / ".data" / "stack"
+    if args.with_prometheus:
+        try:
+            prometheus_binary()
+        except PrometheusNotFoundError as exc:
+            print(f"cannot start with --with-prometheus: {exc}", flush=True)
+            return 1
     # The demo runs on one machine: its agents may use providers on this host (plain
     # http to loopback); everything else must be public https (CONFIG_SYNC_BASE_URL_ALLOW).
     stack = Stack(
         base,
         Ports() if args.free_ports else Ports.defaults(),
         base_url_allow=LOOPBACK_BASE_URLS,
+        prometheus=args.with_prometheus,
     )
     stopping = False
 
@@ -131,5 +148,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument("--data-dir", help="where data and logs go (default .data/stack)")
     parser.add_argument(
         "--free-ports", action="store_true", help="use free ports instead of the well-known ones"
+    )
+    parser.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="also run Prometheus (Debian package) scraping every service, with the alert rules",
     )
     parser.set_defaults(func=main_up)
