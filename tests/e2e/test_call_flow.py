@@ -6,7 +6,9 @@ LiveKit like a phone caller would. Nothing is restarted between the two calls.
 """
 
 import asyncio
+import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -14,7 +16,9 @@ import httpx
 import msgspec
 import pytest
 
+from core_voice_cli.calls import execute
 from core_voice_cli.demo import DEMO_RULES, demo_agent
+from core_voice_cli.main import build_parser
 from core_voice_cli.stack import Stack
 from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
 from core_voice_contracts import codec, subjects
@@ -119,6 +123,15 @@ async def test_agent_greets_answers_and_an_edit_is_heard_on_the_next_call(stack:
     assert sorted(e.config_version for e in started) == [1, 2]
     assert len(ended) == 2 and all(e.greeting_latency_s is not None for e in ended)
     assert all(e.turns >= 1 for e in ended)
+
+    # `corevoice calls show` rebuilds a call's timeline from the same streams.
+    shown = io.StringIO()
+    args = build_parser().parse_args(["calls", "show", ended[0].call_id, "--json"])
+    assert await execute(args, stack.nats.env(Role.OPERATOR), shown) == 0
+    timeline = json.loads(shown.getvalue())
+    steps = {step["name"]: step["at"] for step in timeline["steps"]}
+    assert steps["joined"] and steps["greeting"] and steps["ended"], steps
+    assert len(timeline["turns"]) >= 1 and re.fullmatch("[0-9a-f]{32}", timeline["trace_id"])
 
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{stack.telemetry_url}/metrics")).text
