@@ -256,6 +256,12 @@ def test_rejected_job_is_a_timeline_without_a_call() -> None:
     assert "- (the job never became a call)" in render_show(timeline, now=at(1))
 
 
+def test_a_detail_that_repeats_the_code_is_not_repeated() -> None:
+    rejected = JobRejected(reason=RejectReason.UNKNOWN_AGENT, detail="unknown_agent", **JOB)
+    timeline = only([rec(JobRequested(at=at(0), room_sid="RM_1", **JOB)), rec(rejected)])
+    assert timeline.steps()[-1].detail == "unknown_agent"
+
+
 def test_expired_job_says_why() -> None:
     timeline = only(
         [

@@ -395,7 +395,8 @@ class Timeline:
 
 
 def _with_detail(code: str, detail: str) -> str:
-    return f"{code}: {detail}" if detail else code
+    """``code: detail``; the dispatcher repeats the code as the detail when it has no more."""
+    return f"{code}: {detail}" if detail and detail != code else code
 
 
 def build_timelines(records: Iterable[Record]) -> list[Timeline]:
