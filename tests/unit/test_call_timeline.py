@@ -418,5 +418,6 @@ def test_command_line() -> None:
     assert (show.call_id, show.since.text, show.json) == ("AJ_1", "7d", True)
     before = build_parser().parse_args(["calls", "--json", "--since", "2h", "show", "AJ_1"])
     assert (before.call_id, before.since.text, before.json) == ("AJ_1", "2h", True)
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["calls", "--outcome", "great"])
+    for bad in (["--outcome", "great"], ["--limit", "0"], ["--since", "soon"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["calls", *bad])

@@ -49,6 +49,13 @@ def parse_since(text: str) -> Since:
     return Since(text.strip(), dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)]))
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
 def iso(at: dt.datetime | None) -> str:
     """UTC, ISO 8601, milliseconds: sortable, unambiguous across operators' time zones."""
     if at is None:
@@ -356,7 +363,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=_positive,
         default=DEFAULT_LIMIT,
         help=f"at most this many rows, newest first (default {DEFAULT_LIMIT})",
     )
