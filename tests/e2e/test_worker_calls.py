@@ -176,7 +176,7 @@ def options(stack: Stack, agent_id: str, **overrides: Any) -> CallOptions:
 
 
 async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers: Workers) -> None:
-    workers.start("edit-pool")
+    _, port = workers.start("edit-pool")
     agent_id = await new_agent(stack)
 
     async def edit_before_the_second_turn(turn: int) -> None:
@@ -211,6 +211,17 @@ async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers:
     assert first.tts_ttfb_s is not None and first.end_of_turn_s is not None
     assert ended.greeting_latency_s is not None and ended.llm_completion_tokens > 0
     assert ended.worker_id == "edit-pool" and ended.tenant_id
+    # Latencies need no state downstream: webhook time and assignment time travel along.
+    assert started.requested_at is not None and started.accepted_at is not None
+    assert started.requested_at <= started.accepted_at <= started.at
+
+    # The job process reported each turn and its greeting to its pool, as they happened.
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    turns = 'corevoice_worker_turn_latency_seconds_count{stage="e2e",worker_id="edit-pool"} 2.0'
+    greeting = 'corevoice_worker_greeting_latency_seconds_count{worker_id="edit-pool"} 1.0'
+    assert turns in metrics and greeting in metrics
+    assert 'corevoice_worker_utilisation{worker_id="edit-pool"}' in metrics
 
 
 def job_processes(process: ManagedProcess) -> list[psutil.Process]:
