@@ -483,7 +483,11 @@ async def test_room_naming_an_agent_is_dispatched_to_the_pool(
     # LiveKit really holds the dispatch, with the job as its metadata.
     (dispatch,) = await named_dispatches(lk, room)
     assert dispatch.agent_name == WORKER_AGENT_NAME and dispatch.id == dispatched.dispatch_id
-    assert codec.decode_job_event(dispatch.metadata.encode()) == requested
+    in_metadata = codec.decode_job_event(dispatch.metadata.encode())
+    assert isinstance(in_metadata, JobRequested)
+    assert msgspec.structs.replace(in_metadata, traceparent="") == requested
+    # ... and the dispatch's trace context, which the worker's call span continues.
+    assert in_metadata.traceparent.split("-")[1] in trace_ids
 
 
 def prefetch_counts(url: str) -> dict[str, int]:
