@@ -397,11 +397,11 @@ class Call:
                 duration_s=self.stats.duration_s,
             )
         )
-        if self.trace is not None:
-            await self.trace.end("failed", error=error)
         if self.settings.end_room_on_failure:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ctx.delete_room(), 5.0)
+        if self.trace is not None:  # after the hang-up: an export may take a moment
+            await self.trace.end("failed", error=error)
         self.ctx.shutdown(reason=error)
 
     # --- the end ------------------------------------------------------------------------
