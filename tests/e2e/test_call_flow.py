@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from core_voice_cli.calls import execute
 from core_voice_cli.demo import DEMO_RULES, demo_agent
@@ -135,6 +136,13 @@ async def test_agent_greets_answers_and_an_edit_is_heard_on_the_next_call(stack:
 
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{stack.telemetry_url}/metrics")).text
-    for version in (1, 2):
-        labels = f'tenant="default",agent="{agent_id}",campaign="none",config_version="{version}"'
-        assert f"corevoice_calls_started_total{{{labels}}} 1.0" in metrics
+    started_by_version = {
+        sample.labels["config_version"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "corevoice_calls_started_total"
+        and sample.labels["agent"] == agent_id
+        and sample.labels["tenant"] == "default"
+        and sample.labels["campaign"] == "none"
+    }
+    assert started_by_version == {"1": 1.0, "2": 1.0}

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 from livekit import api
 from nats.js import JetStreamContext
+from prometheus_client.parser import text_string_to_metric_families
 
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.stack import Stack
@@ -131,16 +132,22 @@ async def test_metrics_count_jobs_by_agent(
         )
     await job_events(js, subjects.job_dispatched(agent_id), 2)
     # The agent was routed (config_sync announced it), so it has its own label.
-    labels = f'tenant="default",agent="{agent_id}",campaign="none"'
+    labels = (("agent", agent_id), ("campaign", "none"), ("tenant", "default"))
     want = {
-        f"corevoice_jobs_requested_total{{{labels}}} 2.0",
-        f'corevoice_jobs_dispatched_total{{{labels},target="pool"}} 2.0',
+        ("corevoice_jobs_requested_total", labels): 2.0,
+        ("corevoice_jobs_dispatched_total", tuple(sorted((*labels, ("target", "pool"))))): 2.0,
     }
-    text = ""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     async with httpx.AsyncClient() as client:
         for _ in range(50):
             text = (await client.get(f"{stack.telemetry_url}/metrics")).text
-            if want <= set(text.splitlines()):
+            found = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.labels.get("agent") == agent_id
+            }
+            if want.items() <= found.items():
                 break
             await asyncio.sleep(0.1)
-    assert want <= set(text.splitlines()), text[-2000:]
+    assert want.items() <= found.items(), found
