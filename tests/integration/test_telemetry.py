@@ -333,25 +333,33 @@ async def test_config_held_reports_give_propagation_to_first_all_and_incomplete(
     beating = asyncio.create_task(keep_beating())
     try:
         await until(lambda: telemetry.value("corevoice_workers") >= 2, 5)
-        await worker_bus.publish(subjects.CONFIG_HELD, held(w1, 2))
+        # Version 1: no pool is known to hold the agent yet: "all" is whoever reported
+        # within the window, observed when it closes; nothing is incomplete.
+        for worker in (w1, w2):
+            await worker_bus.publish(subjects.CONFIG_HELD, held(worker, 1))
         await until(lambda: count("first") == 1, 5)
         assert count("all") == 0
+        await until(lambda: count("all") == 1, WINDOW_S + 5)
+        # Version 2: both pools hold the agent; "all" once the second reports.
+        await worker_bus.publish(subjects.CONFIG_HELD, held(w1, 2))
+        await until(lambda: count("first") == 2, 5)
+        assert count("all") == 1
         await worker_bus.publish(subjects.CONFIG_HELD, held(w2, 2))
-        await until(lambda: count("all") == 1, 5)
+        await until(lambda: count("all") == 2, 5)
         lag = telemetry.value(
             "corevoice_config_propagation_seconds_sum", tenant=tenant, target="all"
         )
-        assert 0 <= lag < (utcnow() - changed.at).total_seconds()
+        assert 0 <= lag < 2 * (utcnow() - changed.at).total_seconds()
         # Version 3 reaches one pool of two: incomplete once the window is past.
         await worker_bus.publish(subjects.CONFIG_HELD, held(w1, 3))
-        await until(lambda: count("first") == 2, 5)
+        await until(lambda: count("first") == 3, 5)
         await until(
             lambda: (
                 telemetry.value("corevoice_config_propagation_incomplete_total", tenant=tenant) == 1
             ),
             WINDOW_S + 5,
         )
-        assert count("all") == 1
+        assert count("all") == 2
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):

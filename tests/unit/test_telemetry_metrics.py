@@ -440,19 +440,30 @@ def test_config_propagation_to_the_first_pool_and_to_all() -> None:
     routed(m)
     clock = Clock()
     propagation(m, clock)
-    for w in ("w1", "w2"):
-        m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0))
-    m.observe_worker(held("w1", 0.2))
+    for w in ("w1", "w2", "w3"):
+        m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0, interval_s=60))
     first = {"tenant": "acme", "target": "first"}
     every = {"tenant": "acme", "target": "all"}
-    assert value(m, "corevoice_config_propagation_seconds_sum", **first) == pytest.approx(0.2)
+    # Version 1: no pool known to hold the agent yet, so "all" is whoever reported
+    # within the window, observed when it closes.
+    m.observe_worker(held("w1", 0.1, version=1))
+    m.observe_worker(held("w2", 0.4, version=1))
     assert value(m, "corevoice_config_propagation_seconds_count", **every) is None
+    clock.now += 31
+    m.propagation.sweep()
+    assert value(m, "corevoice_config_propagation_seconds_sum", **every) == pytest.approx(0.4)
+    assert value(m, "corevoice_config_propagation_incomplete_total", tenant="acme") is None
+    # Version 2: w1 and w2 hold the agent (w3 never did: it is not waited for).
+    m.observe_worker(held("w1", 0.2))
+    assert value(m, "corevoice_config_propagation_seconds_count", **first) == 2
+    assert value(m, "corevoice_config_propagation_seconds_count", **every) == 1
     m.observe_worker(held("w1", 0.3))  # the same pool again changes nothing
     m.observe_worker(held("w2", 0.5))
-    assert value(m, "corevoice_config_propagation_seconds_count", **first) == 1
-    assert value(m, "corevoice_config_propagation_seconds_sum", **every) == pytest.approx(0.5)
+    assert value(m, "corevoice_config_propagation_seconds_count", **first) == 2
+    assert value(m, "corevoice_config_propagation_seconds_count", **every) == 2
+    assert value(m, "corevoice_config_propagation_seconds_sum", **every) == pytest.approx(0.9)
     m.observe_worker(held("w3", 0.9))  # late, after all: finished already
-    assert value(m, "corevoice_config_propagation_seconds_count", **every) == 1
+    assert value(m, "corevoice_config_propagation_seconds_count", **every) == 2
     assert len(m.propagation) == 0
 
 
@@ -463,6 +474,7 @@ def test_config_propagation_not_reaching_every_pool_in_the_window_is_incomplete(
     propagation(m, clock, window_s=30)
     for w in ("w1", "w2"):
         m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0, interval_s=60))
+        m.observe_worker(held(w, 0.1, version=1))
     m.observe_worker(held("w1", 0.2))
     clock.now += 10
     m.propagation.sweep()
@@ -471,3 +483,21 @@ def test_config_propagation_not_reaching_every_pool_in_the_window_is_incomplete(
     m.propagation.sweep()
     assert value(m, "corevoice_config_propagation_incomplete_total", tenant="acme") == 1
     assert len(m.propagation) == 0
+
+
+def test_a_holder_that_goes_away_is_not_waited_for() -> None:
+    m = Metrics()
+    routed(m)
+    clock = Clock()
+    propagation(m, clock)
+    for w in ("w1", "w2"):
+        m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0, interval_s=5))
+        m.observe_worker(held(w, 0.1, version=1))
+    m.observe_worker(held("w1", 0.2))
+    clock.now += 10
+    m.observe_worker(WorkerStatus(worker_id="w1", capacity=2, active_calls=0, interval_s=5))
+    clock.now += 6  # w2 silent for 16 s: gone
+    m.propagation.sweep()
+    every = {"tenant": "acme", "target": "all"}
+    assert value(m, "corevoice_config_propagation_seconds_sum", **every) == pytest.approx(0.2)
+    assert value(m, "corevoice_config_propagation_incomplete_total", tenant="acme") is None

@@ -72,13 +72,23 @@ class _Pending:
     started: float
     """Clock time of the first `ConfigHeld`, for the window."""
     last_at: dt.datetime
+    expected: set[str]
+    """The pools known to hold the agent when its first report came (empty: not known)."""
     holders: set[str] = field(default_factory=set)
 
 
 class Propagation:
     """Per (agent, version): the first `ConfigHeld` gives ``first``; once every live pool
-    has reported, ``all``; not all within ``window_s``, ``incomplete``. The callbacks
-    receive (tenant label, seconds) and (tenant label)."""
+    that holds the agent has reported, ``all``; not all within ``window_s``,
+    ``incomplete``. The callbacks receive (tenant label, seconds) and (tenant label).
+
+    A pool reports only a version of an agent it already held (a first fetch for a call
+    is not a propagation), so "every pool" is every live pool seen holding the agent
+    before: learned from earlier reports. Before telemetry has seen one (an agent's
+    first change since telemetry started), the pools that report within the window are
+    all it can know of: ``all`` is then observed at the window's end, from the last
+    report, and nothing is counted incomplete.
+    """
 
     def __init__(
         self,
@@ -99,36 +109,52 @@ class Propagation:
         self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
         self._done: OrderedDict[tuple[str, int], None] = OrderedDict()
         """Pairs finished (all or incomplete): a late `ConfigHeld` must not restart them."""
+        self._holders: OrderedDict[str, set[str]] = OrderedDict()
+        """Agent -> the pools that reported holding one of its versions."""
 
     def held(self, event: ConfigHeld, tenant: str) -> None:
         key = (event.agent_id, event.version)
+        holders = self._holders.setdefault(event.agent_id, set())
+        self._holders.move_to_end(event.agent_id)
+        while len(self._holders) > MAX_PROPAGATIONS:
+            self._holders.popitem(last=False)
         if key in self._done:
+            holders.add(event.worker_id)
             return
         pending = self._pending.get(key)
         if pending is None:
-            pending = _Pending(tenant, event.changed_at, self._clock(), event.at)
+            pending = _Pending(tenant, event.changed_at, self._clock(), event.at, set(holders))
             self._pending[key] = pending
             self._first(tenant, _seconds(event.at - event.changed_at))
             while len(self._pending) > MAX_PROPAGATIONS:
                 old_key, old = self._pending.popitem(last=False)
                 self._finish(old_key)
                 self._incomplete(old.tenant)
+        holders.add(event.worker_id)
+        if len(holders) > MAX_WORKERS:
+            holders.intersection_update(self.fleet.live())
         pending.holders.add(event.worker_id)
         pending.last_at = max(pending.last_at, event.at)
         self._check(key, pending)
 
     def sweep(self) -> None:
-        """Finish pairs every live pool now holds (a pool may have gone) and give up on
-        those past the window."""
+        """Finish pairs every expected live pool now holds (a pool may have gone), and
+        those past the window: ``all`` if no pool was expected, else ``incomplete``."""
         now = self._clock()
         for key, pending in list(self._pending.items()):
-            if not self._check(key, pending) and now - pending.started > self.window_s:
-                del self._pending[key]
-                self._finish(key)
+            if self._check(key, pending) or now - pending.started <= self.window_s:
+                continue
+            del self._pending[key]
+            self._finish(key)
+            if pending.expected:
                 self._incomplete(pending.tenant)
+            else:
+                self._all(pending.tenant, _seconds(pending.last_at - pending.changed_at))
 
     def _check(self, key: tuple[str, int], pending: _Pending) -> bool:
-        if not set(self.fleet.live()) <= pending.holders:
+        if not pending.expected:
+            return False
+        if not (pending.expected & set(self.fleet.live())) <= pending.holders:
             return False
         del self._pending[key]
         self._finish(key)
