@@ -262,6 +262,23 @@ async def test_heartbeats_make_the_fleet_gauges_and_a_silent_pool_expires(
     telemetry: Telemetry, worker_bus: Client
 ) -> None:
     w1, w2 = unique("pool"), unique("pool")
+    # Garbage and an id nobody has are counted and skipped, not held.
+    await worker_bus.publish(subjects.WORKER_STATUS, b"\x00{garbage")
+    await worker_bus.publish(subjects.WORKER_STATUS, beat("w" * 100_000))
+    await until(
+        lambda: (
+            telemetry.value(
+                "corevoice_telemetry_poison_messages_total", stream="workers", reason="undecodable"
+            )
+            == 1
+            and telemetry.value(
+                "corevoice_telemetry_poison_messages_total", stream="workers", reason="invalid"
+            )
+            == 1
+        ),
+        5,
+    )
+    assert telemetry.value("corevoice_workers") == 0
     await worker_bus.publish(subjects.WORKER_STATUS, beat(w1, capacity=4, active=3))
     await worker_bus.publish(subjects.WORKER_STATUS, beat(w2, capacity=4, active=1, draining=True))
     await worker_bus.flush()
