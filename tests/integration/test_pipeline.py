@@ -116,7 +116,10 @@ async def test_room_naming_an_agent_is_dispatched_to_the_worker_pool(
     dispatches = [d for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name]
     assert [d.agent_name for d in dispatches] == ["core-voice"]
     job = codec.decode_job_event(dispatches[0].metadata.encode())
-    assert job == requested
+    assert isinstance(job, JobRequested)
+    # The dispatch's copy carries the dispatch span's context: the call joins the trace.
+    assert msgspec.structs.replace(job, traceparent="") == requested
+    assert len(job.traceparent.split("-")[1]) == 32
 
 
 async def test_metrics_count_jobs_by_agent(
