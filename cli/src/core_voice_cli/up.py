@@ -63,6 +63,7 @@ Core Voice is up (logs in {stack.log_dir}).
   dispatcher webhook   {stack.dispatcher_url}/webhook/livekit
   telemetry metrics    {stack.telemetry_url}/metrics
   voice worker pool    agent name "core-voice"   status http://127.0.0.1:{stack.ports.worker_health}/status
+  service metrics      {stack.config_sync_url}/metrics  {stack.dispatcher_url}/metrics  http://127.0.0.1:{stack.ports.worker_health}/metrics
 {_prometheus_line(stack)}
   admin token          {stack.base_dir / "admin-token"} (read it from there)
   NATS operator login  {stack.operator_env_file} (NATS_URL, NATS_USER, NATS_PASSWORD)
@@ -71,6 +72,9 @@ Core Voice is up (logs in {stack.log_dir}).
 
 Call the demo agent:
   {_call_command(stack)}
+
+Recent calls and one call's timeline:
+  {Path(sys.executable).parent / "corevoice"} calls   (then: calls show CALL_ID)
 
 Watch the job stream (the bus refuses anonymous connections; source the operator login):
   (set -a && . {stack.operator_env_file} && {_nats_cli()} stream view VOICE_JOBS)
