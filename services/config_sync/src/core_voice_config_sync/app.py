@@ -36,10 +36,10 @@ from core_voice_config_sync.relay import OutboxRelay
 from core_voice_config_sync.repository import AgentRepository
 from core_voice_config_sync.routing import RoutingService
 from core_voice_config_sync.settings import Settings
-from core_voice_config_sync.tasks import TaskSet
 from core_voice_config_sync.tokens import TokenRepository, TokenService
 from core_voice_contracts import bus
 from core_voice_contracts.admin_api import HealthView
+from core_voice_contracts.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
