@@ -3,45 +3,21 @@
 A module that needs a different setup defines a fixture of the same name, which wins.
 """
 
-import contextlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from livekit import api
 
-from core_voice_cli.servers import NatsServer
-from core_voice_contracts.bus import NatsAccess
+from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_contracts.permissions import Role
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
-    RUNTIME_TOKEN,
-    ConfigSync,
-    auth,
-    keyring,
-    start_config_sync,
-)
-from tests.integration.test_dispatcher_pipeline import Rig
-
-
-@contextlib.contextmanager
-def config_sync_service(
-    nats: NatsAccess, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ConfigSync]:
-    """config_sync as its own process; it must stop cleanly and never log its tokens."""
-    running = start_config_sync(
-        nats=nats,
-        database_url=database_url,
-        log_dir=tmp_path_factory.mktemp("config_sync"),
-        encryption_keys=keyring("k1"),
-    )
-    try:
-        yield running
-    finally:
-        assert running.process.stop() == 0, running.process.log_tail()
-        log = running.process.log_path.read_text(errors="replace")
-        assert ADMIN_TOKEN not in log
-        assert RUNTIME_TOKEN not in log
+from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service
+from tests.harness.config_sync_api import auth
+from tests.harness.dispatcher import Rig
+from tests.harness.postgres import RestartablePostgres
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +47,17 @@ async def lk(rig: Rig) -> AsyncIterator[api.LiveKitAPI]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[RestartablePostgres]:
+    """A PostgreSQL server of this test's own, which it may stop and start."""
+    base = Path(tempfile.mkdtemp(prefix="corevoice-pg-outage-"))
+    base.chmod(0o755)
+    server = PostgresServer(data_dir=base / "data", log_dir=tmp_path)
+    holder = RestartablePostgres(server, server.process().start().wait_ready(60))
+    try:
+        yield holder
+    finally:
+        holder.stop()
+        shutil.rmtree(base, ignore_errors=True)

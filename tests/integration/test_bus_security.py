@@ -33,13 +33,8 @@ from core_voice_contracts.events import ConfigFound, ConfigGetRequest
 from core_voice_contracts.permissions import Role, inbox_prefix
 from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from tests.certs import make_tls_files
-from tests.integration.conftest import config_sync_service
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
-    ConfigSync,
-    auth,
-    new_agent_id,
-)
+from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service
+from tests.harness.config_sync_api import auth, new_agent_id
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,8 @@ other config_sync test modules use (`start_config_sync`, `auth`, ...).
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +23,10 @@ from nats.js import JetStreamContext
 from nats.micro.service import ServiceVerb, control_subject
 
 from core_voice_cli.binaries import find_binary
-from core_voice_cli.procs import ManagedProcess, free_port, http_ready
-from core_voice_cli.servers import NatsServer, PostgresServer
-from core_voice_config_sync.crypto import generate_key
+from core_voice_cli.servers import NatsServer
 from core_voice_config_sync.nats_service import SERVICE_NAME
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.admin_api import AgentView, ErrorBody
-from core_voice_contracts.bus import NatsAccess
+from core_voice_contracts.admin_api import AgentView
 from core_voice_contracts.events import (
     ChangeKind,
     ConfigChanged,
@@ -44,117 +37,22 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.runtime_config import RuntimeConfig
+from tests.harness.config_sync import (
+    ADMIN_TOKEN,
+    RUNTIME_TOKEN,
+    ConfigSync,
+    fresh_database,
+    start_config_sync,
+)
+from tests.harness.config_sync_api import API, auth, create_agent, error_of, new_agent_id
 
 pytestmark = pytest.mark.integration
-
-ADMIN_TOKEN = "admin-token-canary-7f3a-5c0e2b9d81a4"
-RUNTIME_TOKEN = "runtime-token-canary-91bc-e6d3f0a7"
-API = "/api/v1/agents"
-
-
-def keyring(*ids: str) -> str:
-    """A ``CONFIG_SYNC_ENCRYPTION_KEYS`` value with fresh keys under ``ids``."""
-    return ",".join(f"{key_id}:{generate_key()}" for key_id in ids or ("k1",))
-
-
-@dataclass
-class ConfigSync:
-    """A running config_sync process and how to reach it."""
-
-    process: ManagedProcess
-    base_url: str
-    env: dict[str, str]
-    nats: NatsAccess
-
-    def command(self, *args: str) -> dict[str, Any]:
-        """Run an operator command against the same database; its JSON output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "core_voice_config_sync", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        result: dict[str, Any] = json.loads(done.stdout)
-        return result
-
-
-def config_sync_env(
-    *, nats: NatsAccess, database_url: str, port: int, encryption_keys: str | None = None
-) -> dict[str, str]:
-    env = {
-        **os.environ,
-        **nats.env(),
-        "CONFIG_SYNC_DATABASE_URL": database_url,
-        "CONFIG_SYNC_HTTP_PORT": str(port),
-        "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
-        "CONFIG_SYNC_RUNTIME_TOKEN": RUNTIME_TOKEN,
-        "CONFIG_SYNC_LOG_LEVEL": "DEBUG",
-    }
-    if encryption_keys is not None:
-        env["CONFIG_SYNC_ENCRYPTION_KEYS"] = encryption_keys
-    return env
-
-
-def start_config_sync(
-    *,
-    nats: NatsAccess,
-    database_url: str,
-    log_dir: Path,
-    name: str = "config-sync",
-    encryption_keys: str | None = None,
-    extra_env: dict[str, str] | None = None,
-) -> ConfigSync:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = config_sync_env(
-        nats=nats, database_url=database_url, port=port, encryption_keys=encryption_keys
-    )
-    env.update(extra_env or {})
-    process = ManagedProcess(
-        name,
-        [sys.executable, "-m", "core_voice_config_sync"],
-        env=env,
-        log_dir=log_dir,
-        cwd=log_dir,
-        ready=http_ready(f"{base_url}/healthz"),
-    )
-    process.start().wait_ready(30)
-    return ConfigSync(process=process, base_url=base_url, env=env, nats=nats)
-
-
-def fresh_database(database_url: str, postgres: PostgresServer | None, directory: Path) -> str:
-    """Another empty database on the same backend as ``database_url``."""
-    if database_url.startswith("sqlite"):
-        return f"sqlite+aiosqlite:///{directory / f'{uuid.uuid4().hex[:8]}.db'}"
-    assert postgres is not None
-    return postgres.create_database(f"cs_{uuid.uuid4().hex[:12]}")
-
-
-def new_agent_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def error_of(response: httpx.Response) -> ErrorBody:
-    return msgspec.json.decode(response.content, type=ErrorBody)
 
 
 @pytest.fixture
 async def anonymous(service: ConfigSync) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=service.base_url) as client:
         yield client
-
-
-async def create_agent(client: httpx.AsyncClient, agent_id: str, **fields: Any) -> AgentView:
-    response = await client.post(API, json={"id": agent_id, "name": "Test agent", **fields})
-    assert response.status_code == 201, response.text
-    return msgspec.json.decode(response.content, type=AgentView)
 
 
 async def config_get(nc: Client, data: bytes) -> object:

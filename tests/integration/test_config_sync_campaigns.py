@@ -2,7 +2,6 @@
 real config_sync process per database backend and the session NATS server."""
 
 import asyncio
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -32,64 +31,26 @@ from core_voice_contracts.routing import (
     goes_to_legacy,
     pick_weighted,
 )
-from core_voice_contracts.rpc import get_runtime_config, resolve_route
-from tests.integration.test_config_sync import (
+from core_voice_contracts.rpc import get_runtime_config
+from tests.harness.config_sync import RUNTIME_TOKEN, ConfigSync
+from tests.harness.config_sync_api import (
     API,
-    RUNTIME_TOKEN,
-    ConfigSync,
+    CAMPAIGNS,
+    TRUNKS,
+    allow_legacy,
+    assign_trunk,
     auth,
     create_agent,
+    create_campaign,
     error_of,
+    link,
     new_agent_id,
+    new_number,
+    numbers,
+    route,
 )
 
 pytestmark = pytest.mark.integration
-
-CAMPAIGNS = "/api/v1/campaigns"
-TRUNKS = "/api/v1/trunks"
-
-
-async def create_campaign(client: httpx.AsyncClient, **fields: Any) -> str:
-    campaign_id = f"c-{uuid.uuid4().hex[:10]}"
-    response = await client.post(CAMPAIGNS, json={"id": campaign_id, "name": "C", **fields})
-    assert response.status_code == 201, response.text
-    return campaign_id
-
-
-async def link(
-    client: httpx.AsyncClient, campaign_id: str, agent_id: str, **body: Any
-) -> httpx.Response:
-    return await client.put(f"{CAMPAIGNS}/{campaign_id}/agents/{agent_id}", json=body)
-
-
-def new_number() -> str:
-    return f"+1555{uuid.uuid4().int % 10**7:07d}"
-
-
-async def assign_trunk(operator: httpx.AsyncClient, tenant_id: str = "default") -> str:
-    """A new SIP trunk assigned to ``tenant_id`` (``operator``: the bootstrap admin)."""
-    trunk_id = f"ST_{uuid.uuid4().hex[:12]}"
-    response = await operator.put(f"{TRUNKS}/{trunk_id}", json={"tenant_id": tenant_id})
-    assert response.status_code == 200, response.text
-    return trunk_id
-
-
-def numbers(trunk_id: str) -> str:
-    return f"{TRUNKS}/{trunk_id}/numbers"
-
-
-async def allow_legacy(
-    operator: httpx.AsyncClient, *names: str, tenant_id: str = "default"
-) -> None:
-    """Add ``names`` to the tenant's legacy worker list (``operator``: the bootstrap admin)."""
-    path = f"/api/v1/tenants/{tenant_id}/legacy-agents"
-    current = (await operator.get(path)).json()["names"]
-    response = await operator.put(path, json={"names": sorted({*current, *names})})
-    assert response.status_code == 200, response.text
-
-
-async def route(nc: Client, **fields: Any) -> object:
-    return await resolve_route(nc, RouteRequest(**fields), timeout=5)
 
 
 async def test_campaign_overrides_merge_into_runtime_config_and_version_the_agent(

@@ -15,13 +15,8 @@ from schemathesis.core.result import Ok
 
 from core_voice_cli.servers import NatsServer
 from core_voice_contracts.permissions import Role
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
-    ConfigSync,
-    auth,
-    keyring,
-    start_config_sync,
-)
+from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, keyring, start_config_sync
+from tests.harness.config_sync_api import auth
 
 pytestmark = pytest.mark.integration
 

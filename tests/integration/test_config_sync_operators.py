@@ -23,18 +23,16 @@ from nats.js import JetStreamContext
 from core_voice_contracts import codec
 from core_voice_contracts.events import RejectReason
 from core_voice_contracts.routing import RouteRejected, RouteResolved, Target
-from tests.integration.test_config_sync import (
+from tests.harness.config_sync import ConfigSync
+from tests.harness.config_sync_api import (
     API,
-    ConfigSync,
+    CAMPAIGNS,
+    TRUNKS,
+    assign_trunk,
     auth,
     create_agent,
     error_of,
     new_agent_id,
-)
-from tests.integration.test_config_sync_campaigns import (
-    CAMPAIGNS,
-    TRUNKS,
-    assign_trunk,
     new_number,
     numbers,
     route,

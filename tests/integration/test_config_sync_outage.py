@@ -8,11 +8,8 @@ outage uses SQLite.
 """
 
 import asyncio
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -22,8 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from core_voice_cli.procs import ManagedProcess
-from core_voice_cli.servers import NatsServer, PostgresServer
+from core_voice_cli.servers import NatsServer
 from core_voice_config_sync.db import Database, create_engine, migrate
 from core_voice_config_sync.records import ConfigFields
 from core_voice_config_sync.relay import OutboxRelay
@@ -37,53 +33,18 @@ from core_voice_contracts.routing import RouteRequest, RouteResolved
 from core_voice_contracts.rpc import get_runtime_config, resolve_route
 from core_voice_contracts.runtime_config import ProviderSpec
 from core_voice_contracts.streams import VOICE_CONFIG
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
+from tests.harness.config_sync import ADMIN_TOKEN, keyring, start_config_sync
+from tests.harness.config_sync_api import (
     API,
     auth,
     create_agent,
     error_of,
-    keyring,
     new_agent_id,
-    start_config_sync,
+    wait_status,
 )
+from tests.harness.postgres import RestartablePostgres
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_status(
-    client: httpx.AsyncClient, path: str, status: int, timeout: float = 15
-) -> None:
-    deadline = time.monotonic() + timeout
-    while (await client.get(path)).status_code != status:
-        assert time.monotonic() < deadline, f"{path} never answered {status}"
-        await asyncio.sleep(0.1)
-
-
-@dataclass
-class RestartablePostgres:
-    server: PostgresServer
-    process: ManagedProcess
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def start(self) -> None:
-        self.process = self.server.process().start().wait_ready(60)
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[RestartablePostgres]:
-    """A PostgreSQL server of this test's own, which it may stop and start."""
-    base = Path(tempfile.mkdtemp(prefix="corevoice-pg-outage-"))
-    base.chmod(0o755)
-    server = PostgresServer(data_dir=base / "data", log_dir=tmp_path)
-    holder = RestartablePostgres(server, server.process().start().wait_ready(60))
-    try:
-        yield holder
-    finally:
-        holder.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_database_outage_fails_writes_clearly_and_serves_reads_from_cache(

@@ -17,18 +17,16 @@ from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_config_sync.outbound import internal_reason
 from core_voice_contracts.permissions import Role
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
+from tests.harness.config_sync import ADMIN_TOKEN, config_sync_env, keyring, start_config_sync
+from tests.harness.config_sync_api import (
     API,
     auth,
-    config_sync_env,
     create_agent,
+    create_campaign,
     error_of,
-    keyring,
+    link,
     new_agent_id,
-    start_config_sync,
 )
-from tests.integration.test_config_sync_campaigns import create_campaign, link
 
 pytestmark = pytest.mark.integration
 

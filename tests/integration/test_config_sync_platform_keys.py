@@ -16,16 +16,8 @@ import pytest
 from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_contracts.permissions import Role
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
-    API,
-    ConfigSync,
-    auth,
-    config_sync_env,
-    error_of,
-    new_agent_id,
-    start_config_sync,
-)
+from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_env, start_config_sync
+from tests.harness.config_sync_api import API, auth, error_of, new_agent_id
 
 pytestmark = pytest.mark.integration
 

@@ -41,23 +41,23 @@ from core_voice_contracts.routing import (
 )
 from core_voice_contracts.rpc import resolve_route
 from core_voice_contracts.streams import VOICE_CONFIG
-from tests.integration.conftest import config_sync_service
-from tests.integration.test_config_sync import (
+from tests.harness.config_sync import (
     ADMIN_TOKEN,
-    API,
     ConfigSync,
-    auth,
-    create_agent,
+    config_sync_service,
     keyring,
-    new_agent_id,
     start_config_sync,
 )
-from tests.integration.test_config_sync_campaigns import (
+from tests.harness.config_sync_api import (
+    API,
     CAMPAIGNS,
     allow_legacy,
     assign_trunk,
+    auth,
+    create_agent,
     create_campaign,
     link,
+    new_agent_id,
     new_number,
     numbers,
     route,

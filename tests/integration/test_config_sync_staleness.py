@@ -28,22 +28,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_contracts import codec
 from core_voice_contracts.permissions import Role
-from tests.integration.test_config_sync import (
+from tests.harness.config_sync import (
     ADMIN_TOKEN,
-    API,
     RUNTIME_TOKEN,
-    auth,
-    create_agent,
-    error_of,
     fresh_database,
     keyring,
     start_config_sync,
 )
-from tests.integration.test_config_sync_outage import (  # noqa: F401 - a fixture
-    RestartablePostgres,
-    private_postgres,
-    wait_status,
-)
+from tests.harness.config_sync_api import API, auth, create_agent, error_of, wait_status
+from tests.harness.postgres import RestartablePostgres
 
 pytestmark = pytest.mark.integration
 

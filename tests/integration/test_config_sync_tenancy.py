@@ -26,20 +26,24 @@ from core_voice_contracts.bus import connect
 from core_voice_contracts.events import ConfigFound
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.rpc import get_runtime_config
-from tests.integration.test_config_sync import (
+from tests.harness.config_sync import (
     ADMIN_TOKEN,
-    API,
     RUNTIME_TOKEN,
     ConfigSync,
+    fresh_database,
+    keyring,
+    start_config_sync,
+)
+from tests.harness.config_sync_api import (
+    API,
+    assign_trunk,
     auth,
     create_agent,
     error_of,
-    fresh_database,
-    keyring,
     new_agent_id,
-    start_config_sync,
+    new_number,
+    numbers,
 )
-from tests.integration.test_config_sync_campaigns import assign_trunk, new_number, numbers
 
 pytestmark = pytest.mark.integration
 

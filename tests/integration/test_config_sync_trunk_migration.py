@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from core_voice_config_sync.db import alembic_config, create_engine, migrate
-from tests.integration.test_config_sync import fresh_database
+from tests.harness.config_sync import fresh_database
 
 pytestmark = pytest.mark.integration
 

@@ -28,16 +28,16 @@ from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.conftest import repo_path
 from tests.fakes.minimal_worker import AGENT_NAME_ENV
-from tests.integration.test_dispatcher_pipeline import (
+from tests.harness.dispatcher import (
     Rig,
     count,
     create_agent,
     eventually,
-    job_events,
     named_dispatches,
     start_rig,
     unique,
 )
+from tests.harness.events import job_events
 
 pytestmark = pytest.mark.integration
 

@@ -26,14 +26,7 @@ from core_voice_contracts.events import JobDispatched, JobRequested
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.webhooks import JOB_ID_HEADER, OUTCOME_HEADER
 from tests.fakes.webhooks import room_started_body, sign
-from tests.integration.test_dispatcher_pipeline import (
-    Rig,
-    count,
-    create_agent,
-    named_dispatches,
-    start_rig,
-    unique,
-)
+from tests.harness.dispatcher import Rig, count, create_agent, named_dispatches, start_rig, unique
 
 pytestmark = pytest.mark.integration
 

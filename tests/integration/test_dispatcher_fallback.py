@@ -25,18 +25,17 @@ from core_voice_contracts.admin_api import AgentPatch, AgentStatus
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
 from core_voice_contracts.permissions import Role
-from tests.integration.test_dispatcher_pipeline import (
+from tests.harness.dispatcher import (
     Rig,
     admin,
     count,
     create_agent,
     create_campaign,
-    job_events,
     named_dispatches,
-    outcome_of,
     start_rig,
     unique,
 )
+from tests.harness.events import job_events, outcome_of
 
 pytestmark = pytest.mark.integration
 

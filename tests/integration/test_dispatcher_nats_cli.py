@@ -22,16 +22,16 @@ from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
 from core_voice_contracts.permissions import Role
 from tests.conftest import repo_path
-from tests.integration.test_dispatcher_pipeline import (
+from tests.harness.dispatcher import (
     Rig,
     count,
     create_agent,
     eventually,
     named_dispatches,
-    outcome_of,
     start_rig,
     unique,
 )
+from tests.harness.events import outcome_of
 
 pytestmark = pytest.mark.integration
 

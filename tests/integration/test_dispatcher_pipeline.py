@@ -9,13 +9,9 @@ themselves with unique agent ids and room names. Signed synthetic webhooks
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
 import httpx
@@ -25,18 +21,13 @@ from livekit import api, rtc
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from core_voice_cli.binaries import find_binary
-from core_voice_cli.demo import demo_agent
-from core_voice_cli.procs import ManagedProcess, free_port, http_ready
+from core_voice_cli.procs import free_port, http_ready
 from core_voice_cli.rooms import call_room
-from core_voice_cli.servers import DEV_API_SECRET, NatsServer
-from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
+from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import (
     AgentPatch,
     AgentStatus,
-    CampaignAgentSet,
-    CampaignCreate,
     LegacyAgentsSet,
     NumberSet,
     TrunkSet,
@@ -44,7 +35,6 @@ from core_voice_contracts.admin_api import (
 from core_voice_contracts.bus import connect, publish
 from core_voice_contracts.events import (
     JobDispatched,
-    JobEvent,
     JobExpired,
     JobRejected,
     JobRequested,
@@ -55,126 +45,31 @@ from core_voice_contracts.room import HOLD_AGENT_NAME
 from core_voice_contracts.routing import goes_to_legacy, pick_weighted
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.webhooks import EVENT_HEADER, OUTCOME_HEADER, REASON_HEADER
-from core_voice_dispatcher.dispatch import PREFETCH_TTL_S
-from tests.conftest import assert_no_permission_violations
+from core_voice_dispatcher.lookups import PREFETCH_TTL_S
 from tests.fakes.webhooks import (
     participant_body,
     room_finished_body,
     room_started_body,
     sign,
 )
+from tests.harness.dispatcher import (
+    SIP_WAIT_S,
+    Rig,
+    admin,
+    count,
+    create_agent,
+    create_campaign,
+    named_dispatches,
+    post,
+    start_rig,
+    unique,
+)
+from tests.harness.events import job_events, outcome_of
 
 pytestmark = pytest.mark.integration
 
-SIP_WAIT_S = 1.5
-
 
 # --- the rig ---------------------------------------------------------------------------
-
-
-@dataclass
-class Rig:
-    """nats-server + livekit-server + config_sync + dispatcher, all real processes."""
-
-    base: Path
-    nats: NatsServer
-    stack: Stack
-    overrides: dict[str, str] = field(default_factory=dict)
-    """Dispatcher environment every (re)start of it gets."""
-    processes: list[ManagedProcess] = field(default_factory=list)
-
-    @property
-    def livekit_url(self) -> str:
-        return self.stack.livekit.http_url
-
-    @property
-    def dispatcher_url(self) -> str:
-        return self.stack.dispatcher_url
-
-    @property
-    def webhook_url(self) -> str:
-        return f"{self.dispatcher_url}/webhook/livekit"
-
-    def dispatcher_env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.nats.env(Role.DISPATCHER))
-        env.update(
-            LIVEKIT_URL=self.stack.livekit.url,
-            LIVEKIT_API_KEY=self.stack.livekit.api_key,
-            LIVEKIT_API_SECRET=self.stack.livekit.api_secret,
-            WORKER_AGENT_NAME=WORKER_AGENT_NAME,
-            PYTHONUNBUFFERED="1",
-            DISPATCHER_HTTP_PORT=str(self.stack.ports.dispatcher),
-            DISPATCHER_SIP_WAIT_S=str(SIP_WAIT_S),
-        )
-        env.update(self.overrides)
-        env.update(extra)
-        return env
-
-    def dispatcher_process(self, name: str = "dispatcher", **env: str) -> ManagedProcess:
-        return ManagedProcess(
-            name,
-            [sys.executable, "-m", "core_voice_dispatcher"],
-            log_dir=self.base / "logs",
-            env=self.dispatcher_env(**env),
-            ready=http_ready(f"{self.dispatcher_url}/healthz"),
-        )
-
-    def start(self, process: ManagedProcess, timeout: float = 60) -> ManagedProcess:
-        self.processes.append(process)
-        return process.start().wait_ready(timeout)
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        assert_no_permission_violations(self.stack.log_dir)
-
-
-def livekit_process(rig: Rig) -> ManagedProcess:
-    """livekit-server for the rig; with keys of its own unless they are the dev ones."""
-    server = rig.stack.livekit
-    if server.api_secret == DEV_API_SECRET:
-        return server.process()
-    server.config_dir.mkdir(parents=True, exist_ok=True)
-    config = server.config_dir / "livekit.yaml"
-    config.write_text(f"{server.config_yaml()}keys:\n  {server.api_key}: {server.api_secret}\n")
-    config.chmod(0o600)
-    argv = [str(find_binary("livekit-server")), "--dev", "--config", str(config)]
-    return ManagedProcess(
-        "livekit-server", argv, log_dir=rig.base / "logs", ready=http_ready(server.http_url)
-    )
-
-
-def start_rig(
-    base: Path,
-    *,
-    webhooks: bool = True,
-    keys: tuple[str, str] | None = None,
-    **dispatcher_env: str,
-) -> Rig:
-    """The rig; without ``webhooks`` LiveKit posts none (the test sends its own); ``keys``
-    replaces livekit-server's public dev key pair.
-
-    No worker runs here, so the capacity watch is off unless a module turns it on: it
-    would reject and delete every room after its wait (test_dispatcher_capacity.py).
-    """
-    dispatcher_env.setdefault("DISPATCHER_CAPACITY_WAIT_S", "0")
-    stack = Stack(base, worker=False)
-    nats = stack.nats
-    if not webhooks:
-        stack.livekit.webhook_urls = []
-    if keys is not None:
-        stack.livekit.api_key, stack.livekit.api_secret = keys
-    rig = Rig(base, nats, stack, overrides=dispatcher_env)
-    try:
-        rig.start(nats.process(), 20)
-        rig.start(livekit_process(rig), 30)
-        rig.start(stack.config_sync_process())
-        rig.start(rig.dispatcher_process())
-    except BaseException:
-        rig.stop()
-        raise
-    return rig
 
 
 @pytest.fixture(scope="module")
@@ -201,104 +96,6 @@ def js(bus: tuple[Client, JetStreamContext]) -> JetStreamContext:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def admin(rig: Rig, method: str, path: str, body: object) -> httpx.Response:
-    """One call to config_sync's admin API (the real service), asserting success."""
-    resp = httpx.request(
-        method,
-        f"{rig.stack.config_sync_url}/api/v1{path}",
-        content=msgspec.json.encode(body),
-        headers={
-            "Authorization": f"Bearer {rig.stack.admin_token}",
-            "Content-Type": "application/json",
-        },
-        timeout=10,
-    )
-    assert resp.is_success, (method, path, resp.status_code, resp.text)
-    return resp
-
-
-def create_agent(rig: Rig, agent_id: str, **fields: object) -> None:
-    body = msgspec.structs.replace(demo_agent(), id=agent_id, name=f"agent {agent_id}", **fields)
-    admin(rig, "POST", "/agents", body)
-
-
-def create_campaign(rig: Rig, campaign_id: str, weights: dict[str, int]) -> None:
-    admin(rig, "POST", "/campaigns", CampaignCreate(id=campaign_id, name=campaign_id))
-    for agent_id, weight in weights.items():
-        admin(
-            rig,
-            "PUT",
-            f"/campaigns/{campaign_id}/agents/{agent_id}",
-            CampaignAgentSet(weight=weight),
-        )
-
-
-async def job_events(
-    js: JetStreamContext, subject: str, want: int, timeout: float = 15.0
-) -> list[JobEvent]:
-    """Read the stream for ``subject`` from the start until ``want`` events are there."""
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    out: list[JobEvent] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(out) < want:
-                msg = await sub.next_msg(timeout=timeout)
-                out.append(codec.decode_job_event(msg.data))
-    finally:
-        await sub.unsubscribe()
-    return out
-
-
-async def outcome_of(
-    js: JetStreamContext,
-    job_id: str,
-    timeout: float = 15.0,
-    kinds: tuple[type[JobEvent], ...] = (JobDispatched, JobExpired, JobRejected),
-) -> JobEvent:
-    """The first event of ``job_id`` of one of ``kinds`` (any agent), read from the start."""
-    sub = await js.subscribe(subjects.JOBS_ALL, ordered_consumer=True)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = codec.decode_job_event((await sub.next_msg(timeout=timeout)).data)
-                if event.job_id == job_id and isinstance(event, kinds):
-                    return event
-    finally:
-        await sub.unsubscribe()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.2
-) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    for _ in range(int(timeout / interval)):
-        if await check():
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError(f"not true after {timeout} s: {check.__name__}")
-
-
-async def count(js: JetStreamContext, subject: str) -> int:
-    info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
-    return (info.state.subjects or {}).get(subject, 0)
-
-
-async def named_dispatches(lk: api.LiveKitAPI, room: str) -> list[api.AgentDispatch]:
-    # LiveKit also lists its implicit dispatch for unnamed workers (agent_name "").
-    return [d for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name]
-
-
-def post(rig: Rig, body: bytes, authorization: str | None) -> httpx.Response:
-    headers = {"Content-Type": "application/webhook+json"}
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    return httpx.post(rig.webhook_url, content=body, headers=headers, timeout=10)
 
 
 def outcome(resp: httpx.Response) -> str:

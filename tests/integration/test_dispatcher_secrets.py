@@ -31,15 +31,8 @@ from core_voice_contracts.events import (
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.fakes.webhooks import room_started_body, sign
-from tests.integration.test_dispatcher_pipeline import (
-    Rig,
-    create_agent,
-    livekit_process,
-    outcome_of,
-    post,
-    start_rig,
-    unique,
-)
+from tests.harness.dispatcher import Rig, create_agent, livekit_process, post, start_rig, unique
+from tests.harness.events import outcome_of
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from core_voice_contracts.room import (
     agent_identity,
 )
 from core_voice_contracts.streams import VOICE_CALLS
-from tests.integration.test_dispatcher_pipeline import Rig, eventually, start_rig, unique
+from tests.harness.dispatcher import Rig, eventually, start_rig, unique
 
 pytestmark = pytest.mark.integration
 

@@ -43,13 +43,8 @@ from core_voice_contracts.routing import RouteError, RouteRejected, RouteRequest
 from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.settings import WorkerSettings
-from tests.integration.test_dispatcher_pipeline import (
-    Rig,
-    create_agent,
-    job_events,
-    livekit_process,
-    unique,
-)
+from tests.harness.dispatcher import Rig, create_agent, livekit_process, unique
+from tests.harness.events import job_events
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration

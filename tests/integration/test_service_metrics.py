@@ -43,13 +43,8 @@ from core_voice_worker.link import PoolLink
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.settings import WorkerSettings
 from tests.fakes.webhooks import room_started_body, sign
-from tests.integration.test_dispatcher_pipeline import (
-    Rig,
-    admin,
-    job_events,
-    outcome_of,
-    start_rig,
-)
+from tests.harness.dispatcher import Rig, admin, start_rig
+from tests.harness.events import job_events, outcome_of
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration

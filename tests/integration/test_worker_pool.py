@@ -40,14 +40,8 @@ from core_voice_contracts.runtime_config import RuntimeConfig
 from core_voice_worker.link import PoolLink, ask_now, preconnect
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.settings import WorkerSettings
-from tests.integration.test_config_sync import (
-    ADMIN_TOKEN,
-    ConfigSync,
-    auth,
-    create_agent,
-    keyring,
-    start_config_sync,
-)
+from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, keyring, start_config_sync
+from tests.harness.config_sync_api import auth, create_agent
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
