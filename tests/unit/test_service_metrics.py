@@ -21,7 +21,7 @@ from core_voice_contracts.pool_link import LinkGreeting, LinkTurn, decode_body, 
 from core_voice_dispatcher.metrics import DispatcherMetrics
 from core_voice_worker.metrics import PoolMetrics
 from core_voice_worker.mirror import ConfigMirror, Held
-from tests.unit.test_worker_mirror import ConfigSyncTable
+from tests.fakes.config_sync_table import ConfigSyncTable
 
 pytestmark = pytest.mark.unit
 
