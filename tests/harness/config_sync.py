@@ -19,6 +19,7 @@ import pytest
 
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import PostgresServer
+from core_voice_cli.stack import config_sync_env
 from core_voice_config_sync.crypto import generate_key
 from core_voice_contracts.bus import NatsAccess
 
@@ -57,21 +58,37 @@ class ConfigSync:
         return result
 
 
-def config_sync_env(
+def process_env(
     *, nats: NatsAccess, database_url: str, port: int, encryption_keys: str | None = None
 ) -> dict[str, str]:
-    env = {
+    """The environment of a test's config_sync process: this process's, NATS, the tokens."""
+    return {
         **os.environ,
         **nats.env(),
-        "CONFIG_SYNC_DATABASE_URL": database_url,
-        "CONFIG_SYNC_HTTP_PORT": str(port),
-        "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
-        "CONFIG_SYNC_RUNTIME_TOKEN": RUNTIME_TOKEN,
-        "CONFIG_SYNC_LOG_LEVEL": "DEBUG",
+        **config_sync_env(
+            port=port,
+            database_url=database_url,
+            admin_token=ADMIN_TOKEN,
+            runtime_token=RUNTIME_TOKEN,
+            encryption_keys=encryption_keys,
+            log_level="DEBUG",
+        ),
     }
-    if encryption_keys is not None:
-        env["CONFIG_SYNC_ENCRYPTION_KEYS"] = encryption_keys
-    return env
+
+
+def refused_start(env: dict[str, str], cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """config_sync started with ``env`` must refuse: exit 2 (the caller checks the reason)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "core_voice_config_sync"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    return done
 
 
 def start_config_sync(
@@ -85,7 +102,7 @@ def start_config_sync(
 ) -> ConfigSync:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = config_sync_env(
+    env = process_env(
         nats=nats, database_url=database_url, port=port, encryption_keys=encryption_keys
     )
     env.update(extra_env or {})

@@ -12,7 +12,6 @@ import json
 import os
 import ssl
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from core_voice_contracts.events import ConfigFound, ConfigGetRequest
 from core_voice_contracts.permissions import Role, inbox_prefix
 from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from tests.certs import make_tls_files
-from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service
+from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service, refused_start
 from tests.harness.config_sync_api import auth, new_agent_id
 
 pytestmark = pytest.mark.integration
@@ -364,10 +363,6 @@ def test_config_sync_will_not_send_keys_in_clear_to_another_host(tmp_path: Path)
         "CONFIG_SYNC_RUNTIME_TOKEN": "r" * 40,
         "CONFIG_SYNC_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "core_voice_config_sync"],
-        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
+    done = refused_start(env, tmp_path)
     assert "CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

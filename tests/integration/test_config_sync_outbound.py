@@ -5,8 +5,6 @@ says so (against a real config_sync; unit cases in tests/unit/test_config_sync_o
 
 import ipaddress
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,13 @@ from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_config_sync.outbound import internal_reason
 from core_voice_contracts.permissions import Role
-from tests.harness.config_sync import ADMIN_TOKEN, config_sync_env, keyring, start_config_sync
+from tests.harness.config_sync import (
+    ADMIN_TOKEN,
+    keyring,
+    process_env,
+    refused_start,
+    start_config_sync,
+)
 from tests.harness.config_sync_api import (
     API,
     auth,
@@ -125,21 +129,12 @@ def test_the_operators_allow_list_admits_exactly_what_it_names(
 def test_a_bad_allow_list_stops_startup_without_echoing_it(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    env = config_sync_env(
+    env = process_env(
         nats=nats_server.access(Role.CONFIG_SYNC),
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'config_sync.db'}",
         port=free_port(),
     )
     env["CONFIG_SYNC_BASE_URL_ALLOW"] = "127.0.0.1, 10.0.0.0/99-canary"
-    done = subprocess.run(
-        [sys.executable, "-m", "core_voice_config_sync"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
+    done = refused_start(env, tmp_path)
     assert "CONFIG_SYNC_BASE_URL_ALLOW" in done.stderr and "entry 2" in done.stderr
     assert "canary" not in done.stdout + done.stderr

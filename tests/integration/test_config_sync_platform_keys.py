@@ -5,8 +5,6 @@ rest, and a value naming no keyed provider stopping startup without echoing it.
 SQLite only: the rule lives in the validator, above the database.
 """
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +14,13 @@ import pytest
 from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_contracts.permissions import Role
-from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_env, start_config_sync
+from tests.harness.config_sync import (
+    ADMIN_TOKEN,
+    ConfigSync,
+    process_env,
+    refused_start,
+    start_config_sync,
+)
 from tests.harness.config_sync_api import API, auth, error_of, new_agent_id
 
 pytestmark = pytest.mark.integration
@@ -90,21 +94,12 @@ async def test_a_listed_provider_passes_and_the_422_says_how_to_allow_another(
 def test_a_value_naming_no_keyed_provider_stops_startup(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    env = config_sync_env(
+    env = process_env(
         nats=nats_server.access(Role.CONFIG_SYNC),
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'config_sync.db'}",
         port=free_port(),
     )
     env["CONFIG_SYNC_PLATFORM_KEY_PROVIDERS"] = "openai,dg-canary-0042"
-    done = subprocess.run(
-        [sys.executable, "-m", "core_voice_config_sync"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
+    done = refused_start(env, tmp_path)
     assert "CONFIG_SYNC_PLATFORM_KEY_PROVIDERS" in done.stderr
     assert "dg-canary-0042" not in done.stdout + done.stderr

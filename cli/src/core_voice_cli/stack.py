@@ -23,6 +23,40 @@ providers on this host (the offline demo, fake providers in tests): plain http t
 loopback. Never for a shared deployment: a tenant could reach the host's services."""
 
 
+def config_sync_env(
+    *,
+    port: int,
+    database_url: str,
+    admin_token: str,
+    runtime_token: str,
+    encryption_keys: str | None = None,
+    encryption_keys_file: Path | None = None,
+    base_url_allow: str | None = None,
+    log_level: str | None = None,
+) -> dict[str, str]:
+    """config_sync's own variables: what the stack, the bench and the tests start it with.
+
+    The process also needs the NATS variables of its role (``NatsAccess.env()``) and,
+    usually, the parent's environment; the callers add those.
+    """
+    env = {
+        "CONFIG_SYNC_HTTP_PORT": str(port),
+        "CONFIG_SYNC_DATABASE_URL": database_url,
+        "CONFIG_SYNC_ADMIN_TOKEN": admin_token,
+        "CONFIG_SYNC_RUNTIME_TOKEN": runtime_token,
+    }
+    optional = {
+        "CONFIG_SYNC_ENCRYPTION_KEYS": encryption_keys,
+        "CONFIG_SYNC_ENCRYPTION_KEYS_FILE": None
+        if encryption_keys_file is None
+        else str(encryption_keys_file),
+        "CONFIG_SYNC_BASE_URL_ALLOW": base_url_allow,
+        "CONFIG_SYNC_LOG_LEVEL": log_level,
+    }
+    env.update({name: value for name, value in optional.items() if value is not None})
+    return env
+
+
 @dataclass
 class Ports:
     nats: int = field(default_factory=free_port)
@@ -151,12 +185,14 @@ class Stack:
             Role.CONFIG_SYNC,
             "core_voice_config_sync",
             f"{self.config_sync_url}/healthz",
-            CONFIG_SYNC_HTTP_PORT=str(self.ports.config_sync),
-            CONFIG_SYNC_DATABASE_URL=f"sqlite+aiosqlite:///{self.base_dir / 'config_sync.db'}",
-            CONFIG_SYNC_ADMIN_TOKEN=self.admin_token,
-            CONFIG_SYNC_RUNTIME_TOKEN=self.runtime_token,
-            CONFIG_SYNC_ENCRYPTION_KEYS_FILE=str(self.encryption_keys_file),
-            CONFIG_SYNC_BASE_URL_ALLOW=self.base_url_allow,
+            **config_sync_env(
+                port=self.ports.config_sync,
+                database_url=f"sqlite+aiosqlite:///{self.base_dir / 'config_sync.db'}",
+                admin_token=self.admin_token,
+                runtime_token=self.runtime_token,
+                encryption_keys_file=self.encryption_keys_file,
+                base_url_allow=self.base_url_allow,
+            ),
         )
 
     def dispatcher_process(self, **env: str) -> ManagedProcess:

@@ -34,6 +34,7 @@ from nats.aio.msg import Msg
 from core_voice_cli.bench import Measure, percentile
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import NatsServer, PostgresServer
+from core_voice_cli.stack import config_sync_env
 from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.db import Database, create_engine
@@ -97,12 +98,14 @@ def _start(
     env = {
         **os.environ,
         **nats.env(),
-        "CONFIG_SYNC_DATABASE_URL": database_url,
-        "CONFIG_SYNC_HTTP_PORT": str(port),
-        "CONFIG_SYNC_ADMIN_TOKEN": ADMIN_TOKEN,
-        "CONFIG_SYNC_RUNTIME_TOKEN": RUNTIME_TOKEN,
-        "CONFIG_SYNC_ENCRYPTION_KEYS": keys,
-        "CONFIG_SYNC_LOG_LEVEL": "WARNING",
+        **config_sync_env(
+            port=port,
+            database_url=database_url,
+            admin_token=ADMIN_TOKEN,
+            runtime_token=RUNTIME_TOKEN,
+            encryption_keys=keys,
+            log_level="WARNING",
+        ),
     }
     process = ManagedProcess(
         "config-sync",
