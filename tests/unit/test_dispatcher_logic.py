@@ -9,14 +9,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 from core_voice_contracts.codec import encode
 from core_voice_contracts.events import JobDispatched, JobRequested, RejectReason
 from core_voice_dispatcher.app import load_settings
-from core_voice_dispatcher.dispatch import (
-    SERVER_DELIVER_HEADROOM,
-    consumer_config,
-    job_id_of_dispatch,
-    reject_reason,
-    retry_delay,
-)
+from core_voice_dispatcher.consumer import SERVER_DELIVER_HEADROOM, consumer_config
 from core_voice_dispatcher.errors import ConfigurationError
+from core_voice_dispatcher.lookups import job_id_of_dispatch
+from core_voice_dispatcher.outcomes import reject_reason, retry_delay
 from core_voice_dispatcher.replay import ReplayConfigError, window_end
 from core_voice_dispatcher.settings import DispatcherSettings, check_against_stream
 

@@ -26,7 +26,8 @@ from core_voice_contracts.bus import connect
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.capacity import follow_accepted_jobs
-from core_voice_dispatcher.dispatch import Dispatcher, LiveConsumer
+from core_voice_dispatcher.consumer import LiveConsumer
+from core_voice_dispatcher.dispatch import Dispatcher
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.ingest import Ingest, make_app
 from core_voice_dispatcher.livekit_client import LiveKitClient
@@ -102,8 +103,8 @@ async def _serve(
             accepted = await follow_accepted_jobs(nc, dispatcher.capacity, dispatcher.poison)
             metrics.capacity_waiting.set_function(dispatcher.capacity.waiting)
         if ingest is not None and settings.prefetch:
-            ingest.prefetcher = dispatcher
-        live = LiveConsumer(settings, js, dispatcher)
+            ingest.prefetcher = dispatcher.prefetches
+        live = LiveConsumer(settings, js, dispatcher.handle)
         await live.start()
         replays = Replays(settings, js, dispatcher)
         tasks = [
@@ -132,7 +133,7 @@ async def _serve(
             found["calls"] = dict(calls.counts) | {"pending_checks": calls.pending()}
         if dispatcher is None:
             return found
-        found["prefetch"] = dict(dispatcher.prefetch_counts)
+        found["prefetch"] = dict(dispatcher.prefetches.counts)
         found["poison"] = dict(dispatcher.poison)
         found["routing"] = dict(dispatcher.routing_counts) | {
             "remembered": len(dispatcher.memory) if dispatcher.memory is not None else 0

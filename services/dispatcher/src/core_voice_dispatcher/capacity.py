@@ -61,7 +61,7 @@ from core_voice_contracts.events import (
     RejectReason,
 )
 from core_voice_contracts.ids import is_token
-from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
+from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient, livekit_error
 from core_voice_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class CapacityWatch:
                 self.counts["livekit_errors"] += 1
                 log.warning(
                     "capacity watch livekit error",
-                    extra={"job_id": w.job.job_id, "error": _error_name(exc)},
+                    extra={"job_id": w.job.job_id, "error": livekit_error(exc)},
                 )
                 if now >= deadline:
                     await self._no_capacity(w, [], offers)
@@ -335,7 +335,7 @@ class CapacityWatch:
             except LIVEKIT_ERRORS as exc:
                 log.warning(
                     "room of a rejected job not deleted",
-                    extra={"job_id": w.job.job_id, "error": _error_name(exc)},
+                    extra={"job_id": w.job.job_id, "error": livekit_error(exc)},
                 )
         await w.msg.ack()
 
@@ -361,12 +361,6 @@ class CapacityWatch:
                 "dispatch_id": w.dispatch_id,
             },
         )
-
-
-def _error_name(exc: BaseException) -> str:
-    if isinstance(exc, api.TwirpError):
-        return f"livekit_{exc.code}"
-    return f"livekit_{type(exc).__name__}"
 
 
 async def follow_accepted_jobs(

@@ -32,6 +32,14 @@ MAX_TOKENS = 4096
 LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError)
 """What a LiveKit API call raises when LiveKit refuses, fails or does not answer."""
 
+
+def livekit_error(exc: BaseException) -> str:
+    """One of `LIVEKIT_ERRORS` as a short error word for logs and outcome details."""
+    if isinstance(exc, api.TwirpError):
+        return f"livekit_{exc.code}"
+    return f"livekit_{type(exc).__name__}"
+
+
 _GrantKey = tuple[bool | None, bool | None, bool | None, str]
 
 

@@ -25,7 +25,8 @@ from nats.js.api import AckPolicy, ConsumerInfo
 from nats.js.errors import NotFoundError
 
 from core_voice_contracts.streams import VOICE_JOBS
-from core_voice_dispatcher.dispatch import Dispatcher, Lane
+from core_voice_dispatcher.consumer import Lane
+from core_voice_dispatcher.dispatch import Dispatcher
 from core_voice_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
