@@ -269,7 +269,7 @@ def test_the_nats_cli_with_the_operator_login_sees_streams_and_no_keys(
     info = nats_cli(login, "stream", "info", VOICE_JOBS, "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["config"]["name"] == VOICE_JOBS
-    request = json.dumps({"type": "config.get", "agent_id": agent_id})
+    request = json.dumps({"type": "config.get.v1", "agent_id": agent_id})
     asked = nats_cli(login, "req", subjects.CONFIG_GET, request, "--timeout", "2s")
     assert f'Permissions Violation for Publish to "{subjects.CONFIG_GET}"' in asked.stderr
     assert CANARY not in asked.stdout + asked.stderr

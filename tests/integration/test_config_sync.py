@@ -339,7 +339,7 @@ async def test_config_get_over_nats(
     )
     assert too_new == ConfigGetError(error="version_unavailable", retryable=True)
 
-    for garbage in (b"\x00\xffgarbage", b"{}", b'{"type":"config.get","agent_id":5}'):
+    for garbage in (b"\x00\xffgarbage", b"{}", b'{"type":"config.get.v1","agent_id":5}'):
         assert await config_get(worker_bus, garbage) == ConfigGetError(
             error="bad_request", retryable=False
         )

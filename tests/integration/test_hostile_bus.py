@@ -165,7 +165,7 @@ async def test_config_get_answers_every_hostile_request_with_bad_request(
     rig: Rig, as_worker: Client
 ) -> None:
     before = counted(health(rig.stack.config_sync_url), "refused")
-    cases = hostile("config.get", agent_id="a")
+    cases = hostile("config.get.v1", agent_id="a")
     cases["oversized id"] = codec.encode(ConfigGetRequest(agent_id="a" * ONE_MIB))
     for name, data in cases.items():
         reply = await as_worker.request(subjects.CONFIG_GET, data, timeout=10)
@@ -187,7 +187,7 @@ async def test_routing_resolve_answers_every_hostile_request_with_bad_request(
 ) -> None:
     nc, _ = bus
     before = counted(health(rig.stack.config_sync_url), "refused")
-    cases = hostile("route.request", room_key="r")
+    cases = hostile("route.request.v1", room_key="r")
     cases["oversized key"] = codec.encode(RouteRequest(room_key="r" * ONE_MIB))
     for name, data in cases.items():
         reply = await nc.request(subjects.ROUTING_RESOLVE, data, timeout=10)
@@ -233,7 +233,7 @@ async def test_the_dispatch_consumer_terminates_poison_jobs_and_dispatches_the_n
     agent_id = unique("hostile")
     create_agent(rig, agent_id)
     subject = subjects.job_requested(agent_id)
-    cases = hostile("job.requested", job_id="job-x", room_name="r", room_sid="RM_x")
+    cases = hostile("job.requested.v1", job_id="job-x", room_name="r", room_sid="RM_x")
     before = counted(health(rig.dispatcher_url), "poison")
     for data in cases.values():
         await js.publish(subject, data)
@@ -275,7 +275,7 @@ async def test_the_dispatcher_feeds_skip_and_count_hostile_messages(
 ) -> None:
     nc, js = bus
     before = counted(health(rig.dispatcher_url), "poison")
-    cases = hostile("job.accepted", job_id="j", room_name="r", agent_id="a")
+    cases = hostile("job.accepted.v1", job_id="j", room_name="r", agent_id="a")
     for data in cases.values():
         await nc.publish(subjects.job_accepted("hostile"), data)
     # A JobAccepted whose job id is 1 MiB: 10,000 of them would be 10 GiB remembered.
@@ -283,7 +283,7 @@ async def test_the_dispatcher_feeds_skip_and_count_hostile_messages(
         job_id="j" * ONE_MIB, room_name="r", agent_id="a", call_id="c", worker_id="w"
     )
     await nc.publish(subjects.job_accepted("hostile"), codec.encode(huge))
-    config = hostile("config.changed", agent_id="a")
+    config = hostile("config.changed.v1", agent_id="a")
     for data in config.values():
         await js.publish(subjects.config_changed(unique("hostile")), data)
 
@@ -303,9 +303,12 @@ async def test_telemetry_terminates_poison_events_and_keeps_counting(
     agent_id = unique("tel")
     # VOICE_CONFIG keeps one message per subject: each hostile one gets its own.
     families: dict[str, tuple[Callable[[], str], dict[str, bytes]]] = {
-        VOICE_JOBS: (lambda: subjects.job_requested(agent_id), hostile("job.requested")),
-        VOICE_CALLS: (lambda: subjects.call_started(agent_id), hostile("call.started")),
-        VOICE_CONFIG: (lambda: subjects.config_changed(unique("tel")), hostile("config.changed")),
+        VOICE_JOBS: (lambda: subjects.job_requested(agent_id), hostile("job.requested.v1")),
+        VOICE_CALLS: (lambda: subjects.call_started(agent_id), hostile("call.started.v1")),
+        VOICE_CONFIG: (
+            lambda: subjects.config_changed(unique("tel")),
+            hostile("config.changed.v1"),
+        ),
     }
 
     async def settled() -> bool:
@@ -394,7 +397,7 @@ async def test_the_pool_feeds_skip_and_count_hostile_messages(
     def moved(feed: str, reason: str) -> int:
         return pool.bad_messages().get((feed, reason), 0) - before.get((feed, reason), 0)
 
-    jobs = hostile("job.requested", job_id="j", room_name="r", room_sid="RM", agent_id="a")
+    jobs = hostile("job.requested.v1", job_id="j", room_name="r", room_sid="RM", agent_id="a")
     for data in jobs.values():
         await nc.publish(subjects.job_requested("hostile"), data)
     oversized = JobRequested(
@@ -402,7 +405,7 @@ async def test_the_pool_feeds_skip_and_count_hostile_messages(
     )
     await nc.publish(subjects.job_requested("hostile"), codec.encode(oversized))
     agent_id = unique("pool")
-    config = hostile("config.changed", agent_id="a")
+    config = hostile("config.changed.v1", agent_id="a")
     for data in config.values():  # VOICE_CONFIG keeps one per subject: one subject each
         await js.publish(subjects.config_changed(unique("pool")), data)
     await until(lambda: moved("jobs", "undecodable") == len(jobs), timeout=10)

@@ -1,15 +1,24 @@
-"""Encoding and typed decoding of every contract message.
+"""Encoding, and the one typed decoder every message family uses.
 
-One reusable decoder per subject family (the routing pair lives beside its types in
-`routing` and is re-exported here, so every decoder is reachable from one module);
-decode failures raise `DecodeError` with the
-kind, so a consumer can term a poison message instead of crashing on it. That includes
-what msgspec raises besides its own DecodeError (`errors.DECODE_FAILURES`): JSON nested
-too deep to parse (`RecursionError`, even in a field nobody reads: ``{"x": [[[...``) and
-invalid UTF-8 in a tag (`UnicodeDecodeError`), which no caller expects.
+A `Decoder` per family, built once and reused (msgspec's advice: a decoder caches its
+type), turns bytes into that family's tagged union and anything else into our
+`DecodeError` with the kind, so a consumer can term a poison message instead of
+crashing on it. That includes what msgspec raises besides its own DecodeError
+(`errors.DECODE_FAILURES`): JSON nested too deep to parse (`RecursionError`, even in a
+field nobody reads: ``{"x": [[[...``) and invalid UTF-8 in a tag (`UnicodeDecodeError`),
+which no caller expects.
+
+Every bus family's decoder is here (``decode_<family>``); the two that never touch the
+bus live beside their types: `room.decode_room_metadata`, `pool_link.decode_body`.
+
+>>> from core_voice_contracts.events import JobExpired
+>>> decode_job_event(encode(JobExpired(job_id="j", room_name="r", agent_id="a"))).job_id
+'j'
 """
 
-from typing import Any
+from collections.abc import Callable
+from types import UnionType
+from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -23,10 +32,11 @@ from core_voice_contracts.events import (
     JobEvent,
     WorkerEvent,
 )
-from core_voice_contracts.routing import decode_route_reply, decode_route_request
+from core_voice_contracts.routing import RouteReply, RouteRequest
 from core_voice_contracts.runtime_config import RuntimeConfig
 
 __all__ = [
+    "Decoder",
     "decode_call_event",
     "decode_config_event",
     "decode_config_reply",
@@ -40,6 +50,8 @@ __all__ = [
     "encode",
 ]
 
+T = TypeVar("T")
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -47,64 +59,44 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
-class _Decoder:
-    def __init__(self, kind: str, type_: Any) -> None:
-        self.kind = kind
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type_)
+class Decoder(Generic[T]):
+    """Decodes one message family (a Struct or a tagged union of them) into ``T``.
 
-    def __call__(self, data: bytes) -> Any:
+    ``msgpack=True`` for the pool link's frames; JSON otherwise, from bytes or text.
+    For a union, name ``T`` in the annotation: ``Decoder[JobEvent]``.
+    """
+
+    __slots__ = ("_decode", "kind")
+
+    @overload
+    def __init__(self, kind: str, type_: type[T], *, msgpack: bool = False) -> None: ...
+    @overload
+    def __init__(self, kind: str, type_: UnionType, *, msgpack: bool = False) -> None: ...
+    def __init__(self, kind: str, type_: object, *, msgpack: bool = False) -> None:
+        self.kind = kind
+        """Names the family in `DecodeError` (``cannot decode job event: ...``)."""
+        # msgspec types a decoder of a union as Decoder[Any]: T is pinned by the caller.
+        backend: Any = msgspec.msgpack.Decoder(type_) if msgpack else msgspec.json.Decoder(type_)
+        self._decode: Callable[[bytes | str], T] = backend.decode
+
+    def __call__(self, data: bytes | str) -> T:
+        """Raises `DecodeError` for anything but a ``T``."""
         try:
-            return self._decoder.decode(data)
+            return self._decode(data)
         except DECODE_FAILURES as exc:
             raise DecodeError.of(self.kind, exc) from None
 
 
-_jobs = _Decoder("job event", JobEvent)
-_calls = _Decoder("call event", CallEvent)
-_config = _Decoder("config event", ConfigEvent)
-_config_stream = _Decoder("config stream event", ConfigStreamEvent)
-_get_request = _Decoder("config request", ConfigGetRequest)
-_get_reply = _Decoder("config reply", ConfigGetReply)
-_runtime = _Decoder("runtime config", RuntimeConfig)
-_workers = _Decoder("worker event", WorkerEvent)
-
-
-def decode_job_event(data: bytes) -> JobEvent:
-    result: JobEvent = _jobs(data)
-    return result
-
-
-def decode_call_event(data: bytes) -> CallEvent:
-    result: CallEvent = _calls(data)
-    return result
-
-
-def decode_config_event(data: bytes) -> ConfigEvent:
-    result: ConfigEvent = _config(data)
-    return result
-
-
-def decode_config_stream_event(data: bytes) -> ConfigStreamEvent:
-    """Any ``VOICE_CONFIG`` message: for readers of both families (the outbox relay)."""
-    result: ConfigStreamEvent = _config_stream(data)
-    return result
-
-
-def decode_config_request(data: bytes) -> ConfigGetRequest:
-    result: ConfigGetRequest = _get_request(data)
-    return result
-
-
-def decode_config_reply(data: bytes) -> ConfigGetReply:
-    result: ConfigGetReply = _get_reply(data)
-    return result
-
-
-def decode_runtime_config(data: bytes) -> RuntimeConfig:
-    result: RuntimeConfig = _runtime(data)
-    return result
-
-
-def decode_worker_event(data: bytes) -> WorkerEvent:
-    result: WorkerEvent = _workers(data)
-    return result
+decode_job_event: Decoder[JobEvent] = Decoder("job event", JobEvent)
+decode_call_event: Decoder[CallEvent] = Decoder("call event", CallEvent)
+decode_config_event: Decoder[ConfigEvent] = Decoder("config event", ConfigEvent)
+decode_config_stream_event: Decoder[ConfigStreamEvent] = Decoder(
+    "config stream event", ConfigStreamEvent
+)
+"""Any ``VOICE_CONFIG`` message: for readers of both families (the outbox relay)."""
+decode_config_request: Decoder[ConfigGetRequest] = Decoder("config request", ConfigGetRequest)
+decode_config_reply: Decoder[ConfigGetReply] = Decoder("config reply", ConfigGetReply)
+decode_route_request: Decoder[RouteRequest] = Decoder("route request", RouteRequest)
+decode_route_reply: Decoder[RouteReply] = Decoder("route reply", RouteReply)
+decode_runtime_config: Decoder[RuntimeConfig] = Decoder("runtime config", RuntimeConfig)
+decode_worker_event: Decoder[WorkerEvent] = Decoder("worker event", WorkerEvent)

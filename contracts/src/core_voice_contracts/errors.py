@@ -5,11 +5,12 @@ import msgspec
 DECODE_FAILURES: tuple[type[Exception], ...] = (
     msgspec.DecodeError,
     RecursionError,
-    UnicodeDecodeError,
+    UnicodeError,
 )
 """What a msgspec decoder raises for bad input: its own `msgspec.DecodeError` (a wrong
 type, malformed JSON), and, not subclasses of it, `RecursionError` for JSON nested too
-deep to parse and `UnicodeDecodeError` for invalid UTF-8 in a tag or union string."""
+deep to parse, `UnicodeDecodeError` for invalid UTF-8 in a tag or union string and
+`UnicodeEncodeError` for text (a str, such as room metadata) holding a lone surrogate."""
 
 MAX_DETAIL_CHARS = 200
 

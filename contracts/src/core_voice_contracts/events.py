@@ -3,6 +3,13 @@
 Evolve only by adding fields with defaults; never rename, reorder or retype. A breaking
 change is a new type (and a new subject version). Messages never carry transcripts,
 provider keys or tokens.
+
+Every wire tag is built by `tag` and ends in its message's version (``job.requested.v1``),
+so a breaking change has somewhere to go: a new type tagged ``.v2``, decoded beside the
+``.v1`` one while both are on the streams, its schema under ``contracts/schemas/v2/``.
+The version is per message, not one for the whole package, so breaking one message does
+not re-tag the rest; a suffix, not a prefix, so the name reads first and one grep finds
+every version of a message.
 """
 
 import datetime as dt
@@ -17,10 +24,21 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def tag(name: str, version: int = 1) -> str:
+    """The wire tag of ``version`` of message ``name``: ``tag("job.requested")`` is
+    ``"job.requested.v1"``."""
+    return f"{name}.v{version}"
+
+
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Common base: every event says when it happened."""
 
     at: dt.datetime = msgspec.field(default_factory=utcnow)
+
+
+class RpcMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Common base of a request/reply service's messages: tagged like events, but with no
+    ``at`` (a reply is read at once, never replayed from a stream)."""
 
 
 # --- voice.jobs.* (VOICE_JOBS) -------------------------------------------------------
@@ -37,7 +55,7 @@ class RejectReason(StrEnum):
     NO_CAPACITY = "no_capacity"  # dispatched, but no worker had a free slot within the wait
 
 
-class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
+class JobRequested(_Event, frozen=True, kw_only=True, tag=tag("job.requested")):
     """A room needs an agent. ``job_id`` is stable per room, so duplicates collapse."""
 
     job_id: str
@@ -59,7 +77,7 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     metadata, so the worker's call joins the trace the webhook started."""
 
 
-class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
+class JobDispatched(_Event, frozen=True, kw_only=True, tag=tag("job.dispatched")):
     """LiveKit accepted an explicit dispatch of the worker pool into the room."""
 
     job_id: str
@@ -81,7 +99,7 @@ class JobDispatched(_Event, frozen=True, kw_only=True, tag="job.dispatched"):
     tenant_id: str = ""
 
 
-class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
+class JobAccepted(_Event, frozen=True, kw_only=True, tag=tag("job.accepted")):
     """A worker pool was assigned the job by LiveKit: its call is starting.
 
     Sent by the pool the moment LiveKit assigns it the job, before the job process has
@@ -110,7 +128,7 @@ class ExpiredDetail(StrEnum):
     ROOM_CLOSED_DURING_DISPATCH = "room_closed_during_dispatch"  # closed while dispatching
 
 
-class JobExpired(_Event, frozen=True, kw_only=True, tag="job.expired"):
+class JobExpired(_Event, frozen=True, kw_only=True, tag=tag("job.expired")):
     """The room was gone when the dispatch was due; it is never re-created."""
 
     job_id: str
@@ -120,7 +138,7 @@ class JobExpired(_Event, frozen=True, kw_only=True, tag="job.expired"):
     """Why, when known: an `ExpiredDetail` value."""
 
 
-class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):
+class JobRejected(_Event, frozen=True, kw_only=True, tag=tag("job.rejected")):
     """The job cannot be routed or dispatched; ``reason`` says why."""
 
     job_id: str
@@ -184,7 +202,7 @@ class TurnLatency(msgspec.Struct, frozen=True, kw_only=True):
     """The config version the turn was answered with."""
 
 
-class CallStarted(_Event, frozen=True, kw_only=True, tag="call.started"):
+class CallStarted(_Event, frozen=True, kw_only=True, tag=tag("call.started")):
     """A worker joined the room and is about to greet."""
 
     call_id: str
@@ -207,7 +225,7 @@ class CallStarted(_Event, frozen=True, kw_only=True, tag="call.started"):
     """When LiveKit assigned the job to this pool (`JobAccepted.at`)."""
 
 
-class CallEnded(_Event, frozen=True, kw_only=True, tag="call.ended"):
+class CallEnded(_Event, frozen=True, kw_only=True, tag=tag("call.ended")):
     """The call finished normally. Latencies in seconds; usage counters are totals."""
 
     call_id: str
@@ -236,7 +254,7 @@ class CallEnded(_Event, frozen=True, kw_only=True, tag="call.ended"):
     config_stale: bool = False
 
 
-class CallFailed(_Event, frozen=True, kw_only=True, tag="call.failed"):
+class CallFailed(_Event, frozen=True, kw_only=True, tag=tag("call.failed")):
     """The call could not start or broke; ``error`` is a `CallFailure` code and ``detail``
     says more (never user data, transcripts or keys)."""
 
@@ -268,7 +286,7 @@ class ChangeKind(StrEnum):
     CAMPAIGN = "campaign"
 
 
-class ConfigChanged(_Event, frozen=True, kw_only=True, tag="config.changed"):
+class ConfigChanged(_Event, frozen=True, kw_only=True, tag=tag("config.changed")):
     """An agent's config has a new version; holders of an older one refresh."""
 
     agent_id: str
@@ -285,7 +303,7 @@ ConfigEvent = ConfigChanged
 # --- voice.config.routing.* (VOICE_CONFIG) ---------------------------------------------
 
 
-class RoutingChanged(_Event, frozen=True, kw_only=True, tag="routing.changed"):
+class RoutingChanged(_Event, frozen=True, kw_only=True, tag=tag("routing.changed")):
     """Routing data changed without giving any agent a new version (an agent's status or
     legacy share, a campaign's status or link weight, a number mapping, a campaign
     created or deleted): holders of routing answers drop them all. The ids say what
@@ -307,9 +325,7 @@ ConfigStreamEvent = ConfigChanged | RoutingChanged
 # --- voice.config.get (request / reply) ------------------------------------------------
 
 
-class ConfigGetRequest(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.get"
-):
+class ConfigGetRequest(RpcMessage, frozen=True, kw_only=True, tag=tag("config.get")):
     """Ask for an agent's runtime config, optionally merged with a campaign."""
 
     agent_id: str
@@ -317,22 +333,18 @@ class ConfigGetRequest(
     min_version: int = 0
 
 
-class ConfigFound(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.found"):
+class ConfigFound(RpcMessage, frozen=True, kw_only=True, tag=tag("config.found")):
     """The agent's runtime config (carries keys: request/reply only, never a stream)."""
 
     config: RuntimeConfig
 
 
-class ConfigNotFound(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.not_found"
-):
+class ConfigNotFound(RpcMessage, frozen=True, kw_only=True, tag=tag("config.not_found")):
     agent_id: str
     reason: str = "unknown_agent"
 
 
-class ConfigGetError(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="config.error"
-):
+class ConfigGetError(RpcMessage, frozen=True, kw_only=True, tag=tag("config.error")):
     error: str
     retryable: bool = True
 
@@ -342,7 +354,7 @@ ConfigGetReply = ConfigFound | ConfigNotFound | ConfigGetError
 # --- voice.workers.* (core NATS, no stream: live state, not history) --------------------
 
 
-class WorkerStatus(_Event, frozen=True, kw_only=True, tag="worker.status"):
+class WorkerStatus(_Event, frozen=True, kw_only=True, tag=tag("worker.status")):
     """A pool's heartbeat: what it holds now. Sent every ``interval_s``; a pool not heard
     from for three intervals is counted gone. Fleet gauges (workers, capacity,
     utilisation) are built from these, so they are right again one interval after a
@@ -357,7 +369,7 @@ class WorkerStatus(_Event, frozen=True, kw_only=True, tag="worker.status"):
     """Configs the pool serves as last known good (config_sync could not confirm them)."""
 
 
-class ConfigHeld(_Event, frozen=True, kw_only=True, tag="config.held"):
+class ConfigHeld(_Event, frozen=True, kw_only=True, tag=tag("config.held")):
     """A pool holds a new config version (from `ConfigChanged` or a fetch): config
     propagation lag is ``at - changed_at``, to the first pool and to every pool."""
 

@@ -8,13 +8,18 @@ runs, and hands its call events to the pool, which publishes them.
 Frames are a 4-byte big-endian length followed by a msgpack-encoded `LinkMessage`. The
 socket lives in a directory only the pool's user can enter: `LinkConfig` carries the
 agent's provider keys, which never travel on a stream.
+
+The link's tags carry no version (unlike `events.tag`): both ends are one install (the job
+processes are the pool's own children, started from its code), so a link never joins two
+versions and a version would have nothing to tell apart. The call events a `LinkPublish`
+carries keep their versioned tags: the pool publishes them as they are.
 """
 
 import struct
 
 import msgspec
 
-from core_voice_contracts.errors import DECODE_FAILURES, DecodeError
+from core_voice_contracts.codec import Decoder
 from core_voice_contracts.events import CallEnded, CallEvent, CallFailed, CallStarted, TurnLatency
 from core_voice_contracts.runtime_config import RuntimeConfig
 
@@ -121,7 +126,6 @@ LinkMessage = (
 )
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder: msgspec.msgpack.Decoder[LinkMessage] = msgspec.msgpack.Decoder(LinkMessage)
 
 
 def encode_frame(message: LinkMessage) -> bytes:
@@ -131,12 +135,8 @@ def encode_frame(message: LinkMessage) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes) -> LinkMessage:
-    """Raises `DecodeError` for anything but a `LinkMessage`."""
-    try:
-        return _decoder.decode(body)
-    except DECODE_FAILURES as exc:
-        raise DecodeError.of("pool link message", exc) from None
+decode_body: Decoder[LinkMessage] = Decoder("pool link message", LinkMessage, msgpack=True)
+"""A frame's body (after `HEADER`); raises `DecodeError` for anything but a `LinkMessage`."""
 
 
 __all__ = [

@@ -6,7 +6,7 @@ writes this JSON; the dispatcher reads it from the ``room_started`` webhook.
 
 import msgspec
 
-from core_voice_contracts.errors import DecodeError
+from core_voice_contracts.codec import Decoder
 
 
 class RoomMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -14,8 +14,6 @@ class RoomMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     campaign_id: str | None = None
     lead_id: str | None = None
 
-
-_decoder = msgspec.json.Decoder(RoomMetadata)
 
 HOLD_AGENT_NAME = "corevoice-hold"
 """The agent to name in the room's configuration (``RoomAgentDispatch(agent_name=...)``,
@@ -33,13 +31,9 @@ def encode_room_metadata(meta: RoomMetadata) -> str:
     return msgspec.json.encode(meta).decode()
 
 
-def decode_room_metadata(text: str) -> RoomMetadata:
-    """Raises ``msgspec.DecodeError`` for anything but a JSON object of this shape
-    (including JSON nested too deep and invalid text, for which msgspec raises others)."""
-    try:
-        return _decoder.decode(text)
-    except (RecursionError, UnicodeError) as exc:
-        raise msgspec.DecodeError(str(DecodeError.of("room metadata", exc))) from None
+decode_room_metadata: Decoder[RoomMetadata] = Decoder("room metadata", RoomMetadata)
+"""Takes the metadata text as LiveKit hands it over; raises `DecodeError` for anything
+but a JSON object of this shape. Not in `codec`: it never travels on the bus."""
 
 
 # --- the worker's participant in a call's room ------------------------------------------

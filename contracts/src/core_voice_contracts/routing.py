@@ -8,16 +8,15 @@ worker.
 The reply never carries provider keys: the dispatcher has no use for them.
 
 Choices are a pure function of the room key, so the same room always gets the same
-answer, on any replica, after any restart or replay.
+answer, on any replica, after any restart or replay. The decoders are
+`codec.decode_route_request` and `codec.decode_route_reply`.
 """
 
 import hashlib
 from collections.abc import Sequence
 from enum import StrEnum
 
-import msgspec
-
-from core_voice_contracts.errors import DECODE_FAILURES, DecodeError
+from core_voice_contracts.events import RpcMessage, tag
 
 
 class Target(StrEnum):
@@ -25,9 +24,7 @@ class Target(StrEnum):
     LEGACY = "legacy"  # the agent's own pre-migration worker
 
 
-class RouteRequest(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="route.request"
-):
+class RouteRequest(RpcMessage, frozen=True, kw_only=True, tag=tag("route.request")):
     """What the dispatcher knows about a room. ``room_key`` makes choices deterministic."""
 
     room_key: str
@@ -40,9 +37,7 @@ class RouteRequest(
     so a tenant cannot claim calls to a number on another tenant's trunk."""
 
 
-class RouteResolved(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="route.resolved"
-):
+class RouteResolved(RpcMessage, frozen=True, kw_only=True, tag=tag("route.resolved")):
     agent_id: str
     tenant_id: str
     campaign_id: str | None = None
@@ -53,15 +48,13 @@ class RouteResolved(
     """How the agent was found: ``agent``, ``campaign`` or ``dialed_number``."""
 
 
-class RouteRejected(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="route.rejected"
-):
+class RouteRejected(RpcMessage, frozen=True, kw_only=True, tag=tag("route.rejected")):
     reason: str
     """A `RejectReason` value (unknown_agent, disabled_agent, no_route, ...)."""
     detail: str = ""
 
 
-class RouteError(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="route.error"):
+class RouteError(RpcMessage, frozen=True, kw_only=True, tag=tag("route.error")):
     error: str
     retryable: bool = True
 
@@ -101,22 +94,3 @@ def goes_to_legacy(room_key: str, agent_id: str, legacy_percent: int) -> bool:
         return True
     return bucket(room_key, salt=f"legacy:{agent_id}") * 100 < legacy_percent
 
-
-_request_decoder: msgspec.json.Decoder[RouteRequest] = msgspec.json.Decoder(RouteRequest)
-_reply_decoder: msgspec.json.Decoder[RouteReply] = msgspec.json.Decoder(RouteReply)
-
-
-def decode_route_request(data: bytes) -> RouteRequest:
-    """Raises `DecodeError` for anything but a `RouteRequest`."""
-    try:
-        return _request_decoder.decode(data)
-    except DECODE_FAILURES as exc:
-        raise DecodeError.of("route request", exc) from None
-
-
-def decode_route_reply(data: bytes) -> RouteReply:
-    """Raises `DecodeError` for anything but one of the `RouteReply` types."""
-    try:
-        return _reply_decoder.decode(data)
-    except DECODE_FAILURES as exc:
-        raise DecodeError.of("route reply", exc) from None

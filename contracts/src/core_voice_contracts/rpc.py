@@ -2,15 +2,52 @@
 handles failure alike (transport failures become a typed, retryable error reply). Each
 request carries the caller's trace context in its headers."""
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from nats.aio.client import Client
 from nats.errors import NoRespondersError, TimeoutError
 
 from core_voice_contracts import subjects
-from core_voice_contracts.codec import decode_config_reply, encode
+from core_voice_contracts.codec import Decoder, decode_config_reply, decode_route_reply, encode
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import ConfigGetError, ConfigGetReply, ConfigGetRequest
-from core_voice_contracts.routing import RouteError, RouteReply, RouteRequest, decode_route_reply
+from core_voice_contracts.events import ConfigGetError, ConfigGetReply, ConfigGetRequest, RpcMessage
+from core_voice_contracts.routing import RouteError, RouteReply, RouteRequest
 from core_voice_contracts.tracing import inject_headers
+
+R = TypeVar("R")
+
+
+async def _ask(
+    nc: Client,
+    subject: str,
+    request: RpcMessage,
+    decode: Decoder[R],
+    failed: Callable[[str], R],
+    *,
+    service: str,
+    timeout: float,
+) -> R:
+    """``decode``'s reply, or ``failed(<service>_unavailable | <service>_timeout |
+    bad_reply)`` when there is none to decode."""
+    try:
+        msg = await nc.request(subject, encode(request), timeout=timeout, headers=inject_headers())
+    except NoRespondersError:
+        return failed(f"{service}_unavailable")
+    except TimeoutError:
+        return failed(f"{service}_timeout")
+    try:
+        return decode(msg.data)
+    except DecodeError:
+        return failed("bad_reply")
+
+
+def _config_failed(error: str) -> ConfigGetReply:
+    return ConfigGetError(error=error, retryable=True)
+
+
+def _route_failed(error: str) -> RouteReply:
+    return RouteError(error=error, retryable=True)
 
 
 async def get_runtime_config(
@@ -21,20 +58,18 @@ async def get_runtime_config(
     min_version: int = 0,
     timeout: float = 2.0,
 ) -> ConfigGetReply:
-    """Ask config_sync for a runtime config. Transport failures become `ConfigGetError`."""
+    """Ask config_sync for a runtime config. Transport failures become `ConfigGetError`:
+    ``config_sync_unavailable`` (no responder), ``config_sync_timeout``, ``bad_reply``."""
     request = ConfigGetRequest(agent_id=agent_id, campaign_id=campaign_id, min_version=min_version)
-    try:
-        msg = await nc.request(
-            subjects.CONFIG_GET, encode(request), timeout=timeout, headers=inject_headers()
-        )
-    except NoRespondersError:
-        return ConfigGetError(error="config_sync_unavailable", retryable=True)
-    except TimeoutError:
-        return ConfigGetError(error="config_sync_timeout", retryable=True)
-    try:
-        return decode_config_reply(msg.data)
-    except DecodeError:
-        return ConfigGetError(error="bad_reply", retryable=True)
+    return await _ask(
+        nc,
+        subjects.CONFIG_GET,
+        request,
+        decode_config_reply,
+        _config_failed,
+        service="config_sync",
+        timeout=timeout,
+    )
 
 
 async def resolve_route(nc: Client, request: RouteRequest, *, timeout: float = 2.0) -> RouteReply:
@@ -43,15 +78,12 @@ async def resolve_route(nc: Client, request: RouteRequest, *, timeout: float = 2
     The reply never carries provider keys. Transport failures become a retryable
     `RouteError`: ``routing_unavailable`` (no responder), ``routing_timeout``, ``bad_reply``.
     """
-    try:
-        msg = await nc.request(
-            subjects.ROUTING_RESOLVE, encode(request), timeout=timeout, headers=inject_headers()
-        )
-    except NoRespondersError:
-        return RouteError(error="routing_unavailable", retryable=True)
-    except TimeoutError:
-        return RouteError(error="routing_timeout", retryable=True)
-    try:
-        return decode_route_reply(msg.data)
-    except DecodeError:
-        return RouteError(error="bad_reply", retryable=True)
+    return await _ask(
+        nc,
+        subjects.ROUTING_RESOLVE,
+        request,
+        decode_route_reply,
+        _route_failed,
+        service="routing",
+        timeout=timeout,
+    )

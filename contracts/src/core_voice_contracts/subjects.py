@@ -1,5 +1,8 @@
 """Every NATS subject Core Voice uses, built here and nowhere else.
 
+Grouped by family in the order of `events`: jobs, calls, config (changes and the
+request/reply services) and workers; each ``*_ALL`` wildcard sits beside its builder.
+
 Decision: subjects carry the agent id, not the tenant id. Agent ids are globally unique
 and the tenant is in every message; per-tenant NATS permissions are not needed because
 tenants never hold NATS credentials (only our services do). The one exception is
@@ -11,12 +14,6 @@ from core_voice_contracts.ids import check_id
 
 PREFIX = "voice"
 
-JOBS_ALL = f"{PREFIX}.jobs.>"
-CALLS_ALL = f"{PREFIX}.calls.>"
-CONFIG_CHANGED_ALL = f"{PREFIX}.config.changed.*"
-ROUTING_CHANGED_ALL = f"{PREFIX}.config.routing.*"
-CONFIG_GET = f"{PREFIX}.config.get"
-
 # Jobs for a room that names no valid agent still need a subject to be visible on.
 UNROUTED = "_unrouted"
 
@@ -25,52 +22,90 @@ def _agent_token(agent_id: str) -> str:
     return UNROUTED if agent_id == UNROUTED else check_id(agent_id, what="agent id")
 
 
+# --- voice.jobs.* (VOICE_JOBS) -------------------------------------------------------
+
+JOBS_ALL = f"{PREFIX}.jobs.>"
+
+
+def jobs_for_agent(agent_id: str) -> str:
+    """Every job event of one agent (a filter for consumers and `nats` commands)."""
+    return f"{PREFIX}.jobs.*.{_agent_token(agent_id)}"
+
+
 def job_requested(agent_id: str) -> str:
     return f"{PREFIX}.jobs.requested.{_agent_token(agent_id)}"
+
+
+JOBS_REQUESTED_ALL = f"{PREFIX}.jobs.requested.*"
 
 
 def job_dispatched(agent_id: str) -> str:
     return f"{PREFIX}.jobs.dispatched.{_agent_token(agent_id)}"
 
 
+JOBS_DISPATCHED_ALL = f"{PREFIX}.jobs.dispatched.*"
+
+
 def job_accepted(agent_id: str) -> str:
     return f"{PREFIX}.jobs.accepted.{_agent_token(agent_id)}"
+
+
+JOBS_ACCEPTED_ALL = f"{PREFIX}.jobs.accepted.*"
 
 
 def job_expired(agent_id: str) -> str:
     return f"{PREFIX}.jobs.expired.{_agent_token(agent_id)}"
 
 
+JOBS_EXPIRED_ALL = f"{PREFIX}.jobs.expired.*"
+
+
 def job_rejected(agent_id: str) -> str:
     return f"{PREFIX}.jobs.rejected.{_agent_token(agent_id)}"
 
 
-JOBS_REQUESTED_ALL = f"{PREFIX}.jobs.requested.*"
-JOBS_DISPATCHED_ALL = f"{PREFIX}.jobs.dispatched.*"
-JOBS_ACCEPTED_ALL = f"{PREFIX}.jobs.accepted.*"
-JOBS_EXPIRED_ALL = f"{PREFIX}.jobs.expired.*"
 JOBS_REJECTED_ALL = f"{PREFIX}.jobs.rejected.*"
 
 
-CALLS_STARTED_ALL = f"{PREFIX}.calls.started.*"
-CALLS_ENDED_ALL = f"{PREFIX}.calls.ended.*"
-CALLS_FAILED_ALL = f"{PREFIX}.calls.failed.*"
+# --- voice.calls.* (VOICE_CALLS) -----------------------------------------------------
+
+CALLS_ALL = f"{PREFIX}.calls.>"
+
+
+def calls_for_agent(agent_id: str) -> str:
+    """Every call event of one agent."""
+    return f"{PREFIX}.calls.*.{_agent_token(agent_id)}"
 
 
 def call_started(agent_id: str) -> str:
     return f"{PREFIX}.calls.started.{_agent_token(agent_id)}"
 
 
+CALLS_STARTED_ALL = f"{PREFIX}.calls.started.*"
+
+
 def call_ended(agent_id: str) -> str:
     return f"{PREFIX}.calls.ended.{_agent_token(agent_id)}"
+
+
+CALLS_ENDED_ALL = f"{PREFIX}.calls.ended.*"
 
 
 def call_failed(agent_id: str) -> str:
     return f"{PREFIX}.calls.failed.{_agent_token(agent_id)}"
 
 
+CALLS_FAILED_ALL = f"{PREFIX}.calls.failed.*"
+
+
+# --- voice.config.* (VOICE_CONFIG) ---------------------------------------------------
+
+
 def config_changed(agent_id: str) -> str:
     return f"{PREFIX}.config.changed.{_agent_token(agent_id)}"
+
+
+CONFIG_CHANGED_ALL = f"{PREFIX}.config.changed.*"
 
 
 def routing_changed(tenant_id: str) -> str:
@@ -79,22 +114,22 @@ def routing_changed(tenant_id: str) -> str:
     return f"{PREFIX}.config.routing.{check_id(tenant_id, what='tenant id')}"
 
 
-def jobs_for_agent(agent_id: str) -> str:
-    """Every job event of one agent (a filter for consumers and `nats` commands)."""
-    return f"{PREFIX}.jobs.*.{_agent_token(agent_id)}"
+ROUTING_CHANGED_ALL = f"{PREFIX}.config.routing.*"
 
 
-def calls_for_agent(agent_id: str) -> str:
-    """Every call event of one agent."""
-    return f"{PREFIX}.calls.*.{_agent_token(agent_id)}"
+# --- request/reply (config_sync micro services, no stream) ----------------------------
 
+CONFIG_GET = f"{PREFIX}.config.get"
+"""`ConfigGetRequest` -> `ConfigGetReply`: an agent's runtime config."""
+ROUTING_RESOLVE = f"{PREFIX}.routing.resolve"
+"""`RouteRequest` -> `RouteReply`: which agent and target serve a room."""
+
+
+# --- voice.workers.* (core NATS, no stream: live state, not history) --------------------
 
 WORKERS_ALL = f"{PREFIX}.workers.>"
 WORKER_STATUS = f"{PREFIX}.workers.status"
-"""`WorkerStatus` heartbeats (core NATS): the worker id is in the message, not the subject,
-because a pod name need not be a valid subject token."""
+"""`WorkerStatus` heartbeats: the worker id is in the message, not the subject, because a
+pod name need not be a valid subject token."""
 CONFIG_HELD = f"{PREFIX}.workers.config_held"
-"""`ConfigHeld` (core NATS): a pool holds a new config version."""
-
-ROUTING_RESOLVE = f"{PREFIX}.routing.resolve"
-"""Request/reply (config_sync micro service): which agent and target serve a room."""
+"""`ConfigHeld`: a pool holds a new config version."""

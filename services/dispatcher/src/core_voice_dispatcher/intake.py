@@ -20,11 +20,11 @@ several webhooks one room produces, collapse into one job.
 import datetime as dt
 from dataclasses import dataclass
 
-import msgspec
 from livekit.protocol.models import DisconnectReason, ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
 from core_voice_contracts import subjects
+from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
     CallFailed,
     CallFailure,
@@ -187,7 +187,7 @@ def _job_for_room(event: WebhookEvent, caller: ParticipantInfo | None) -> Store:
     if room.metadata.strip():
         try:
             meta = decode_room_metadata(room.metadata)
-        except msgspec.DecodeError:
+        except DecodeError:
             return rejected(RejectReason.INVALID_METADATA, "room metadata is not a JSON object")
         if meta.agent_id is not None and not is_valid_id(meta.agent_id):
             return rejected(RejectReason.INVALID_METADATA, "agent_id is not a valid id")
