@@ -20,10 +20,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from core_voice_cli.servers import NatsServer
+from core_voice_config_sync.agent_repository import AgentRepository
 from core_voice_config_sync.db import Database, create_engine, migrate
-from core_voice_config_sync.records import ConfigFields
+from core_voice_config_sync.outbox import OutboxRepository
+from core_voice_config_sync.records import ConfigFields, KeysState
 from core_voice_config_sync.relay import OutboxRelay
-from core_voice_config_sync.repository import AgentRepository, KeysState
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentStatus, AgentView
 from core_voice_contracts.bus import connect
@@ -199,18 +200,25 @@ async def repository(tmp_path: Path) -> AsyncIterator[AgentRepository]:
         await engine.dispose()
 
 
+@pytest.fixture
+def outbox(repository: AgentRepository) -> OutboxRepository:
+    return OutboxRepository(repository.db)
+
+
 async def test_relay_publishes_pending_events_in_order(
-    repository: AgentRepository, bus: tuple[Client, JetStreamContext]
+    repository: AgentRepository,
+    outbox: OutboxRepository,
+    bus: tuple[Client, JetStreamContext],
 ) -> None:
     _, js = bus
     agent_id = new_agent_id()
     await create_directly(repository, agent_id)
-    pending = await repository.pending_events()
+    pending = await outbox.pending_events()
     assert [p.subject for p in pending] == [subjects.config_changed(agent_id)]
 
-    relay = OutboxRelay(repository, js)
+    relay = OutboxRelay(outbox, js)
     assert await relay.drain_once() == 1
-    assert await repository.pending_events() == []
+    assert await outbox.pending_events() == []
     assert await relay.drain_once() == 0
 
     stored = await js.get_last_msg(VOICE_CONFIG, subjects.config_changed(agent_id))
@@ -221,19 +229,21 @@ async def test_relay_publishes_pending_events_in_order(
 
 
 async def test_republishing_an_event_is_deduplicated(
-    repository: AgentRepository, bus: tuple[Client, JetStreamContext]
+    repository: AgentRepository,
+    outbox: OutboxRepository,
+    bus: tuple[Client, JetStreamContext],
 ) -> None:
     _, js = bus
     agent_id = new_agent_id()
     subject = subjects.config_changed(agent_id)
     await create_directly(repository, agent_id)
-    [event] = await repository.pending_events()
-    relay = OutboxRelay(repository, js)
+    [event] = await outbox.pending_events()
+    relay = OutboxRelay(outbox, js)
     assert await relay.drain_once() == 1
     first = await js.get_last_msg(VOICE_CONFIG, subject)
 
     # As after a crash between the publish and the commit that marks it published.
-    await repository.mark_unpublished([event.id])
+    await outbox.mark_unpublished([event.id])
     assert await relay.drain_once() == 1
     second = await js.get_last_msg(VOICE_CONFIG, subject)
     assert second.seq == first.seq, "the second publish was stored as a new message"

@@ -14,8 +14,7 @@ from rich.pretty import pretty_repr
 from core_voice_config_sync.auth import StaticTokens
 from core_voice_config_sync.cache import CacheEntry
 from core_voice_config_sync.crypto import KeyRing, generate_key
-from core_voice_config_sync.records import AgentRecord, ConfigFields
-from core_voice_config_sync.repository import KeysState
+from core_voice_config_sync.records import AgentRecord, ConfigFields, KeysState
 from core_voice_contracts import admin_api, events, pool_link, routing, runtime_config
 from core_voice_contracts.admin_api import AgentCreate, AgentPatch, TokenCreated, TokenView
 from core_voice_contracts.events import ConfigFound

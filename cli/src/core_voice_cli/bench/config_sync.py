@@ -35,10 +35,11 @@ from core_voice_cli.bench import Measure, percentile
 from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_cli.stack import config_sync_env
+from core_voice_config_sync.agent_repository import AgentRepository
 from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.db import Database, create_engine
-from core_voice_config_sync.repository import AgentRepository, KeysState
+from core_voice_config_sync.records import KeysState
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import NatsAccess, connect
 from core_voice_contracts.events import ConfigFound, ConfigGetRequest

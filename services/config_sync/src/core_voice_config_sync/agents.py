@@ -14,8 +14,10 @@ from typing import Any
 
 import msgspec
 
+from core_voice_config_sync.agent_repository import AgentRepository, Edited
 from core_voice_config_sync.auth import Principal
-from core_voice_config_sync.cache import CacheEntry, RuntimeConfigCache
+from core_voice_config_sync.cache import RuntimeConfigCache
+from core_voice_config_sync.changes import Change
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.errors import (
     AgentNotFoundError,
@@ -30,13 +32,9 @@ from core_voice_config_sync.errors import (
 )
 from core_voice_config_sync.merge import merge_spec
 from core_voice_config_sync.outbound import OutboundPolicy, resolve_problem, url_problem
-from core_voice_config_sync.records import AgentRecord, ConfigFields, LinkRecord
-from core_voice_config_sync.repository import (
-    AgentRepository,
-    Change,
-    KeysState,
-    new_id,
-)
+from core_voice_config_sync.persistence import new_id
+from core_voice_config_sync.records import AgentRecord, ConfigFields, KeysState, LinkRecord
+from core_voice_config_sync.runtime_entries import NO_MASTER_KEY, RuntimeEntries
 from core_voice_config_sync.validation import (
     KINDS,
     VENDOR_URLS,
@@ -65,11 +63,9 @@ from core_voice_contracts.events import (
     RejectReason,
 )
 from core_voice_contracts.ids import is_valid_id
-from core_voice_contracts.runtime_config import ProviderKeys, ProviderSpec, RuntimeConfig
+from core_voice_contracts.runtime_config import ProviderSpec, RuntimeConfig
 
 log = logging.getLogger(__name__)
-
-NO_MASTER_KEY = "provider keys cannot be stored: no encryption key is configured"
 
 
 def _specs(fields: ConfigFields) -> dict[str, ProviderSpec]:
@@ -164,6 +160,7 @@ class AgentService:
         self,
         repository: AgentRepository,
         cache: RuntimeConfigCache,
+        entries: RuntimeEntries,
         *,
         keyring: KeyRing | None,
         validator: Validator,
@@ -171,18 +168,12 @@ class AgentService:
     ) -> None:
         self._repo = repository
         self._cache = cache
+        self._entries = entries
         self._keyring = keyring
         self.validator = validator
         self._on_commit = on_commit
 
     # --- keys ----------------------------------------------------------------------------
-
-    def open_keys(self, agent_id: str, keys: KeysState) -> ProviderKeys:
-        if keys.sealed is None:
-            return ProviderKeys()
-        if self._keyring is None:
-            raise InvalidConfigError("keys", NO_MASTER_KEY)
-        return ProviderKeys(values=self._keyring.open(keys.sealed, agent_id=agent_id))
 
     def _seal(self, agent_id: str, keys: dict[str, str]) -> KeysState:
         if not keys:
@@ -198,7 +189,7 @@ class AgentService:
         problems = key_name_problems(changes)
         if problems:
             raise InvalidConfigError.of(problems)
-        opened = dict(self.open_keys(agent_id, current).values)
+        opened = dict(self._entries.open_keys(agent_id, current).values)
         updated = dict(opened)
         for provider, key in changes.items():
             if key is None:
@@ -209,25 +200,10 @@ class AgentService:
 
     # --- cache ---------------------------------------------------------------------------
 
-    def entry_for(self, record: AgentRecord, links: list[LinkRecord]) -> CacheEntry:
-        keys = self.open_keys(record.id, KeysState(sealed=record.sealed, hints=record.key_hints))
-        return CacheEntry(
-            record=record,
-            base=record.runtime(keys),
-            links={link.campaign_id: link.overrides for link in links},
-        )
-
-    async def load_entry(self, agent_id: str) -> CacheEntry | None:
-        """The cache's loader: one read of the agent and its links."""
-        if not is_valid_id(agent_id):
-            return None
-        found = await self._repo.with_links(agent_id)
-        return None if found is None else self.entry_for(*found)
-
     def _committed(self, record: AgentRecord, links: list[LinkRecord]) -> None:
         self._on_commit()
         try:
-            self._cache.put(self.entry_for(record, links))
+            self._cache.put(self._entries.of(record, links))
         except ConfigSyncError:  # keys it cannot open: the next read reports it
             self._cache.forget(record.id)
 
@@ -302,10 +278,8 @@ class AgentService:
         if data == AgentPatch():
             raise EmptyPatchError
         await self.validator.check_urls({"llm": data.llm, "stt": data.stt, "tts": data.tts})
-        seen_links: list[LinkRecord] = []
 
         async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
-            seen_links[:] = links
             c = current.config
             fields = ConfigFields(
                 name=c.name if data.name is None else data.name,
@@ -337,12 +311,9 @@ class AgentService:
                 legacy=(legacy_name, legacy_percent),
             )
 
-        record, changed = await self._repo.edit(
-            agent_id, decide, tenant_id=tenant_id, author=principal.name
+        return self._edited(
+            await self._repo.edit(agent_id, decide, tenant_id=tenant_id, author=principal.name)
         )
-        if changed:
-            self._committed(record, seen_links)
-        return record.view()
 
     async def rollback(self, principal: Principal, agent_id: str, data: AgentRollback) -> AgentView:
         """A new version equal to ``data.version`` (keys too if ``restore_keys``)."""
@@ -351,10 +322,8 @@ class AgentService:
             raise AgentNotFoundError(agent_id)
         target = await self._repo.version(agent_id, data.version, tenant_id=tenant_id)
         await self.validator.check_urls(_specs(target.config))
-        seen_links: list[LinkRecord] = []
 
         async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
-            seen_links[:] = links
             keys = (
                 KeysState(sealed=target.sealed, hints=target.key_hints)
                 if data.restore_keys
@@ -363,12 +332,14 @@ class AgentService:
             self.validator.check_agent(target.config, keys.hints.keys(), links)
             return Change(config=target.config, keys=keys, note=f"rollback to {data.version}")
 
-        record, changed = await self._repo.edit(
-            agent_id, decide, tenant_id=tenant_id, author=principal.name
+        return self._edited(
+            await self._repo.edit(agent_id, decide, tenant_id=tenant_id, author=principal.name)
         )
-        if changed:
-            self._committed(record, seen_links)
-        return record.view()
+
+    def _edited(self, edited: Edited) -> AgentView:
+        if edited.changed:
+            self._committed(edited.record, edited.links)
+        return edited.record.view()
 
     async def delete(self, principal: Principal, agent_id: str) -> None:
         tenant_id = self.tenant_of(principal)

@@ -21,10 +21,11 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core_voice_config_sync import __version__
+from core_voice_config_sync.agent_repository import AgentRepository
 from core_voice_config_sync.agents import AgentService, Validator
 from core_voice_config_sync.api import create_app
 from core_voice_config_sync.auth import StaticTokens, StoredTokens
-from core_voice_config_sync.cache import CacheEntry, RuntimeConfigCache
+from core_voice_config_sync.cache import RuntimeConfigCache
 from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.campaigns import CampaignService
 from core_voice_config_sync.crypto import KeyRing
@@ -32,9 +33,11 @@ from core_voice_config_sync.db import Database, create_engine, migrate, ping
 from core_voice_config_sync.metrics import ConfigSyncMetrics, MetricsMiddleware
 from core_voice_config_sync.nats_service import ConfigGetService
 from core_voice_config_sync.operators import OperatorRepository, OperatorService
+from core_voice_config_sync.outbox import OutboxRepository
 from core_voice_config_sync.relay import OutboxRelay
-from core_voice_config_sync.repository import AgentRepository
 from core_voice_config_sync.routing import RoutingService
+from core_voice_config_sync.runtime_entries import RuntimeEntries
+from core_voice_config_sync.sealed_keys import SealedKeyRepository
 from core_voice_config_sync.settings import Settings
 from core_voice_config_sync.tokens import TokenRepository, TokenService
 from core_voice_contracts import bus
@@ -106,7 +109,7 @@ def _health_check(
     return check
 
 
-async def _check_sealed_keys(repository: AgentRepository, keyring: KeyRing | None) -> None:
+async def _check_sealed_keys(repository: SealedKeyRepository, keyring: KeyRing | None) -> None:
     """Say at startup, by key id only, if stored provider keys cannot be opened."""
     sealed = await repository.sealed_key_ids()
     known = keyring.ids if keyring is not None else frozenset()
@@ -140,14 +143,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         token_repository = TokenRepository(db)
         if await repository.ensure_tenant(settings.default_tenant):
             log.info("default tenant created", extra={"tenant_id": settings.default_tenant})
-        await _check_sealed_keys(repository, keyring)
+        await _check_sealed_keys(SealedKeyRepository(db), keyring)
         metrics = ConfigSyncMetrics()
         routing = RoutingService(repository, campaign_repository, metrics)
 
-        async def load(agent_id: str) -> CacheEntry | None:
-            return await agents.load_entry(agent_id)
-
-        cache = RuntimeConfigCache(load, metrics)
+        entries = RuntimeEntries(repository, keyring)
+        cache = RuntimeConfigCache(entries.load, metrics)
 
         relays: list[OutboxRelay] = []
 
@@ -171,7 +172,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         nc = client
         relay = OutboxRelay(
-            repository,
+            OutboxRepository(db),
             js,
             sweep_s=settings.outbox_sweep_s,
             retention_s=settings.outbox_retention_s,
@@ -186,6 +187,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         agents = AgentService(
             repository,
             cache,
+            entries,
             keyring=keyring,
             validator=Validator(
                 platform_keys=settings.platform_keys(),

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core_voice_config_sync.changes import VersionMovedError, apply_change, campaign_change
 from core_voice_config_sync.db import Database
 from core_voice_config_sync.errors import (
     AgentNotFoundError,
@@ -41,6 +42,17 @@ from core_voice_config_sync.models import (
     SipTrunk,
     utcnow,
 )
+from core_voice_config_sync.outbox import routing_outbox_row
+from core_voice_config_sync.persistence import (
+    EDIT_ATTEMPTS,
+    agent_record,
+    keyset_page,
+    legacy_allowed,
+    link_record,
+    lock_agents,
+    record_of,
+    route_agent,
+)
 from core_voice_config_sync.records import (
     AgentRecord,
     CampaignRecord,
@@ -49,49 +61,18 @@ from core_voice_config_sync.records import (
     RouteAgent,
     RouteCampaign,
 )
-from core_voice_config_sync.repository import (
-    Change,
-    VersionMovedError,
-    agent_record,
-    apply_change,
-    legacy_allowed,
-    link_record,
-    lock_agents,
-    page_after,
-    route_agent,
-    routing_outbox_row,
-)
 from core_voice_contracts.admin_api import CampaignOverrides, CampaignStatus
-from core_voice_contracts.events import ChangeKind
-
-EDIT_ATTEMPTS = 3
 
 CheckLink = Callable[[AgentRecord, CampaignOverrides], Awaitable[None]]
 """Validates an agent's runtime config merged with a campaign's overrides (raises 422)."""
 
 
-def campaign_record(c: Campaign) -> CampaignRecord:
-    return CampaignRecord(
-        id=c.id,
-        tenant_id=c.tenant_id,
-        name=c.name,
-        description=c.description,
-        status=c.status,
-        created_at=c.created_at,
-        updated_at=c.updated_at,
-    )
+def campaign_record(campaign: Campaign) -> CampaignRecord:
+    return record_of(campaign, CampaignRecord)
 
 
-def number_record(n: PhoneNumber) -> NumberRecord:
-    return NumberRecord(
-        number=n.number,
-        trunk_id=n.trunk_id,
-        tenant_id=n.tenant_id,
-        campaign_id=n.campaign_id,
-        agent_id=n.agent_id,
-        created_at=n.created_at,
-        updated_at=n.updated_at,
-    )
+def number_record(number: PhoneNumber) -> NumberRecord:
+    return record_of(number, NumberRecord)
 
 
 def _overrides_json(overrides: CampaignOverrides) -> dict[str, Any]:
@@ -156,12 +137,10 @@ class CampaignRepository:
         self, tenant_id: str, *, limit: int, cursor: str | None
     ) -> tuple[list[CampaignRecord], str | None]:
         query = sa.select(Campaign).where(Campaign.tenant_id == tenant_id)
-        if (after := page_after(cursor)) is not None:
-            query = query.where(Campaign.id > after)
         async with self.db.read() as session:
-            rows = list(await session.scalars(query.order_by(Campaign.id).limit(limit + 1)))
-        records = [campaign_record(c) for c in rows[:limit]]
-        return records, (records[-1].id if len(rows) > limit else None)
+            return await keyset_page(
+                session, query, Campaign.id, campaign_record, limit=limit, cursor=cursor
+            )
 
     async def patch(
         self,
@@ -224,7 +203,7 @@ class CampaignRepository:
                     bumped = []
                     for agent in agents.values():
                         record, _ = await apply_change(
-                            session, agent, _campaign_change(campaign_id), author=author
+                            session, agent, campaign_change(campaign_id), author=author
                         )
                         bumped.append(record)
                     if not bumped:
@@ -242,13 +221,9 @@ class CampaignRepository:
         async with self.db.read() as session:
             await self._campaign(session, campaign_id, tenant_id)
             query = sa.select(CampaignAgent).where(CampaignAgent.campaign_id == campaign_id)
-            if (after := page_after(cursor)) is not None:
-                query = query.where(CampaignAgent.agent_id > after)
-            rows = list(
-                await session.scalars(query.order_by(CampaignAgent.agent_id).limit(limit + 1))
+            return await keyset_page(
+                session, query, CampaignAgent.agent_id, link_record, limit=limit, cursor=cursor
             )
-        records = [link_record(r) for r in rows[:limit]]
-        return records, (records[-1].agent_id if len(rows) > limit else None)
 
     async def link(self, campaign_id: str, agent_id: str, *, tenant_id: str) -> LinkRecord:
         async with self.db.read() as session:
@@ -307,7 +282,7 @@ class CampaignRepository:
                     bumped = None
                     if runtime_changed:
                         bumped, _ = await apply_change(
-                            session, agent, _campaign_change(campaign_id), author=author
+                            session, agent, campaign_change(campaign_id), author=author
                         )
                     elif weight_changed:
                         session.add(
@@ -342,7 +317,7 @@ class CampaignRepository:
                         )
                         return None
                     record, _ = await apply_change(
-                        session, agent, _campaign_change(campaign_id), author=author
+                        session, agent, campaign_change(campaign_id), author=author
                     )
                     return record
             except VersionMovedError:
@@ -443,13 +418,11 @@ class CampaignRepository:
         query = sa.select(PhoneNumber).where(
             PhoneNumber.trunk_id == trunk_id, PhoneNumber.tenant_id == tenant_id
         )
-        if (after := page_after(cursor)) is not None:
-            query = query.where(PhoneNumber.number > after)
         async with self.db.read() as session:
             await self._trunk(session, trunk_id, tenant_id)
-            rows = list(await session.scalars(query.order_by(PhoneNumber.number).limit(limit + 1)))
-        records = [number_record(r) for r in rows[:limit]]
-        return records, (records[-1].number if len(rows) > limit else None)
+            return await keyset_page(
+                session, query, PhoneNumber.number, number_record, limit=limit, cursor=cursor
+            )
 
     async def delete_number(self, trunk_id: str, number: str, *, tenant_id: str) -> None:
         async with self.db.write() as session:
@@ -502,12 +475,3 @@ class CampaignRepository:
         async with self.db.read() as session:
             row = (await session.execute(query)).scalar_one_or_none()
         return None if row is None else number_record(row)
-
-
-def _campaign_change(campaign_id: str) -> Change:
-    return Change(
-        note=f"campaign {campaign_id}",
-        kind=ChangeKind.CAMPAIGN,
-        campaign_id=campaign_id,
-        force_version=True,
-    )

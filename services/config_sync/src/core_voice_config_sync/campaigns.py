@@ -19,8 +19,8 @@ from core_voice_config_sync.errors import (
     InvalidConfigError,
     LinkNotFoundError,
 )
+from core_voice_config_sync.persistence import new_id
 from core_voice_config_sync.records import AgentRecord
-from core_voice_config_sync.repository import new_id
 from core_voice_contracts.admin_api import (
     CampaignAgentPage,
     CampaignAgentSet,

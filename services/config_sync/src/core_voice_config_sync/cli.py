@@ -20,10 +20,11 @@ import asyncio
 import json
 import sys
 
+from core_voice_config_sync.agent_repository import AgentRepository
 from core_voice_config_sync.crypto import generate_key
 from core_voice_config_sync.db import Database, create_engine, migrate
 from core_voice_config_sync.errors import ConfigSyncError, KeysUnavailableError, SettingsError
-from core_voice_config_sync.repository import AgentRepository
+from core_voice_config_sync.sealed_keys import SealedKeyRepository
 from core_voice_config_sync.settings import StoreSettings, load_store_settings
 from core_voice_config_sync.tokens import TokenRepository
 from core_voice_contracts.admin_api import TokenScope
@@ -92,7 +93,7 @@ async def _keys_reencrypt(settings: StoreSettings, args: argparse.Namespace) -> 
     if keyring is None:
         raise SettingsError("CONFIG_SYNC_ENCRYPTION_KEYS (or _FILE) is required")
     db = await _database(settings)
-    repository = AgentRepository(db)
+    repository = SealedKeyRepository(db)
     done = moved = 0
     unreadable: list[dict[str, object]] = []
     after: tuple[str, int] | None = None

@@ -20,16 +20,15 @@ from core_voice_config_sync.errors import (
     TrunkNotFoundError,
 )
 from core_voice_config_sync.models import PhoneNumber, SipTrunk, Tenant, TenantLegacyAgent, utcnow
+from core_voice_config_sync.outbox import routing_outbox_row
+from core_voice_config_sync.persistence import keyset_page, legacy_names, record_of
 from core_voice_config_sync.records import TrunkRecord
-from core_voice_config_sync.repository import legacy_names, page_after, routing_outbox_row
 from core_voice_contracts.admin_api import LegacyAgentsSet, LegacyAgentsView, TrunkPage, TrunkView
 from core_voice_contracts.ids import is_valid_id
 
 
 def trunk_record(row: SipTrunk) -> TrunkRecord:
-    return TrunkRecord(
-        id=row.id, tenant_id=row.tenant_id, created_at=row.created_at, updated_at=row.updated_at
-    )
+    return record_of(row, TrunkRecord)
 
 
 class OperatorRepository:
@@ -97,12 +96,10 @@ class OperatorRepository:
         query = sa.select(SipTrunk)
         if tenant_id is not None:
             query = query.where(SipTrunk.tenant_id == tenant_id)
-        if (after := page_after(cursor)) is not None:
-            query = query.where(SipTrunk.id > after)
         async with self.db.read() as session:
-            rows = list(await session.scalars(query.order_by(SipTrunk.id).limit(limit + 1)))
-        records = [trunk_record(r) for r in rows[:limit]]
-        return records, (records[-1].id if len(rows) > limit else None)
+            return await keyset_page(
+                session, query, SipTrunk.id, trunk_record, limit=limit, cursor=cursor
+            )
 
     async def legacy_names(self, tenant_id: str) -> list[str]:
         async with self.db.read() as session:

@@ -41,6 +41,14 @@ class ConfigFields:
 
 
 @dataclass(frozen=True, slots=True)
+class KeysState:
+    """An agent version's keys as stored: sealed bytes and provider → last 4 hints."""
+
+    sealed: Sealed | None = None
+    hints: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentRecord:
     """An agent at its current version."""
 

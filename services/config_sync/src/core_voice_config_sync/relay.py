@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 
 from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.models import utcnow
-from core_voice_config_sync.repository import PendingEvent
+from core_voice_config_sync.outbox import PendingEvent
 from core_voice_contracts import bus, codec
 from core_voice_contracts.errors import DecodeError
 

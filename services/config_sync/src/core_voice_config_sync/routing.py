@@ -22,11 +22,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
+from core_voice_config_sync.agent_repository import AgentRepository
 from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.errors import DatabaseUnavailableError
 from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.records import NumberRecord, RouteAgent, RouteCampaign
-from core_voice_config_sync.repository import AgentRepository
 from core_voice_contracts.admin_api import AgentStatus, CampaignStatus
 from core_voice_contracts.events import RejectReason
 from core_voice_contracts.ids import is_valid_id

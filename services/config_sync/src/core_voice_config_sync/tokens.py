@@ -5,16 +5,14 @@ operator mints ``runtime`` (they read provider keys, which admins may only write
 ``operator`` tokens. The operator commands (``token create``) mint any.
 """
 
-import uuid
-
 import sqlalchemy as sa
 
 from core_voice_config_sync.auth import Principal, Scope, StoredTokens, hash_token, new_token
 from core_voice_config_sync.db import Database
 from core_voice_config_sync.errors import ForbiddenError, InvalidConfigError, TokenNotFoundError
 from core_voice_config_sync.models import ApiToken, Tenant, utcnow
+from core_voice_config_sync.persistence import keyset_page, new_id
 from core_voice_config_sync.records import TokenRecord
-from core_voice_config_sync.repository import page_after
 from core_voice_contracts.admin_api import TokenScope
 
 
@@ -45,7 +43,7 @@ class TokenRepository:
             raise InvalidConfigError("tenant_id", "only runtime tokens may span tenants")
         token = new_token()
         row = ApiToken(
-            id=f"tok-{uuid.uuid4().hex[:16]}",
+            id=new_id("tok"),
             tenant_id=tenant_id,
             name=name,
             scope=scope.value,
@@ -70,12 +68,10 @@ class TokenRepository:
         query = sa.select(ApiToken).where(
             ApiToken.tenant_id == tenant_id, ApiToken.revoked_at.is_(None)
         )
-        if (after := page_after(cursor)) is not None:
-            query = query.where(ApiToken.id > after)
         async with self.db.read() as session:
-            rows = list(await session.scalars(query.order_by(ApiToken.id).limit(limit + 1)))
-        records = [token_record(r) for r in rows[:limit]]
-        return records, (records[-1].id if len(rows) > limit else None)
+            return await keyset_page(
+                session, query, ApiToken.id, token_record, limit=limit, cursor=cursor
+            )
 
     async def revoke(self, token_id: str, *, tenant_id: str) -> str:
         """Revoke; return the token's hash (to drop it from the authenticator's cache)."""
