@@ -29,13 +29,13 @@ from core_voice_dispatcher.capacity import follow_accepted_jobs
 from core_voice_dispatcher.consumer import LiveConsumer
 from core_voice_dispatcher.dispatch import Dispatcher
 from core_voice_dispatcher.errors import ConfigurationError
-from core_voice_dispatcher.ingest import Ingest, make_app
 from core_voice_dispatcher.livekit_client import LiveKitClient
 from core_voice_dispatcher.metrics import METRICS_PATH, DispatcherMetrics, cancel
 from core_voice_dispatcher.replay import Replays
 from core_voice_dispatcher.route_memory import follow_config_events
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
-from core_voice_dispatcher.webhook import WebhookVerifier
+from core_voice_dispatcher.webhook_endpoint import WebhookEndpoint, make_app
+from core_voice_dispatcher.webhook_verifier import WebhookVerifier
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def _serve(
         log.warning("livekit api secret is short", extra={"min_bytes": MIN_SECRET_BYTES})
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     metrics = DispatcherMetrics()
-    ingest: Ingest | None = None
+    endpoint: WebhookEndpoint | None = None
     calls: WorkerLostReports | None = None
     if settings.role != Role.DISPATCH:
         verifier = WebhookVerifier(
@@ -78,7 +78,7 @@ async def _serve(
             max_skew_s=settings.max_clock_skew_s,
         )
         calls = WorkerLostReports(js, settings.worker_lost_grace_s)
-        ingest = Ingest(verifier, js, calls=calls, metrics=metrics)
+        endpoint = WebhookEndpoint(verifier, js, calls=calls, metrics=metrics)
 
     lk: LiveKitClient | None = None
     dispatcher: Dispatcher | None = None
@@ -102,8 +102,8 @@ async def _serve(
         if dispatcher.capacity is not None:
             accepted = await follow_accepted_jobs(nc, dispatcher.capacity, dispatcher.poison)
             metrics.capacity_waiting.set_function(dispatcher.capacity.waiting)
-        if ingest is not None and settings.prefetch:
-            ingest.prefetcher = dispatcher.prefetches
+        if endpoint is not None and settings.prefetch:
+            endpoint.prefetcher = dispatcher.prefetches
         live = LiveConsumer(settings, js, dispatcher.handle)
         await live.start()
         replays = Replays(settings, js, dispatcher)
@@ -144,7 +144,7 @@ async def _serve(
             }
         return found
 
-    app = make_app(ingest, max_body_bytes=settings.max_body_bytes, health=health, details=details)
+    app = make_app(endpoint, max_body_bytes=settings.max_body_bytes, health=health, details=details)
     app.router.add_get(METRICS_PATH, metrics.handle)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout_s

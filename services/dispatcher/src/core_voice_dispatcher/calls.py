@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import publish
 from core_voice_contracts.events import call_outcome_msg_id
-from core_voice_dispatcher.intake import CheckCall
+from core_voice_dispatcher.webhook_plan import CheckCall
 
 log = logging.getLogger(__name__)
 

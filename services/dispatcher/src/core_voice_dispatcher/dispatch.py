@@ -71,7 +71,7 @@ from core_voice_contracts.tracing import (
     span,
     tracer,
 )
-from core_voice_dispatcher import intake
+from core_voice_dispatcher import webhook_plan
 from core_voice_dispatcher.capacity import CapacityWatch, Waiting
 from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient, livekit_error
 from core_voice_dispatcher.lookups import (
@@ -243,14 +243,15 @@ class Dispatcher:
             if participants is not None:
                 present = await participants
                 if discover:  # no agent metadata: the SIP caller's dialed number routes it
-                    callers = [p for p in present if intake.is_sip_caller(p)]
+                    callers = [p for p in present if webhook_plan.is_sip_caller(p)]
                     if not callers:
                         return self._no_caller_yet(job, msg)
                     caller = min(callers, key=lambda p: p.joined_at_ms)
                     job = msgspec.structs.replace(
                         job,
-                        dialed_number=caller.attributes.get(intake.DIALED_NUMBER_ATTRIBUTE) or None,
-                        trunk_id=caller.attributes.get(intake.TRUNK_ATTRIBUTE) or None,
+                        dialed_number=caller.attributes.get(webhook_plan.DIALED_NUMBER_ATTRIBUTE)
+                        or None,
+                        trunk_id=caller.attributes.get(webhook_plan.TRUNK_ATTRIBUTE) or None,
                         participant_identity=caller.identity,
                     )
                     route = start(self.lookups.route(job))

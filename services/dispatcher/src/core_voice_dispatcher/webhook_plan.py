@@ -1,6 +1,6 @@
 """Turning a verified LiveKit webhook into what to store on VOICE_JOBS.
 
-Pure: no I/O, so every case is unit-tested. One job per room (``job_id`` derives from the
+Pure: no I/O (that is `webhook_endpoint`'s), so every case is unit-tested. One job per room (``job_id`` derives from the
 room sid and is the JetStream message id), so a re-sent or replayed webhook, and the
 several webhooks one room produces, collapse into one job.
 

@@ -12,9 +12,9 @@ from core_voice_contracts.codec import encode
 from core_voice_contracts.events import JobRejected, JobRequested, RejectReason
 from core_voice_contracts.routing import RouteRequest
 from core_voice_dispatcher.errors import WebhookRejectedError
-from core_voice_dispatcher.intake import Skip, Store, is_sip_caller, plan
 from core_voice_dispatcher.lookups import route_request
 from core_voice_dispatcher.route_memory import memory_key, number_key
+from core_voice_dispatcher.webhook_plan import Skip, Store, is_sip_caller, plan
 from tests.fakes.webhooks import participant_body, room_finished_body, room_started_body
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,5 @@
-"""The webhook endpoint: verify, plan, store durably on JetStream, then answer.
+"""The webhook endpoint (HTTP): verify (`webhook_verifier`), plan (`webhook_plan`), store
+durably on JetStream, then answer.
 
 The answer is sent only after JetStream acknowledged the event, so a 2xx means the job
 cannot be lost. Bad input is a 4xx with a fixed code; only a bus outage is a 5xx (503,
@@ -40,11 +41,11 @@ from core_voice_contracts.webhooks import (
     OUTCOME_HEADER,
     REASON_HEADER,
 )
-from core_voice_dispatcher import intake
+from core_voice_dispatcher import webhook_plan
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.errors import WebhookRejectedError
 from core_voice_dispatcher.metrics import UNKNOWN_EVENT, DispatcherMetrics, ErrorType
-from core_voice_dispatcher.webhook import WebhookVerifier
+from core_voice_dispatcher.webhook_verifier import WebhookVerifier
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -68,7 +69,7 @@ class Prefetcher(Protocol):
     def drop(self, job_id: str) -> None: ...
 
 
-class Ingest:
+class WebhookEndpoint:
     """The endpoint's state: what it verifies with, where it stores, what it has counted."""
 
     def __init__(
@@ -107,7 +108,7 @@ class Ingest:
             except web.HTTPRequestEntityTooLarge:
                 raise WebhookRejectedError(413, "body_too_large") from None
             event = self.verifier.check_body(body, digest)
-            action = intake.plan(event)
+            action = webhook_plan.plan(event)
         except WebhookRejectedError as exc:
             self.counts[f"rejected_{exc.code}"] += 1
             self.metrics.webhook(UNKNOWN_EVENT, exc.code)
@@ -119,7 +120,7 @@ class Ingest:
             self.counts["livekit_dropped"] += event.num_dropped
             log.warning("livekit dropped webhooks", extra={"dropped": event.num_dropped})
 
-        if isinstance(action, intake.CheckCall):
+        if isinstance(action, webhook_plan.CheckCall):
             self.counts["agent_left"] += 1
             self.metrics.webhook(event.event, "noted")
             if self.calls is not None:
@@ -135,11 +136,11 @@ class Ingest:
             )
             return _done("noted", event=event.event)
 
-        if isinstance(action, intake.Skip):
+        if isinstance(action, webhook_plan.Skip):
             self.counts[f"skipped_{action.reason}"] += 1
-            noted = action.reason in intake.NOTED_EVENTS
+            noted = action.reason in webhook_plan.NOTED_EVENTS
             self.metrics.webhook(event.event, "noted" if noted else "ignored")
-            if action.reason in intake.NOTED_EVENTS:
+            if action.reason in webhook_plan.NOTED_EVENTS:
                 log.info(
                     "webhook noted",
                     extra={
@@ -198,7 +199,7 @@ class Ingest:
         )
         return _done("accepted", job_id=job_id)
 
-    async def _store(self, action: intake.Store, event_name: str) -> PubAck:
+    async def _store(self, action: webhook_plan.Store, event_name: str) -> PubAck:
         """Publish the job under a ``publish <Type>`` span (PRODUCER), its context in the
         message's headers: the dispatch and every later event continue this trace."""
         message = action.message
@@ -240,24 +241,24 @@ def _refused(code: str, status: int) -> web.Response:
 
 
 def make_app(
-    ingest: Ingest | None,
+    endpoint: WebhookEndpoint | None,
     *,
     max_body_bytes: int,
     health: Callable[[], dict[str, str]],
     details: Callable[[], dict[str, object]] | None = None,
 ) -> web.Application:
-    """The HTTP app: the webhook endpoint (unless ``ingest`` is None) and ``/healthz``
+    """The HTTP app: the webhook endpoint (unless ``endpoint`` is None) and ``/healthz``
     (its checks, the webhook counts and any ``details``)."""
     app = web.Application(client_max_size=max_body_bytes)
-    if ingest is not None:
-        app.router.add_post(WEBHOOK_PATH, ingest.handle_webhook)
+    if endpoint is not None:
+        app.router.add_post(WEBHOOK_PATH, endpoint.handle_webhook)
 
     async def handle_health(request: web.Request) -> web.Response:
         checks = health()
         ok = all(v == "ok" for v in checks.values())
         body: dict[str, object] = {"status": "ok" if ok else "degraded", "checks": checks}
-        if ingest is not None:
-            body["webhooks"] = dict(ingest.counts)
+        if endpoint is not None:
+            body["webhooks"] = dict(endpoint.counts)
         if details is not None:
             body |= details()
         return web.json_response(body, status=200 if ok else 503)

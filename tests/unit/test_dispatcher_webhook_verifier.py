@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from core_voice_dispatcher.errors import WebhookRejectedError
-from core_voice_dispatcher.webhook import WebhookVerifier
+from core_voice_dispatcher.webhook_verifier import WebhookVerifier
 from tests.fakes.webhooks import room_started_body, sign
 
 pytestmark = pytest.mark.unit
