@@ -68,6 +68,17 @@ async def _serve(
         log.warning("livekit api secret is short", extra={"min_bytes": MIN_SECRET_BYTES})
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     metrics = DispatcherMetrics()
+    lk: LiveKitClient | None = None
+    dispatcher: Dispatcher | None = None
+    if settings.role != Role.INGEST:
+        lk = LiveKitClient(
+            settings.livekit_http_url,
+            settings.livekit_api_key,
+            secret,
+            timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
+            metrics=metrics,
+        )
+        dispatcher = Dispatcher(settings, nc, js, lk)
     endpoint: WebhookEndpoint | None = None
     calls: WorkerLostReports | None = None
     if settings.role != Role.DISPATCH:
@@ -78,32 +89,23 @@ async def _serve(
             max_skew_s=settings.max_clock_skew_s,
         )
         calls = WorkerLostReports(js, settings.worker_lost_grace_s)
-        endpoint = WebhookEndpoint(verifier, js, calls=calls, metrics=metrics)
+        prefetcher = dispatcher.prefetches if dispatcher is not None and settings.prefetch else None
+        endpoint = WebhookEndpoint(
+            verifier, js, prefetcher=prefetcher, calls=calls, metrics=metrics
+        )
 
-    lk: LiveKitClient | None = None
-    dispatcher: Dispatcher | None = None
     live: LiveConsumer | None = None
     replays: Replays | None = None
     tasks: list[asyncio.Task[None]] = []
     consumer_metrics: asyncio.Task[None] | None = None
     config_events: list[JetStreamContext.PushSubscription] = []
     accepted: Subscription | None = None
-    if settings.role != Role.INGEST:
-        lk = LiveKitClient(
-            settings.livekit_http_url,
-            settings.livekit_api_key,
-            secret,
-            timeout=aiohttp.ClientTimeout(total=settings.livekit_timeout_s),
-            metrics=metrics,
-        )
-        dispatcher = Dispatcher(settings, nc, js, lk)
+    if dispatcher is not None:
         if dispatcher.memory is not None:
             config_events = await follow_config_events(js, dispatcher.memory, dispatcher.poison)
         if dispatcher.capacity is not None:
             accepted = await follow_accepted_jobs(nc, dispatcher.capacity, dispatcher.poison)
             metrics.capacity_waiting.set_function(dispatcher.capacity.waiting)
-        if endpoint is not None and settings.prefetch:
-            endpoint.prefetcher = dispatcher.prefetches
         live = LiveConsumer(settings, js, dispatcher.handle)
         await live.start()
         replays = Replays(settings, js, dispatcher)

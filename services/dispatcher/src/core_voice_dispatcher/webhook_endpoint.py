@@ -84,8 +84,8 @@ class WebhookEndpoint:
         self.metrics = metrics if metrics is not None else DispatcherMetrics()
         self.verifier = verifier
         self.js = js
-        self.prefetcher = prefetcher
-        """The local dispatcher, told of each job as it is stored (see `Prefetcher`)."""
+        self._prefetcher = prefetcher
+        """The local dispatcher's prefetches, told of each job as it is stored (`Prefetcher`)."""
         self.calls = calls
         """Where a call's agent leaving the room is checked (`calls`)."""
         self.counts: Counter[str] = Counter()
@@ -155,12 +155,12 @@ class WebhookEndpoint:
         job_id = action.message.job_id
         store = asyncio.ensure_future(self._store(action, event.event))
         prefetched_by: Prefetcher | None = None
-        if self.prefetcher is not None and isinstance(action.message, JobRequested):
+        if self._prefetcher is not None and isinstance(action.message, JobRequested):
             # One turn of the loop first: the publish queues its bytes and wakes the NATS
             # writer ahead of the look-ups' own work, so they never delay the store.
             await asyncio.sleep(0)
-            if self.prefetcher.prefetch(action.message):
-                prefetched_by = self.prefetcher
+            if self._prefetcher.prefetch(action.message):
+                prefetched_by = self._prefetcher
         try:
             ack = await store
         except (NatsError, TimeoutError) as exc:
