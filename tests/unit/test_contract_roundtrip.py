@@ -14,17 +14,7 @@ import msgspec
 import msgspec.inspect as mi
 import pytest
 
-from core_voice_contracts import codec
-from core_voice_contracts.events import (
-    ALL_MESSAGES,
-    CallEvent,
-    ConfigEvent,
-    ConfigGetReply,
-    ConfigGetRequest,
-    ConfigStreamEvent,
-    JobEvent,
-    WorkerEvent,
-)
+from core_voice_contracts import codec, events
 from core_voice_contracts.pool_link import HEADER, LinkMessage, decode_body, encode_frame
 from core_voice_contracts.room import RoomMetadata, decode_room_metadata, encode_room_metadata
 from core_voice_contracts.routing import RouteReply, RouteRequest
@@ -52,13 +42,16 @@ def _room(message: Any) -> object:
 
 
 FAMILIES: dict[str, tuple[Callable[[Any], object], tuple[type[msgspec.Struct], ...]]] = {
-    "job event": (_json(codec.decode_job_event), _members(JobEvent)),
-    "call event": (_json(codec.decode_call_event), _members(CallEvent)),
-    "config event": (_json(codec.decode_config_event), _members(ConfigEvent)),
-    "config stream event": (_json(codec.decode_config_stream_event), _members(ConfigStreamEvent)),
-    "config request": (_json(codec.decode_config_request), _members(ConfigGetRequest)),
-    "config reply": (_json(codec.decode_config_reply), _members(ConfigGetReply)),
-    "worker event": (_json(codec.decode_worker_event), _members(WorkerEvent)),
+    "job event": (_json(codec.decode_job_event), _members(events.JobEvent)),
+    "call event": (_json(codec.decode_call_event), _members(events.CallEvent)),
+    "config event": (_json(codec.decode_config_event), _members(events.ConfigEvent)),
+    "config stream event": (
+        _json(codec.decode_config_stream_event),
+        _members(events.ConfigStreamEvent),
+    ),
+    "config request": (_json(codec.decode_config_request), _members(events.ConfigGetRequest)),
+    "config reply": (_json(codec.decode_config_reply), _members(events.ConfigGetReply)),
+    "worker event": (_json(codec.decode_worker_event), _members(events.WorkerEvent)),
     "route request": (_json(codec.decode_route_request), _members(RouteRequest)),
     "route reply": (_json(codec.decode_route_reply), _members(RouteReply)),
     "runtime config": (_json(codec.decode_runtime_config), (RuntimeConfig,)),
@@ -67,7 +60,7 @@ FAMILIES: dict[str, tuple[Callable[[Any], object], tuple[type[msgspec.Struct], .
 }
 
 EVERY_MESSAGE: set[type[msgspec.Struct]] = {
-    *ALL_MESSAGES,
+    *events.ALL_MESSAGES,
     *_members(LinkMessage),
     RouteRequest,
     *_members(RouteReply),
