@@ -1,14 +1,28 @@
-"""Shared fixtures: real servers as local processes on free loopback ports.
+"""Shared fixtures: real servers as local processes on free loopback ports; and the rules
+every test keeps.
 
 Servers are session-scoped (one nats-server, one livekit-server per test run); tests
 isolate themselves with unique agent ids / room names rather than fresh servers.
+
+The rules, enforced here (as livekit/agents' tests/conftest.py does):
+
+- Every test is exactly one of ``unit``, ``integration``, ``e2e``: its module's
+  ``pytestmark`` names the category of the directory it lives in.
+- A unit test starts no server: it may not use the server fixtures, and a socket it
+  opens may connect or bind to loopback only.
+- A test leaves no asyncio task running. Tasks that were already running when it started
+  (those of session- and module-scoped fixtures, the event loop's own) are not its own.
 """
 
+import asyncio
+import ipaddress
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -17,6 +31,117 @@ from nats.js import JetStreamContext
 from core_voice_cli.servers import LiveKitServer, NatsServer, PostgresServer
 from core_voice_contracts.bus import connect
 from core_voice_contracts.permissions import Role
+
+CATEGORIES = ("unit", "integration", "e2e")
+SERVER_FIXTURES = frozenset(
+    {"nats_server", "livekit_server", "postgres_server", "database_url", "bus", "worker_bus"}
+)
+"""Fixtures that start or need a real server: integration and e2e tests only."""
+LEAK_GRACE_S = 1.0
+"""How long a test's tasks get to finish after it (a task cancelled in its last line has
+not run its cancellation yet)."""
+
+
+def _category_of(path: Path) -> str | None:
+    tests = Path(__file__).resolve().parent
+    parts = path.resolve().relative_to(tests).parts
+    return parts[0] if len(parts) > 1 and parts[0] in CATEGORIES else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a run whose tests break the category rules, naming each one and why."""
+    wrong: list[str] = []
+    for item in items:
+        category = _category_of(item.path)
+        marked = sorted({mark.name for mark in item.iter_markers() if mark.name in CATEGORIES})
+        if category is None:
+            wrong.append(f"{item.nodeid}: tests live in tests/{{{','.join(CATEGORIES)}}}/")
+        elif marked != [category]:
+            wrong.append(
+                f"{item.nodeid}: in tests/{category}/ but marked {marked or 'with no category'}"
+                f" (pytestmark = pytest.mark.{category})"
+            )
+        elif category == "unit" and (
+            servers := SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            wrong.append(f"{item.nodeid}: a unit test uses server fixtures {sorted(servers)}")
+    if wrong:
+        raise pytest.UsageError("tests break the category rules:\n  " + "\n  ".join(wrong))
+
+
+def _loopback(address: Any) -> bool:
+    """Whether a socket address is this machine: loopback IPs, localhost, Unix sockets."""
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX path (str or bytes)
+    host = str(address[0])
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.split("%", maxsplit=1)[0]).is_loopback
+    except ValueError:
+        return False  # a name other than localhost: the network
+
+
+@pytest.fixture(autouse=True)
+def _unit_sockets_stay_on_loopback(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a unit test, connecting or binding a socket beyond loopback fails at once."""
+    if _category_of(request.node.path) != "unit":
+        return
+
+    def guard(name: str) -> Any:
+        original = getattr(socket.socket, name)
+
+        def checked(sock: socket.socket, address: Any, *args: Any) -> Any:
+            if not _loopback(address):
+                raise AssertionError(f"a unit test may not {name} beyond loopback: {address!r}")
+            return original(sock, address, *args)
+
+        return checked
+
+    for name in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, name, guard(name))
+
+
+def _describe(task: "asyncio.Task[Any]") -> str:
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "not started"
+    return f"{task.get_name()}: {getattr(coro, '__qualname__', type(coro).__name__)} at {where}"
+
+
+def _the_loops_own(task: "asyncio.Task[Any]") -> bool:
+    """Tasks the loop or pytest-asyncio make: async generators being closed by the GC,
+    the runner of the test or fixture itself."""
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", "") or type(coro).__name__
+    module = getattr(coro, "__module__", "") or ""
+    return "async_generator_athrow" in name or module.startswith(("pytest", "_pytest"))
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running, naming each one and where it waits.
+
+    Autouse and function-scoped, so it is set up after the session and module fixtures the
+    test uses (their tasks are in ``before``) and torn down after its function fixtures.
+    """
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    new = [
+        task
+        for task in asyncio.all_tasks() - before
+        if task is not current and not task.done() and not _the_loops_own(task)
+    ]
+    if new:
+        _, pending = await asyncio.wait(new, timeout=LEAK_GRACE_S)
+        if pending:
+            leaked = "\n  ".join(sorted(_describe(task) for task in pending))
+            for task in pending:
+                task.cancel()  # so that the next test starts without them
+            pytest.fail(f"the test left {len(pending)} asyncio task(s) running:\n  {leaked}")
 
 
 @pytest.fixture(scope="session")
