@@ -62,8 +62,9 @@ def encode(message: msgspec.Struct) -> bytes:
 class Decoder(Generic[T]):
     """Decodes one message family (a Struct or a tagged union of them) into ``T``.
 
-    ``msgpack=True`` for the pool link's frames; JSON otherwise, from bytes or text.
-    For a union, name ``T`` in the annotation: ``Decoder[JobEvent]``.
+    ``kind`` names the family in `DecodeError` (``cannot decode job event: ...``).
+    ``msgpack=True`` for the pool link's frames; JSON otherwise, from bytes or text. For a
+    union, name ``T`` in the annotation: ``Decoder[JobEvent]``.
     """
 
     __slots__ = ("_decode", "kind")
@@ -74,7 +75,6 @@ class Decoder(Generic[T]):
     def __init__(self, kind: str, type_: UnionType, *, msgpack: bool = False) -> None: ...
     def __init__(self, kind: str, type_: object, *, msgpack: bool = False) -> None:
         self.kind = kind
-        """Names the family in `DecodeError` (``cannot decode job event: ...``)."""
         # msgspec types a decoder of a union as Decoder[Any]: T is pinned by the caller.
         backend: Any = msgspec.msgpack.Decoder(type_) if msgpack else msgspec.json.Decoder(type_)
         self._decode: Callable[[bytes | str], T] = backend.decode

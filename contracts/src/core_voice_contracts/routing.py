@@ -93,4 +93,3 @@ def goes_to_legacy(room_key: str, agent_id: str, legacy_percent: int) -> bool:
     if legacy_percent >= 100:
         return True
     return bucket(room_key, salt=f"legacy:{agent_id}") * 100 < legacy_percent
-

@@ -49,9 +49,7 @@ def render() -> dict[str, str]:
 
 def read(directory: Path = DEFAULT_DIR) -> dict[str, str]:
     """What is checked in, keyed like `render`."""
-    return {
-        p.relative_to(directory).as_posix(): p.read_text() for p in directory.glob("v*/*.json")
-    }
+    return {p.relative_to(directory).as_posix(): p.read_text() for p in directory.glob("v*/*.json")}
 
 
 def write(directory: Path = DEFAULT_DIR) -> list[Path]:
