@@ -8,7 +8,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 
 from core_voice_contracts.codec import encode
 from core_voice_contracts.events import JobDispatched, JobRequested, RejectReason
-from core_voice_dispatcher.app import load_settings
+from core_voice_contracts.settings import settings_or_exit
 from core_voice_dispatcher.consumer import SERVER_DELIVER_HEADROOM, consumer_config
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.lookups import job_id_of_dispatch
@@ -77,10 +77,10 @@ def test_bad_settings_exit_naming_the_variable_never_a_value(
     monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
     monkeypatch.setenv("DISPATCHER_HTTP_PORT", "not-a-port")
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as info:
-        load_settings()
+        settings_or_exit(DispatcherSettings)
     assert info.value.code == 2
     text = " ".join(str(vars(r)) for r in caplog.records)
-    assert "LIVEKIT_API_KEY" in text and "http_port" in text
+    assert "LIVEKIT_API_KEY" in text and "DISPATCHER_HTTP_PORT" in text
     assert SECRET not in text and "not-a-port" not in text
 
 

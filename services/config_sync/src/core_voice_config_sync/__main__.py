@@ -6,7 +6,6 @@ commands (`cli`): ``tenant create``, ``token create``, ``keys reencrypt``, ...
 """
 
 import asyncio
-import logging
 import signal
 import sys
 
@@ -17,9 +16,8 @@ from core_voice_config_sync.cli import run_command
 from core_voice_config_sync.errors import SettingsError
 from core_voice_config_sync.settings import load_settings
 from core_voice_contracts.logs import setup_logging
+from core_voice_contracts.settings import exit_settings
 from core_voice_contracts.tracing import configure_tracing
-
-log = logging.getLogger("core_voice_config_sync")
 
 
 async def _main() -> None:
@@ -45,9 +43,8 @@ def main() -> int:
         # from aiosqlite's worker thread on every database round trip.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_main())
-    except SettingsError as exc:
-        log.error("config_sync cannot start", extra={"error": exc.code, "detail": exc.detail})
-        return 2
+    except SettingsError as exc:  # the loader's, or a cross-field check's (keys, NATS)
+        exit_settings(exc.detail)
     return 0
 
 

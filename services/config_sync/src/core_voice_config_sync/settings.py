@@ -6,16 +6,8 @@ A missing required variable stops startup with an error that names it.
 """
 
 from pathlib import Path
-from typing import TypeVar
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +19,7 @@ from core_voice_config_sync.validation import (
     keyed_provider_names,
     platform_key_problems,
 )
+from core_voice_contracts import settings as shared_settings
 from core_voice_contracts.bus import NatsAccess
 from core_voice_contracts.permissions import Role as BusRole
 
@@ -47,26 +40,25 @@ class StoreSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
-    database_url: str = Field(
-        default_factory=default_database_url,
-        description="CONFIG_SYNC_DATABASE_URL: SQLAlchemy async URL "
-        "(sqlite+aiosqlite:///path or postgresql+asyncpg://...).",
-    )
-    encryption_keys: SecretStr | None = Field(
-        default=None,
-        description="CONFIG_SYNC_ENCRYPTION_KEYS: master keys for provider keys at rest, "
-        "'id:base64(32 bytes)[,id:base64...]'; the first seals, all open (rotation). "
-        "Without it, agents cannot be given provider keys.",
-    )
-    encryption_keys_file: Path | None = Field(
-        default=None,
-        description="CONFIG_SYNC_ENCRYPTION_KEYS_FILE: a file (e.g. a mounted Kubernetes "
-        "secret) holding the same as CONFIG_SYNC_ENCRYPTION_KEYS; give one of the two.",
-    )
-    log_level: str = Field(default="INFO", description="CONFIG_SYNC_LOG_LEVEL.")
+    database_url: str = Field(default_factory=default_database_url)
+    """CONFIG_SYNC_DATABASE_URL: SQLAlchemy async URL (sqlite+aiosqlite:///path or
+    postgresql+asyncpg://...)."""
+    encryption_keys: SecretStr | None = None
+    """CONFIG_SYNC_ENCRYPTION_KEYS: master keys for provider keys at rest,
+    'id:base64(32 bytes)[,id:base64...]'; the first seals, all open (rotation). Without
+    it, agents cannot be given provider keys."""
+    encryption_keys_file: Path | None = None
+    """CONFIG_SYNC_ENCRYPTION_KEYS_FILE: a file (e.g. a mounted Kubernetes secret) holding
+    the same as CONFIG_SYNC_ENCRYPTION_KEYS; give one of the two."""
+    log_level: str = "INFO"
+    """CONFIG_SYNC_LOG_LEVEL."""
 
     def keyring(self) -> KeyRing | None:
         """The master keys, or None when none are configured."""
@@ -87,57 +79,38 @@ class StoreSettings(BaseSettings):
         return None
 
 
-S = TypeVar("S", bound=StoreSettings)
-
-
 class Settings(StoreSettings):
     """Everything config_sync reads from its environment."""
 
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("NATS_URL", "CONFIG_SYNC_NATS_URL"),
-        description="NATS_URL (or CONFIG_SYNC_NATS_URL): the NATS server to connect to.",
     )
-    nats_user: str | None = Field(
-        default=None,
-        validation_alias="NATS_USER",
-        description="NATS_USER: config_sync's bus user (default: config_sync, with a password).",
-    )
+    """NATS_URL (or CONFIG_SYNC_NATS_URL): the NATS server to connect to."""
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    """NATS_USER: config_sync's bus user (default: config_sync, with a password)."""
     nats_password: SecretStr | None = Field(
-        default=None,
-        validation_alias="NATS_PASSWORD",
-        repr=False,
-        description="NATS_PASSWORD: that user's password; never logged.",
+        default=None, validation_alias="NATS_PASSWORD", repr=False
     )
-    nats_ca: str | None = Field(
-        default=None,
-        validation_alias="NATS_CA",
-        description="NATS_CA: the CA file (PEM) for TLS to NATS (a tls:// NATS_URL alone uses "
-        "the system's CAs).",
-    )
-    allow_plaintext_keys: bool = Field(
-        default=False,
-        description="CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS: serve provider keys over a NATS "
-        "connection that is neither TLS nor on loopback. Off: such a config_sync refuses "
-        "to start, because the keys in its replies would cross the network in clear.",
-    )
-    http_host: str = Field(
-        default="127.0.0.1", description="CONFIG_SYNC_HTTP_HOST: address the HTTP API binds."
-    )
-    http_port: int = Field(
-        default=8081, ge=0, le=65535, description="CONFIG_SYNC_HTTP_PORT: HTTP API port."
-    )
-    admin_token: SecretStr = Field(
-        min_length=MIN_TOKEN_LENGTH,
-        description="CONFIG_SYNC_ADMIN_TOKEN (required, at least 32 characters): bearer token "
-        "for the admin API.",
-    )
-    runtime_token: SecretStr = Field(
-        min_length=MIN_TOKEN_LENGTH,
-        description="CONFIG_SYNC_RUNTIME_TOKEN (required, at least 32 characters, not the "
-        "admin token): bearer token workers use to read runtime configs and their provider "
-        "keys; it cannot change anything.",
-    )
+    """NATS_PASSWORD: that user's password; never logged."""
+    nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
+    """NATS_CA: the CA file (PEM) for TLS to NATS (a tls:// NATS_URL alone uses the
+    system's CAs)."""
+    allow_plaintext_keys: bool = False
+    """CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS: serve provider keys over a NATS connection that is
+    neither TLS nor on loopback. Off: such a config_sync refuses to start, because the keys
+    in its replies would cross the network in clear."""
+    http_host: str = "127.0.0.1"
+    """CONFIG_SYNC_HTTP_HOST: address the HTTP API binds."""
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    """CONFIG_SYNC_HTTP_PORT: HTTP API port."""
+    admin_token: SecretStr = Field(min_length=MIN_TOKEN_LENGTH)
+    """CONFIG_SYNC_ADMIN_TOKEN (required, at least 32 characters): bearer token for the
+    admin API."""
+    runtime_token: SecretStr = Field(min_length=MIN_TOKEN_LENGTH)
+    """CONFIG_SYNC_RUNTIME_TOKEN (required, at least 32 characters, not the admin token):
+    bearer token workers use to read runtime configs and their provider keys; it cannot
+    change anything."""
 
     @field_validator("runtime_token")
     @classmethod
@@ -148,48 +121,27 @@ class Settings(StoreSettings):
             raise PydanticCustomError("same_token", "must differ from CONFIG_SYNC_ADMIN_TOKEN")
         return value
 
-    token_max_stale_s: float = Field(
-        default=60.0,
-        gt=0,
-        le=3600,
-        description="CONFIG_SYNC_TOKEN_MAX_STALE_S: while the database is unreachable, a "
-        "stored API token is still accepted for this long after the database last vouched "
-        "for it, then refused with 503 (a token revoked just before an outage stops "
-        "working within this time). The bootstrap tokens need no database.",
-    )
-    default_tenant: str = Field(
-        default="default",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
-        description="CONFIG_SYNC_DEFAULT_TENANT: tenant that owns agents created with the "
-        "admin token.",
-    )
-    max_body_bytes: int = Field(
-        default=64 * 1024,
-        gt=0,
-        description="CONFIG_SYNC_MAX_BODY_BYTES: larger request bodies are refused with 413.",
-    )
-    outbox_sweep_s: float = Field(
-        default=1.0,
-        gt=0,
-        description="CONFIG_SYNC_OUTBOX_SWEEP_S: how often the relay retries unpublished "
-        "changes (a commit also wakes it at once).",
-    )
-    outbox_retention_s: float = Field(
-        default=86_400.0,
-        gt=0,
-        description="CONFIG_SYNC_OUTBOX_RETENTION_S: published outbox rows older than this "
-        "are deleted.",
-    )
-    platform_key_providers: str = Field(
-        default="",
-        pattern=r"^[a-z0-9,_ *-]*$",
-        description="CONFIG_SYNC_PLATFORM_KEY_PROVIDERS: the providers whose default key "
-        "the worker pool holds (e.g. OPENAI_API_KEY in the workers' environment), as a "
-        "comma list ('openai,deepgram'), or '*' for every provider. An agent using one of "
-        "them needs no key of its own; any other agent without its key is refused (422). "
-        "Empty (the default): every agent brings its own keys. Keep it in step with the "
-        "workers: with WORKER_KEY_FALLBACK=false they use no default key at all.",
-    )
+    token_max_stale_s: float = Field(default=60.0, gt=0, le=3600)
+    """CONFIG_SYNC_TOKEN_MAX_STALE_S: while the database is unreachable, a stored API token
+    is still accepted for this long after the database last vouched for it, then refused
+    with 503 (a token revoked just before an outage stops working within this time). The
+    bootstrap tokens need no database."""
+    default_tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    """CONFIG_SYNC_DEFAULT_TENANT: tenant that owns agents created with the admin token."""
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    """CONFIG_SYNC_MAX_BODY_BYTES: larger request bodies are refused with 413."""
+    outbox_sweep_s: float = Field(default=1.0, gt=0)
+    """CONFIG_SYNC_OUTBOX_SWEEP_S: how often the relay retries unpublished changes (a
+    commit also wakes it at once)."""
+    outbox_retention_s: float = Field(default=86_400.0, gt=0)
+    """CONFIG_SYNC_OUTBOX_RETENTION_S: published outbox rows older than this are deleted."""
+    platform_key_providers: str = Field(default="", pattern=r"^[a-z0-9,_ *-]*$")
+    """CONFIG_SYNC_PLATFORM_KEY_PROVIDERS: the providers whose default key the worker pool
+    holds (e.g. OPENAI_API_KEY in the workers' environment), as a comma list
+    ('openai,deepgram'), or '*' for every provider. An agent using one of them needs no key
+    of its own; any other agent without its key is refused (422). Empty (the default):
+    every agent brings its own keys. Keep it in step with the workers: with
+    WORKER_KEY_FALLBACK=false they use no default key at all."""
 
     @field_validator("platform_key_providers")
     @classmethod
@@ -206,16 +158,12 @@ class Settings(StoreSettings):
         """The providers the pool lends a key for; ``*`` in it means all of them."""
         return frozenset(_names(self.platform_key_providers))
 
-    base_url_allow: str = Field(
-        default="",
-        max_length=4096,
-        description="CONFIG_SYNC_BASE_URL_ALLOW: where an agent's provider base_url may "
-        "point although it is plain http or internal, as a comma list of hosts "
-        "('llm.internal'), host:port pairs ('127.0.0.1:8080') and CIDR networks "
-        "('10.1.0.0/16'). Empty (the default): every base_url must be https to a public "
-        "address (loopback, private, link-local, metadata and other internal addresses "
-        "are refused with 422).",
-    )
+    base_url_allow: str = Field(default="", max_length=4096)
+    """CONFIG_SYNC_BASE_URL_ALLOW: where an agent's provider base_url may point although it
+    is plain http or internal, as a comma list of hosts ('llm.internal'), host:port pairs
+    ('127.0.0.1:8080') and CIDR networks ('10.1.0.0/16'). Empty (the default): every
+    base_url must be https to a public address (loopback, private, link-local, metadata
+    and other internal addresses are refused with 422)."""
 
     @field_validator("base_url_allow")
     @classmethod
@@ -254,35 +202,11 @@ def _names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def _env_name(field: str) -> str:
-    if field.startswith("nats_"):
-        return field.upper()
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
 def load_settings(**overrides: object) -> Settings:
-    """Build `Settings`, turning pydantic's error into one that names the env variables.
-
-    The offending values are never echoed: they may be secrets.
-    """
-    return _load(Settings, overrides)
+    """Build `Settings`; a bad environment raises `SettingsError` naming the variables."""
+    return shared_settings.load_settings(Settings, overrides, error=SettingsError)
 
 
 def load_store_settings(**overrides: object) -> StoreSettings:
     """`StoreSettings` only: what the admin commands need (no tokens, no NATS)."""
-    return _load(StoreSettings, overrides)
-
-
-def _load(cls: type[S], overrides: dict[str, object]) -> S:
-    try:
-        return cls(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_input=False, include_url=False):
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            if err["type"] == "too_short":
-                what = f"must be at least {(err.get('ctx') or {}).get('min_length')} characters"
-            else:
-                what = {"missing": "is required"}.get(err["type"], err["msg"])
-            problems.append(f"{_env_name(field)} {what}")
-        raise SettingsError("; ".join(problems)) from None
+    return shared_settings.load_settings(StoreSettings, overrides, error=SettingsError)

@@ -10,7 +10,6 @@ import contextlib
 import gc
 import logging
 import signal
-import sys
 import warnings
 
 import aiohttp
@@ -20,9 +19,9 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from pydantic import ValidationError
 
 from core_voice_contracts.bus import connect
+from core_voice_contracts.settings import exit_settings, settings_or_exit
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.capacity import follow_accepted_jobs
@@ -39,7 +38,6 @@ from core_voice_dispatcher.webhook_verifier import WebhookVerifier
 
 log = logging.getLogger(__name__)
 
-EXIT_CONFIG = 2
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 
@@ -192,21 +190,8 @@ async def _serve(
     log.info("dispatcher stopped")
 
 
-def load_settings() -> DispatcherSettings:
-    """Settings from the environment; exits with a clear message (never a value) if bad."""
-    try:
-        return DispatcherSettings()
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        log.error("invalid configuration", extra={"problems": "; ".join(problems)})
-        sys.exit(EXIT_CONFIG)
-
-
 async def main() -> None:
-    settings = load_settings()
+    settings = settings_or_exit(DispatcherSettings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -215,5 +200,4 @@ async def main() -> None:
         settings.check()
         await serve(settings, stop)
     except ConfigurationError as exc:
-        log.error("invalid configuration", extra={"problems": str(exc)})
-        sys.exit(EXIT_CONFIG)
+        exit_settings(str(exc))

@@ -24,7 +24,9 @@ class Role(StrEnum):
 class DispatcherSettings(BaseSettings):
     """Environment variables are the field names upper-cased (``DISPATCHER_HTTP_PORT``...)."""
 
-    model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCHER_", extra="ignore", use_attribute_docstrings=True
+    )
 
     role: Role = Role.ALL
     """DISPATCHER_ROLE: ``all``, ``ingest`` (webhooks only) or ``dispatch`` (consumer only)."""

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core_voice_contracts.bus import connect
+from core_voice_contracts.settings import settings_or_exit
 from core_voice_telemetry.consumer import FEEDS, poll_pending, run_feed
 from core_voice_telemetry.metrics import Metrics
 from core_voice_telemetry.replay import replay_state
@@ -99,7 +100,7 @@ async def _sweep(metrics: Metrics, stop: asyncio.Event) -> None:
 
 
 async def main() -> None:
-    settings = TelemetrySettings()
+    settings = settings_or_exit(TelemetrySettings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,9 @@ from core_voice_contracts.permissions import Role as BusRole
 class TelemetrySettings(BaseSettings):
     """Environment variables are ``TELEMETRY_`` + the field name upper-cased."""
 
-    model_config = SettingsConfigDict(env_prefix="TELEMETRY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TELEMETRY_", extra="ignore", use_attribute_docstrings=True
+    )
 
     http_host: str = "127.0.0.1"
     """TELEMETRY_HTTP_HOST: where /metrics listens."""

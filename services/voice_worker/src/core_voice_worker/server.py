@@ -28,6 +28,7 @@ from livekit.agents import (
     NotGivenOr,
     vad,
 )
+from livekit.agents.cli.log import JsonFormatter as LiveKitJsonFormatter
 from livekit.plugins import silero
 from livekit.protocol import agent
 
@@ -35,6 +36,7 @@ from core_voice_contracts import room
 from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import JobAccepted, JobRequested
+from core_voice_contracts.logs import setup_logging
 from core_voice_worker.call_trace import configure_worker_tracing
 from core_voice_worker.link import preconnect
 from core_voice_worker.pool import PoolRuntime
@@ -74,6 +76,19 @@ async def entrypoint(ctx: JobContext) -> None:
     """Module-level (picklable): job processes are forked from a forkserver."""
     userdata = ctx.proc.userdata
     await Call(ctx, job_settings(), userdata[VAD_KEY], userdata.pop(LINK_KEY, None)).run()
+
+
+def log_as_every_service() -> None:
+    """Put the pool's logs in the format every service uses (`core_voice_contracts.logs`).
+
+    livekit-agents' ``cli.run_app`` installs its own JSON handler on the root logger (its
+    field names, on stdout) just before it runs the server; this swaps it for ours, at the
+    level it set. Job processes forward their records to the pool, so they follow. The
+    coloured console handler (``dev``, ``--log-format colored``) is left alone.
+    """
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, LiveKitJsonFormatter) for h in root.handlers):
+        setup_logging("voice_worker", logging.getLevelName(root.level))
 
 
 def _job_of(metadata: str) -> JobRequested | None:
@@ -180,6 +195,7 @@ class PoolServer(AgentServer):
         self._registered_id = worker_id
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        log_as_every_service()
         # Job processes (forked after this) and thread jobs find the link through it.
         os.environ[LINK_PATH_ENV] = str(self.runtime.link_path)
         await self.runtime.start(self)

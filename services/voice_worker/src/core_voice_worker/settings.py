@@ -24,7 +24,9 @@ def default_worker_id() -> str:
 class WorkerSettings(BaseSettings):
     """``WORKER_*`` variables, plus the standard LIVEKIT_* and NATS_URL."""
 
-    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_", extra="ignore", use_attribute_docstrings=True
+    )
 
     livekit_url: str = Field(default="ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
     """LIVEKIT_URL: the LiveKit server the worker registers with."""

@@ -1,0 +1,94 @@
+"""Loading a service's settings: a bad environment stops startup naming the variables.
+
+Every service keeps one pydantic-settings object (explicit argument > environment >
+default), each field documented by the docstring under it, which names its env variable
+(``use_attribute_docstrings`` makes that the field's description). Reading it the same
+way everywhere is a contract with operators (the message, exit status 2), hence it lives
+here, the one package every service shares, as `logs` does. pydantic's own error echoes
+the offending input, which may be a secret; `load_settings` names the variable only.
+
+    settings = settings_or_exit(TelemetrySettings)   # in a service's entry point
+"""
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+from pydantic import AliasChoices, ValidationError
+from pydantic_settings import BaseSettings
+
+log = logging.getLogger(__name__)
+
+EXIT_SETTINGS = 2
+"""A service's exit status when its settings are unusable: restarting will not help."""
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable service; the message names the
+    variables and never their values."""
+
+    code = "invalid_settings"
+    retryable = False
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> the environment variable it is read from (its first alias, else
+    the model's ``env_prefix`` + the field name), upper-cased as documented."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    names = {}
+    for field, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            alias = alias.choices[0]
+        names[field] = (alias if isinstance(alias, str) else prefix + field).upper()
+    return names
+
+
+def load_settings(
+    cls: type[S],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    error: Callable[[str], Exception] = SettingsError,
+) -> S:
+    """``cls(**overrides)``, or ``error`` with one message naming every bad variable.
+
+    ``error`` lets a service raise its own `SettingsError` subclass or equivalent.
+    """
+    try:
+        return cls(**(overrides or {}))
+    except ValidationError as exc:
+        raise error(describe(cls, exc)) from None
+
+
+def describe(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """pydantic's errors as ``NAME is required; NAME must be ...``, without the input."""
+    names = env_names(cls)
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=True):
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        name = names.get(loc, loc.upper() or cls.__name__)
+        if err["type"] == "missing":
+            what = "is required"
+        elif err["type"] == "too_short":
+            what = f"must be at least {(err.get('ctx') or {}).get('min_length')} characters"
+        else:
+            what = err["msg"]
+        problems.append(f"{name} {what}")
+    return "; ".join(problems)
+
+
+def settings_or_exit(cls: type[S], **overrides: object) -> S:
+    """For an entry point: the settings, or one log line naming the bad variables and
+    exit status `EXIT_SETTINGS` (no traceback, no value)."""
+    try:
+        return load_settings(cls, overrides)
+    except SettingsError as exc:
+        exit_settings(str(exc))
+
+
+def exit_settings(problems: str) -> NoReturn:
+    """Log ``invalid configuration`` with ``problems`` and exit `EXIT_SETTINGS`."""
+    log.error("invalid configuration", extra={"problems": problems})
+    raise SystemExit(EXIT_SETTINGS)
