@@ -1,9 +1,18 @@
 """What the repositories return: plain values detached from any session, and how the
 API shows them. Records hold provider keys only sealed (`Sealed`) or as hints; opened
-keys exist only in runtime configs (`ProviderKeys`, which never shows them)."""
+keys exist only in runtime configs (`ProviderKeys`, which never shows them).
 
+A record and its view share field names, so `view_of` builds every view (timestamps
+become ISO 8601 strings); a repository builds most records the same way from their rows
+(`persistence.record_of`).
+"""
+
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
 
 from core_voice_config_sync.crypto import Sealed
 from core_voice_contracts.admin_api import (
@@ -19,9 +28,21 @@ from core_voice_contracts.admin_api import (
 )
 from core_voice_contracts.runtime_config import ProviderKeys, ProviderSpec, RuntimeConfig
 
+V = TypeVar("V", bound=msgspec.Struct)
+
 
 def iso(value: dt.datetime) -> str:
     return value.isoformat()
+
+
+def view_of(record: Any, kind: type[V], **fields: Any) -> V:
+    """The view ``kind`` of ``record``'s same-named fields; ``fields`` add or replace
+    some (a view ignores record fields it does not name, such as sealed keys)."""
+    data = {
+        f.name: iso(value) if isinstance(value := getattr(record, f.name), dt.datetime) else value
+        for f in dataclasses.fields(record)
+    }
+    return msgspec.convert(data | fields, kind)
 
 
 def key_infos(hints: dict[str, str]) -> list[KeyInfo]:
@@ -38,6 +59,11 @@ class ConfigFields:
     llm: ProviderSpec
     stt: ProviderSpec
     tts: ProviderSpec
+
+
+def _config(config: ConfigFields) -> dict[str, Any]:
+    """The versioned fields, which views and runtime configs hold flat."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,39 +91,16 @@ class AgentRecord:
     sealed: Sealed | None = None
 
     def view(self) -> AgentView:
-        c = self.config
-        return AgentView(
-            id=self.id,
-            tenant_id=self.tenant_id,
-            name=c.name,
-            status=self.status,
-            version=self.version,
-            instructions=c.instructions,
-            greeting=c.greeting,
-            llm=c.llm,
-            stt=c.stt,
-            tts=c.tts,
-            created_at=iso(self.created_at),
-            updated_at=iso(self.updated_at),
-            legacy_agent_name=self.legacy_agent_name,
-            legacy_percent=self.legacy_percent,
-            keys=key_infos(self.key_hints),
-        )
+        return view_of(self, AgentView, **_config(self.config), keys=key_infos(self.key_hints))
 
     def runtime(self, keys: ProviderKeys) -> RuntimeConfig:
         """The agent's own runtime config (no campaign, defaults not yet filled)."""
-        c = self.config
         return RuntimeConfig(
             agent_id=self.id,
             tenant_id=self.tenant_id,
             version=self.version,
-            name=c.name,
-            instructions=c.instructions,
-            greeting=c.greeting,
-            llm=c.llm,
-            stt=c.stt,
-            tts=c.tts,
             keys=keys,
+            **_config(self.config),
         )
 
 
@@ -113,20 +116,8 @@ class VersionRecord:
     sealed: Sealed | None = None
 
     def view(self) -> AgentVersionView:
-        c = self.config
-        return AgentVersionView(
-            agent_id=self.agent_id,
-            version=self.version,
-            name=c.name,
-            instructions=c.instructions,
-            greeting=c.greeting,
-            llm=c.llm,
-            stt=c.stt,
-            tts=c.tts,
-            keys=key_infos(self.key_hints),
-            created_at=iso(self.created_at),
-            author=self.author,
-            note=self.note,
+        return view_of(
+            self, AgentVersionView, **_config(self.config), keys=key_infos(self.key_hints)
         )
 
 
@@ -141,15 +132,7 @@ class CampaignRecord:
     updated_at: dt.datetime
 
     def view(self) -> CampaignView:
-        return CampaignView(
-            id=self.id,
-            tenant_id=self.tenant_id,
-            name=self.name,
-            description=self.description,
-            status=self.status,
-            created_at=iso(self.created_at),
-            updated_at=iso(self.updated_at),
-        )
+        return view_of(self, CampaignView)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +145,7 @@ class LinkRecord:
     updated_at: dt.datetime
 
     def view(self) -> CampaignAgentView:
-        return CampaignAgentView(
-            campaign_id=self.campaign_id,
-            agent_id=self.agent_id,
-            weight=self.weight,
-            overrides=self.overrides,
-            created_at=iso(self.created_at),
-            updated_at=iso(self.updated_at),
-        )
+        return view_of(self, CampaignAgentView)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +156,7 @@ class TrunkRecord:
     updated_at: dt.datetime
 
     def view(self) -> TrunkView:
-        return TrunkView(
-            id=self.id,
-            tenant_id=self.tenant_id,
-            created_at=iso(self.created_at),
-            updated_at=iso(self.updated_at),
-        )
+        return view_of(self, TrunkView)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,15 +170,7 @@ class NumberRecord:
     updated_at: dt.datetime
 
     def view(self) -> NumberView:
-        return NumberView(
-            number=self.number,
-            trunk_id=self.trunk_id,
-            tenant_id=self.tenant_id,
-            campaign_id=self.campaign_id,
-            agent_id=self.agent_id,
-            created_at=iso(self.created_at),
-            updated_at=iso(self.updated_at),
-        )
+        return view_of(self, NumberView)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,14 +184,7 @@ class TokenRecord:
     revoked: bool = False
 
     def view(self) -> TokenView:
-        return TokenView(
-            id=self.id,
-            tenant_id=self.tenant_id or "",
-            name=self.name,
-            scope=self.scope,
-            created_at=iso(self.created_at),
-            last4=self.last4,
-        )
+        return view_of(self, TokenView, tenant_id=self.tenant_id or "")
 
 
 @dataclass(frozen=True, slots=True)
