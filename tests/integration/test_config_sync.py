@@ -24,7 +24,7 @@ from nats.micro.service import ServiceVerb, control_subject
 
 from core_voice_cli.binaries import find_binary
 from core_voice_cli.servers import NatsServer
-from core_voice_config_sync.nats_service import SERVICE_NAME
+from core_voice_config_sync.bus_endpoints import SERVICE_NAME
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentView
 from core_voice_contracts.events import (

@@ -1,8 +1,8 @@
 """The running config_sync process: wires the parts together and owns their lifetime.
 
-Start order: database (migrate) → NATS (streams ensured) → ``voice.config.get`` micro
-service → outbox relay → HTTP. Stop order is the reverse; NATS is drained last so
-in-flight replies and acks go out.
+Start order: database (migrate) → NATS (streams ensured) → cache evictor → bus
+endpoints (``voice.config.get``, ``voice.routing.resolve``) → outbox relay → HTTP. Stop
+order is the reverse; NATS is drained last so in-flight replies and acks go out.
 
 Every commit made through the API is followed by ``committed`` before the API answers:
 the routing answers are cleared and the outbox relay is woken.
@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import TypeVar
 
@@ -25,13 +26,14 @@ from core_voice_config_sync.agent_repository import AgentRepository
 from core_voice_config_sync.agents import AgentService, Validator
 from core_voice_config_sync.api import create_app
 from core_voice_config_sync.auth import StaticTokens, StoredTokens
+from core_voice_config_sync.bus_endpoints import BusEndpoints
 from core_voice_config_sync.cache import RuntimeConfigCache
+from core_voice_config_sync.cache_evictor import CacheEvictor
 from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.campaigns import CampaignService
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.db import Database, create_engine, migrate, ping
 from core_voice_config_sync.metrics import ConfigSyncMetrics, MetricsMiddleware
-from core_voice_config_sync.nats_service import ConfigGetService
 from core_voice_config_sync.operators import OperatorRepository, OperatorService
 from core_voice_config_sync.outbox import OutboxRepository
 from core_voice_config_sync.relay import OutboxRelay
@@ -133,7 +135,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     engine = create_engine(settings.database_url)
     tasks = TaskSet()
     nc: Client | None = None
-    getter: ConfigGetService | None = None
+    endpoints: BusEndpoints | None = None
+    evictor: CacheEvictor | None = None
     try:
         await _unless_stopped(migrate(engine), stop)
         db = Database(engine)
@@ -206,8 +209,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             token_repository.by_hash,
             max_stale_s=settings.token_max_stale_s,
         )
-        getter = ConfigGetService(client, agents, cache, routing, metrics)
-        await getter.start()
+        refused: Counter[str] = Counter()
+        evictor = CacheEvictor(client, cache, routing, refused, metrics)
+        await evictor.start()
+        endpoints = BusEndpoints(client, agents, routing, refused, metrics)
+        await endpoints.start()
         tasks.spawn(relay.run(), name="outbox-relay")
 
         app = create_app(
@@ -216,7 +222,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             operators=operators,
             tokens=TokenService(token_repository, authenticator),
             authenticator=authenticator,
-            health=_health_check(engine, client, getter.refused),
+            health=_health_check(engine, client, refused),
             max_body_bytes=settings.max_body_bytes,
             version=__version__,
             metrics=metrics,
@@ -253,8 +259,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     except _StoppedDuringStartup:
         log.info("config_sync stopped before it was ready")
     finally:
-        if getter is not None:
-            await getter.stop()
+        if endpoints is not None:
+            await endpoints.stop()
+        if evictor is not None:
+            await evictor.stop()
         await tasks.cancel_all()
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):

@@ -3,7 +3,7 @@
 One entry per agent: its current version (keys opened) and its campaign links, so any
 (agent, campaign) pair is answered from memory, merged once and memoised. This
 service's own commits replace entries at once; `ConfigChanged` events from other
-replicas evict older ones (see `nats_service`). Unknown agents are not cached: an agent
+replicas evict older ones (see `cache_evictor`). Unknown agents are not cached: an agent
 created a moment ago elsewhere must be found on the next request. When the database is
 down, whatever is cached keeps being served.
 

@@ -1,4 +1,5 @@
-"""config_sync's NATS micro service (``config-sync``), visible to ``nats micro ls/info/stats``:
+"""config_sync's request/reply endpoints on NATS: one micro service (``config-sync``),
+visible to ``nats micro ls/info/stats``:
 
 - endpoint ``get`` on ``voice.config.get``: runtime configs for the voice workers;
 - endpoint ``resolve`` on ``voice.routing.resolve``: room routing for the dispatcher.
@@ -6,10 +7,7 @@
 Replicas share the default micro queue group, so each request is answered once. Every
 request gets a typed reply: a malformed one is answered with a non-retryable
 ``bad_request`` error, an internal failure with a retryable error; an endpoint never
-raises. The service also listens to ``voice.config.changed.*`` and
-``voice.config.routing.*`` (any replica's outbox events, its own included): a
-`ConfigChanged` evicts this replica's older cached config (a deletion leaves a
-tombstone), and every event clears the routing answers.
+raises. What keeps the answers fresh is `cache_evictor`.
 """
 
 import logging
@@ -18,29 +16,17 @@ from collections import Counter
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from core_voice_config_sync import __version__
 from core_voice_config_sync.agents import AgentService
-from core_voice_config_sync.cache import RuntimeConfigCache
 from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.routing import RoutingService
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import (
-    ChangeKind,
-    ConfigChanged,
-    ConfigFound,
-    ConfigGetError,
-    ConfigGetReply,
-    ConfigNotFound,
-    RoutingChanged,
-)
-from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.events import ConfigFound, ConfigGetError, ConfigGetReply, ConfigNotFound
 from core_voice_contracts.routing import RouteError, RouteReply
 from core_voice_contracts.tracing import ATTR_OUTCOME, SpanKind, extract_headers, span, tracer
 
@@ -71,29 +57,28 @@ def _oversized(request: msgspec.Struct) -> bool:
     )
 
 
-class ConfigGetService:
+class BusEndpoints:
+    """Answers ``voice.config.get`` (from the agents) and ``voice.routing.resolve``
+    (from routing)."""
+
     def __init__(
         self,
         nc: Client,
         agents: AgentService,
-        cache: RuntimeConfigCache,
         routing: RoutingService,
+        refused: Counter[str],
         metrics: ConfigSyncMetrics | None = None,
     ) -> None:
         self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
         self._nc = nc
         self._agents = agents
-        self._cache = cache
         self._routing = routing
         self._service: Service | None = None
-        self._changes: list[Subscription] = []
-        self.refused: Counter[str] = Counter()
-        """Requests answered ``bad_request`` and change events ignored, by
-        ``<endpoint>/<reason>`` (``undecodable``, ``oversized``, ``invalid``): /healthz."""
+        self.refused = refused
+        """Requests answered ``bad_request``, by ``<endpoint>/<reason>`` (shared with
+        `CacheEvictor`, reported by /healthz)."""
 
     async def start(self) -> None:
-        for subject in (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL):
-            self._changes.append(await self._nc.subscribe(subject, cb=self._on_change))
         self._service = await add_service(
             self._nc,
             ServiceConfig(
@@ -117,9 +102,6 @@ class ConfigGetService:
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        for sub in self._changes:
-            await sub.unsubscribe()
-        self._changes.clear()
 
     async def _handle(self, request: Request) -> None:
         with span(
@@ -184,27 +166,3 @@ class ConfigGetService:
             log.exception("route resolve failed", extra={"room_key": query.room_key[:200]})
             self._metrics.error(ErrorType.INTERNAL)
             return RouteError(error="internal", retryable=True)
-
-    async def _on_change(self, msg: Msg) -> None:
-        self._routing.invalidate()  # whatever it says, even unreadable: something changed
-        try:
-            event = codec.decode_config_stream_event(msg.data)
-        except DecodeError:
-            self.refused["change/undecodable"] += 1
-            self._metrics.error(ErrorType.DECODE)
-            log.warning("undecodable config event ignored", extra={"subject": msg.subject})
-            return
-        if event.agent_id is not None and not is_valid_id(event.agent_id):
-            self.refused["change/invalid"] += 1  # would be a cache key of any size
-            self._metrics.error(ErrorType.DECODE)
-            return
-        match event:
-            case ConfigChanged(agent_id=agent_id, version=version, kind=ChangeKind.DELETED):
-                self._cache.tombstone(agent_id, version)
-            case ConfigChanged(agent_id=agent_id, version=version):
-                self._cache.evict_older(agent_id, version)
-            case RoutingChanged(agent_id=agent_id) if agent_id:
-                # Status changes in place (no new version): re-read it on the next ask.
-                self._cache.forget(agent_id)
-            case _:
-                pass
