@@ -41,3 +41,14 @@ async def test_the_record_is_bounded() -> None:
     await asyncio.sleep(0)
     assert len(tasks.dead) == MAX_DEAD
     assert tasks.dead[-1].name == f"t{MAX_DEAD + 4}"
+
+
+async def test_drain_lets_tasks_finish_then_cancels_the_rest() -> None:
+    tasks = TaskSet()
+    stop = asyncio.Event()
+    finished = tasks.spawn(stop.wait(), name="watches-stop")
+    stuck = tasks.spawn(asyncio.sleep(3600), name="stuck")
+    stop.set()
+    await tasks.drain(0.05)
+    assert finished.done() and not finished.cancelled()
+    assert stuck.cancelled() and len(tasks) == 0

@@ -24,6 +24,7 @@ from core_voice_contracts.runtime_config import (
     SCRIPTED,
     ProviderSpec,
 )
+from core_voice_contracts.tasks import DeadTask
 
 AgentId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 CampaignId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -454,3 +455,5 @@ class HealthView(msgspec.Struct, frozen=True, kw_only=True):
     refused: dict[str, int] = msgspec.field(default_factory=dict)
     """Bus messages refused since start, by ``<endpoint>/<reason>`` (malformed requests
     answered ``bad_request``, change events ignored): hostile or broken publishers."""
+    dead_tasks: list[DeadTask] = msgspec.field(default_factory=list)
+    """Background tasks that died (`tasks.TaskSet`): work the service no longer does."""

@@ -11,7 +11,7 @@ value) for /healthz to report. Modelled on livekit-agents' ``utils.aio.TaskSet``
     tasks.spawn(relay.run(), name="outbox-relay")
     ...
     health = {"dead_tasks": tasks.dead}   # [] while all is well
-    await tasks.cancel_all()
+    await tasks.cancel_all()              # or drain(timeout): let them finish first
 """
 
 import asyncio
@@ -72,6 +72,13 @@ class TaskSet:
             return
         self._dead.append(DeadTask(name=task.get_name(), error=type(exc).__name__))
         log.error("background task died", extra={"task": task.get_name()}, exc_info=exc)
+
+    async def drain(self, timeout: float) -> None:
+        """Let the tasks end on their own (they watch a stop event) for up to ``timeout``
+        s, then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self.cancel_all()
 
     async def cancel_all(self, timeout: float = 5.0) -> None:
         """Cancel every task and wait up to ``timeout`` s for them to finish unwinding."""

@@ -94,18 +94,28 @@ async def _unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T:
     return task.result()
 
 
-def _health_check(
-    engine: AsyncEngine, nc: Client, refused: Mapping[str, int]
+def health_check(
+    engine: AsyncEngine, nc: Client, refused: Mapping[str, int], tasks: TaskSet
 ) -> Callable[[], Awaitable[HealthView]]:
+    """/healthz: the database and NATS answer, and no background task (the outbox relay)
+    has died; a dead one is named in ``dead_tasks``."""
+
     async def check() -> HealthView:
-        checks = {"database": "ok", "nats": "ok" if nc.is_connected else "unavailable"}
+        checks = {
+            "database": "ok",
+            "nats": "ok" if nc.is_connected else "unavailable",
+            "tasks": "dead" if tasks.dead else "ok",
+        }
         try:
             await asyncio.wait_for(ping(engine), HEALTH_DB_TIMEOUT_S)
         except Exception:  # any failure means "not healthy", never a 500
             checks["database"] = "unavailable"
         ok = all(v == "ok" for v in checks.values())
         return HealthView(
-            status="ok" if ok else "unavailable", checks=checks, refused=dict(refused)
+            status="ok" if ok else "unavailable",
+            checks=checks,
+            refused=dict(refused),
+            dead_tasks=tasks.dead,
         )
 
     return check
@@ -222,7 +232,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             operators=operators,
             tokens=TokenService(token_repository, authenticator),
             authenticator=authenticator,
-            health=_health_check(engine, client, refused),
+            health=health_check(engine, client, refused, tasks),
             max_body_bytes=settings.max_body_bytes,
             version=__version__,
             metrics=metrics,

@@ -5,11 +5,13 @@ import contextlib
 import logging
 import signal
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core_voice_contracts.bus import connect
 from core_voice_contracts.settings import settings_or_exit
+from core_voice_contracts.tasks import TaskSet
 from core_voice_telemetry.consumer import FEEDS, poll_pending, run_feed
 from core_voice_telemetry.metrics import Metrics
 from core_voice_telemetry.replay import replay_state
@@ -18,13 +20,18 @@ from core_voice_telemetry.workers import subscribe_workers
 
 SWEEP_S = 1.0
 """How often config propagations past their window are given up on."""
+STOP_TIMEOUT_S = 5.0
+"""On stop, how long the feeds and chores may take to finish before they are cancelled."""
 
 log = logging.getLogger(__name__)
 
 
-def make_app(metrics: Metrics, feeds: dict[str, str] | None = None) -> web.Application:
+def make_app(
+    metrics: Metrics, feeds: dict[str, str] | None = None, tasks: TaskSet | None = None
+) -> web.Application:
     """/metrics, and /healthz: 503 unless every feed in ``feeds`` (name -> state, kept
-    by `run_feed`) is ``ok``, so a consumer that failed is visible, not silently gone."""
+    by `run_feed`) is ``ok`` and no task in ``tasks`` died, so a consumer or chore that
+    failed is visible, not silently gone."""
 
     async def handle_metrics(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
@@ -32,9 +39,13 @@ def make_app(metrics: Metrics, feeds: dict[str, str] | None = None) -> web.Appli
 
     async def handle_health(request: web.Request) -> web.Response:
         states = dict(feeds or {})
-        ok = all(state == "ok" for state in states.values())
-        return web.json_response(
-            {"status": "ok" if ok else "degraded", "feeds": states}, status=200 if ok else 503
+        dead = tasks.dead if tasks is not None else []
+        ok = all(state == "ok" for state in states.values()) and not dead
+        body = {"status": "ok" if ok else "degraded", "feeds": states, "dead_tasks": dead}
+        return web.Response(
+            body=msgspec.json.encode(body),
+            content_type="application/json",
+            status=200 if ok else 503,
         )
 
     app = web.Application()
@@ -56,29 +67,24 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
     await replay_state(js, metrics, settings.active_lookback_s)
     await subscribe_workers(nc, metrics)
     states = {feed.suffix: "starting" for feed in FEEDS}
-    tasks = [
-        asyncio.create_task(
-            run_feed(js, metrics, feed, settings.consumer_prefix, stop, states=states),
-            name=feed.suffix,
-        )
-        for feed in FEEDS
-    ]
-    chores = [
-        asyncio.create_task(
-            poll_pending(js, metrics, settings.consumer_prefix, stop, settings.pending_interval_s),
-            name="pending",
-        ),
-        asyncio.create_task(_sweep(metrics, stop), name="sweep"),
-    ]
+    tasks = TaskSet()
 
     def ended(task: "asyncio.Task[None]") -> None:
         if not stop.is_set():  # run_feed returns only on stop: anything else is a bug
             states[task.get_name()] = "stopped"
             log.error("event feed stopped", extra={"feed": task.get_name()})
 
-    for task in tasks:
-        task.add_done_callback(ended)
-    runner = web.AppRunner(make_app(metrics, states), access_log=None)
+    for feed in FEEDS:
+        tasks.spawn(
+            run_feed(js, metrics, feed, settings.consumer_prefix, stop, states=states),
+            name=feed.suffix,
+        ).add_done_callback(ended)
+    tasks.spawn(
+        poll_pending(js, metrics, settings.consumer_prefix, stop, settings.pending_interval_s),
+        name="pending",
+    )
+    tasks.spawn(_sweep(metrics, stop), name="sweep")
+    runner = web.AppRunner(make_app(metrics, states, tasks), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     log.info("telemetry ready", extra={"host": settings.http_host, "port": settings.http_port})
@@ -86,8 +92,7 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*tasks, *chores), timeout=5)
+        await tasks.drain(STOP_TIMEOUT_S)
         await nc.drain()
     log.info("telemetry stopped")
 

@@ -25,6 +25,7 @@ from core_voice_contracts.events import (
     call_started_msg_id,
     job_accepted_msg_id,
 )
+from core_voice_contracts.tasks import TaskSet
 from core_voice_contracts.tracing import (
     ATTR_AGENT_ID,
     ATTR_CALL_ID,
@@ -69,14 +70,17 @@ class PublisherStats:
 
 
 class CallEventPublisher:
-    def __init__(self, js: JetStreamContext, *, max_queued: int = 10_000) -> None:
+    def __init__(
+        self, js: JetStreamContext, *, max_queued: int = 10_000, tasks: TaskSet | None = None
+    ) -> None:
         self._js = js
+        self._tasks = tasks if tasks is not None else TaskSet()
         self._queue: asyncio.Queue[tuple[PoolEventT, str]] = asyncio.Queue(maxsize=max_queued)
         self._task: asyncio.Task[None] | None = None
         self.stats = PublisherStats()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="call-events")
+        self._task = self._tasks.spawn(self._run(), name="call-events")
 
     def submit(self, event: PoolEventT, *, traceparent: str = "") -> bool:
         """Queue ``event``, to be published in the trace ``traceparent`` names (the call's or

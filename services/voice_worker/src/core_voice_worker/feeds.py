@@ -35,6 +35,7 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import ConfigChanged, JobDispatched, JobRequested, RoutingChanged
 from core_voice_contracts.ids import is_valid_id
+from core_voice_contracts.tasks import TaskSet
 from core_voice_contracts.tracing import (
     ATTR_AGENT_ID,
     ATTR_JOB_ID,
@@ -54,9 +55,16 @@ CONFIG_SUBJECTS = (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL)
 
 class PoolFeeds:
     def __init__(
-        self, nc: Client, js: JetStreamContext, mirror: ConfigMirror, *, agent_name: str
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        mirror: ConfigMirror,
+        *,
+        agent_name: str,
+        tasks: TaskSet | None = None,
     ) -> None:
         self._nc = nc
+        self._tasks = tasks if tasks is not None else TaskSet()
         self._js = js
         self._mirror = mirror
         self._agent_name = agent_name
@@ -96,7 +104,7 @@ class PoolFeeds:
         self.reconnected_at = time.time()
         self._mirror.set_live(False)
         if self._restart is None or self._restart.done():
-            self._restart = asyncio.get_running_loop().create_task(
+            self._restart = self._tasks.spawn(
                 self._retry(self._follow_config), name="pool-feeds.reconcile"
             )
 

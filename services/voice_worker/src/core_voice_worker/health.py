@@ -1,6 +1,7 @@
 """The pool's HTTP endpoints: liveness, readiness, status, metrics, and a mirror probe.
 
-- ``/healthz``: the process answers (Kubernetes liveness).
+- ``/healthz``: the process answers and none of the pool's tasks died (Kubernetes
+  liveness); a dead one is named in ``dead_tasks``.
 - ``/readyz``: 200 only while the pool can take calls: registered with LiveKit, NATS
   connected, the config feed live, and not draining (readiness turns false on SIGTERM).
 - ``/status``: JSON for operators and tests: capacity, active and peak calls, the
@@ -17,6 +18,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -156,7 +158,11 @@ class HealthServer:
             self._runner = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        dead = self._runtime.tasks.dead
+        return web.json_response(
+            {"ok": not dead, "dead_tasks": msgspec.to_builtins(dead)},
+            status=503 if dead else 200,
+        )
 
     async def _readyz(self, _: web.Request) -> web.Response:
         problems = self._runtime.not_ready()

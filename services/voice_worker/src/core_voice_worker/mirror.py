@@ -38,6 +38,7 @@ from core_voice_contracts.events import (
     RejectReason,
 )
 from core_voice_contracts.runtime_config import RuntimeConfig
+from core_voice_contracts.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,16 @@ class MirrorStats:
 
 
 class ConfigMirror:
-    def __init__(self, fetch: Fetch, *, timeout: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        timeout: float,
+        max_entries: int = 10_000,
+        tasks: TaskSet | None = None,
+    ) -> None:
         self._fetch = fetch
+        self._tasks = tasks if tasks is not None else TaskSet()
         self._timeout = timeout
         self._max_entries = max_entries
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
@@ -341,9 +350,7 @@ class ConfigMirror:
         running = self._inflight.get(key)
         if running is not None and not running.done() and min_version <= self._asked[key]:
             return running
-        task = asyncio.get_running_loop().create_task(
-            self._fetch_into(key, min_version), name=f"mirror.fetch:{key[0]}"
-        )
+        task = self._tasks.spawn(self._fetch_into(key, min_version), name="mirror.fetch")
         self._inflight[key] = task
         self._asked[key] = min_version
         self._asked_at[key] = time.monotonic()

@@ -33,6 +33,7 @@ from core_voice_contracts.events import (
     WorkerStatus,
 )
 from core_voice_contracts.rpc import get_runtime_config
+from core_voice_contracts.tasks import TaskSet
 from core_voice_worker.call_events import CallEventPublisher
 from core_voice_worker.feeds import PoolFeeds
 from core_voice_worker.health import HealthServer
@@ -70,17 +71,20 @@ class PoolRuntime:
         self.start_error: str | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self.tasks = TaskSet()
+        """Every task the pool runs (heartbeat, event publisher, fetches, reconciles):
+        cancelled on stop; one that died is reported by /healthz."""
         self.mirror = ConfigMirror(
             self._fetch,
             timeout=settings.config_timeout_s,
             max_entries=settings.config_memory_size,
+            tasks=self.tasks,
         )
         self.mirror.on_stale = self._on_stale
         self.mirror.on_held = self._on_held
         self.metrics = PoolMetrics(settings.worker_id)
         self._accepted: OrderedDict[str, dt.datetime] = OrderedDict()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[None]] = set()
         self._feeds: PoolFeeds | None = None
         self._publisher: CallEventPublisher | None = None
         self._link: LinkServer | None = None
@@ -107,7 +111,9 @@ class PoolRuntime:
 
     async def _start(self) -> None:
         self._nc, self._js = await self._connect()
-        self._publisher = CallEventPublisher(self._js, max_queued=self.settings.event_queue_size)
+        self._publisher = CallEventPublisher(
+            self._js, max_queued=self.settings.event_queue_size, tasks=self.tasks
+        )
         self._publisher.start()
         self._link = LinkServer(
             self.link_path,
@@ -120,13 +126,11 @@ class PoolRuntime:
         )
         await self._link.start()
         self._feeds = PoolFeeds(
-            self._nc, self._js, self.mirror, agent_name=self.settings.agent_name
+            self._nc, self._js, self.mirror, agent_name=self.settings.agent_name, tasks=self.tasks
         )
         await self._feeds.start()
         await self.health.start()
-        self._heartbeat = asyncio.get_running_loop().create_task(
-            self._beat(), name="pool.heartbeat"
-        )
+        self._heartbeat = self.tasks.spawn(self._beat(), name="pool.heartbeat")
         log.info(
             "pool runtime started",
             extra={
@@ -170,6 +174,7 @@ class PoolRuntime:
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
         await self.health.stop()
+        await self.tasks.cancel_all()
 
     # --- state ------------------------------------------------------------------------
 
@@ -311,9 +316,7 @@ class PoolRuntime:
             log.debug("worker event not sent", extra={"error": type(exc).__name__})
 
     def _spawn_send(self, subject: str, event: WorkerEvent) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(subject, event))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self.tasks.spawn(self._send(subject, event), name="pool.send")
 
     def _on_held(self, held: Held) -> None:
         if self._nc is None:
