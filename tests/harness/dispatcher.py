@@ -2,10 +2,11 @@
 real processes, and the helpers that drive it (admin calls, webhooks, polling)."""
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,15 +104,16 @@ def livekit_process(rig: Rig) -> ManagedProcess:
     )
 
 
-def start_rig(
+@contextlib.contextmanager
+def running_rig(
     base: Path,
     *,
     webhooks: bool = True,
     keys: tuple[str, str] | None = None,
     **dispatcher_env: str,
-) -> Rig:
-    """The rig; without ``webhooks`` LiveKit posts none (the test sends its own); ``keys``
-    replaces livekit-server's public dev key pair.
+) -> Iterator[Rig]:
+    """The rig, stopped however the block ends. Without ``webhooks`` LiveKit posts none
+    (the test sends its own); ``keys`` replaces livekit-server's public dev key pair.
 
     No worker runs here, so the capacity watch is off unless a module turns it on: it
     would reject and delete every room after its wait (test_dispatcher_capacity.py).
@@ -129,10 +131,9 @@ def start_rig(
         rig.start(livekit_process(rig), 30)
         rig.start(stack.config_sync_process())
         rig.start(rig.dispatcher_process())
-    except BaseException:
+        yield rig
+    finally:
         rig.stop()
-        raise
-    return rig
 
 
 def unique(prefix: str) -> str:

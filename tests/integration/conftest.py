@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from livekit import api
+from nats.js import JetStreamContext
 
 from core_voice_cli.servers import NatsServer, PostgresServer
+from core_voice_contracts.bus import connect
 from core_voice_contracts.permissions import Role
 from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service
 from tests.harness.config_sync_api import auth
@@ -61,3 +63,13 @@ def private_postgres(tmp_path: Path) -> Iterator[RestartablePostgres]:
     finally:
         holder.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
+    """JetStream as the operator, on the module's dispatcher rig."""
+    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-rig")
+    try:
+        yield js
+    finally:
+        await nc.drain()

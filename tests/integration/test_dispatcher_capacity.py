@@ -12,7 +12,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,9 +22,7 @@ from nats.js import JetStreamContext
 from core_voice_cli.procs import ManagedProcess
 from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import subjects
-from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
-from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.conftest import repo_path
 from tests.fakes.minimal_worker import AGENT_NAME_ENV
@@ -34,7 +32,7 @@ from tests.harness.dispatcher import (
     create_agent,
     eventually,
     named_dispatches,
-    start_rig,
+    running_rig,
     unique,
 )
 from tests.harness.events import job_events
@@ -48,26 +46,14 @@ ACK_WAIT_S = 6.0
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(
+    with running_rig(
         tmp_path_factory.mktemp("dispatcher-capacity"),
         DISPATCHER_CAPACITY_WAIT_S=str(CAPACITY_WAIT_S),
         DISPATCHER_ACK_WAIT_S=str(ACK_WAIT_S),
         DISPATCHER_LIVEKIT_TIMEOUT_S="1",
         DISPATCHER_ROUTE_TIMEOUT_S="1",
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-capacity")
-    try:
-        yield js
-    finally:
-        await nc.drain()
 
 
 def capacity_counts(rig: Rig) -> dict[str, int]:

@@ -26,7 +26,7 @@ from core_voice_contracts.events import JobDispatched, JobRequested
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.webhooks import JOB_ID_HEADER, OUTCOME_HEADER
 from tests.fakes.webhooks import room_started_body, sign
-from tests.harness.dispatcher import Rig, count, create_agent, named_dispatches, start_rig, unique
+from tests.harness.dispatcher import Rig, count, create_agent, named_dispatches, running_rig, unique
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +38,14 @@ SENDERS = 8
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     # Short timeouts so jobs in flight at a kill come back within seconds.
-    running = start_rig(
+    with running_rig(
         tmp_path_factory.mktemp("dispatcher-crash"),
         webhooks=False,
         DISPATCHER_ACK_WAIT_S="4",
         DISPATCHER_LIVEKIT_TIMEOUT_S="0.5",
         DISPATCHER_ROUTE_TIMEOUT_S="1",
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def post_until_accepted(

@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,9 +22,7 @@ from nats.js import JetStreamContext
 from core_voice_cli.procs import ManagedProcess
 from core_voice_contracts import subjects
 from core_voice_contracts.admin_api import AgentPatch, AgentStatus
-from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
-from core_voice_contracts.permissions import Role
 from tests.harness.dispatcher import (
     Rig,
     admin,
@@ -32,7 +30,7 @@ from tests.harness.dispatcher import (
     create_agent,
     create_campaign,
     named_dispatches,
-    start_rig,
+    running_rig,
     unique,
 )
 from tests.harness.events import job_events, outcome_of
@@ -46,23 +44,11 @@ NOT_DISPATCHED_WINDOW_S = 3.0
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(
+    with running_rig(
         tmp_path_factory.mktemp("dispatcher-fallback"),
         DISPATCHER_ROUTE_TIMEOUT_S=str(ROUTE_TIMEOUT_S),
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-fallback")
-    try:
-        yield js
-    finally:
-        await nc.drain()
 
 
 def config_sync_of(rig: Rig) -> ManagedProcess:

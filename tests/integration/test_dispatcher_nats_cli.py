@@ -10,7 +10,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from livekit import api
@@ -18,7 +18,6 @@ from nats.js import JetStreamContext
 
 from core_voice_cli.binaries import find_binary
 from core_voice_contracts import subjects
-from core_voice_contracts.bus import connect
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
 from core_voice_contracts.permissions import Role
 from tests.conftest import repo_path
@@ -28,7 +27,7 @@ from tests.harness.dispatcher import (
     create_agent,
     eventually,
     named_dispatches,
-    start_rig,
+    running_rig,
     unique,
 )
 from tests.harness.events import outcome_of
@@ -73,20 +72,8 @@ def _quote(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(tmp_path_factory.mktemp("dispatcher-cli"))
-    try:
+    with running_rig(tmp_path_factory.mktemp("dispatcher-cli")) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-nats-cli")
-    try:
-        yield js
-    finally:
-        await nc.drain()
 
 
 def test_the_page_has_every_recipe_the_issue_asks_for() -> None:

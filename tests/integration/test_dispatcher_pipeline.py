@@ -61,7 +61,7 @@ from tests.harness.dispatcher import (
     create_campaign,
     named_dispatches,
     post,
-    start_rig,
+    running_rig,
     unique,
 )
 from tests.harness.events import job_events, outcome_of
@@ -74,11 +74,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(tmp_path_factory.mktemp("dispatcher"))
-    try:
+    with running_rig(tmp_path_factory.mktemp("dispatcher")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from core_voice_contracts.events import (
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.fakes.webhooks import room_started_body, sign
-from tests.harness.dispatcher import Rig, create_agent, livekit_process, post, start_rig, unique
+from tests.harness.dispatcher import Rig, create_agent, livekit_process, post, running_rig, unique
 from tests.harness.events import outcome_of
 
 pytestmark = pytest.mark.integration
@@ -42,17 +42,14 @@ SECRET = f"sk-canary-{secrets.token_hex(24)}"
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(
+    with running_rig(
         tmp_path_factory.mktemp("dispatcher-secrets"),
         keys=(KEY, SECRET),
         DISPATCHER_LIVEKIT_TIMEOUT_S="1",
         DISPATCHER_ACK_WAIT_S="8",
         LOG_LEVEL="DEBUG",
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def forms_of(secret: str) -> list[str]:

@@ -21,9 +21,8 @@ from nats.js import JetStreamContext
 
 from core_voice_cli.procs import ManagedProcess
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.bus import MSG_ID_HEADER, connect, publish
+from core_voice_contracts.bus import MSG_ID_HEADER, publish
 from core_voice_contracts.events import CallEnded, CallFailed, CallFailure, call_outcome_msg_id
-from core_voice_contracts.permissions import Role
 from core_voice_contracts.room import (
     ATTR_AGENT_ID,
     ATTR_CALL_ID,
@@ -35,7 +34,7 @@ from core_voice_contracts.room import (
     agent_identity,
 )
 from core_voice_contracts.streams import VOICE_CALLS
-from tests.harness.dispatcher import Rig, eventually, start_rig, unique
+from tests.harness.dispatcher import Rig, eventually, running_rig, unique
 
 pytestmark = pytest.mark.integration
 
@@ -59,23 +58,11 @@ asyncio.run(main())
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(
+    with running_rig(
         tmp_path_factory.mktemp("dispatcher-worker-lost"),
         DISPATCHER_WORKER_LOST_GRACE_S=str(GRACE_S),
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def js(rig: Rig) -> AsyncIterator[JetStreamContext]:
-    nc, js = await connect(rig.nats.access(Role.OPERATOR), name="test-worker-lost")
-    try:
-        yield js
-    finally:
-        await nc.drain()
 
 
 def call_counts(rig: Rig) -> dict[str, int]:

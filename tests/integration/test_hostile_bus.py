@@ -23,7 +23,6 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from core_voice_cli.procs import free_port
 from core_voice_cli.stack import Stack
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect, publish
@@ -42,9 +41,9 @@ from core_voice_contracts.permissions import Role
 from core_voice_contracts.routing import RouteError, RouteRejected, RouteRequest
 from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from core_voice_worker.pool import PoolRuntime
-from core_voice_worker.settings import WorkerSettings
 from tests.harness.dispatcher import Rig, create_agent, livekit_process, unique
 from tests.harness.events import job_events
+from tests.harness.pool import pool_settings, running_pool
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -109,22 +108,9 @@ async def as_worker(rig: Rig) -> AsyncIterator[Client]:
 
 @pytest.fixture(scope="module")
 async def pool(rig: Rig) -> AsyncIterator[PoolRuntime]:
-    settings = WorkerSettings(
-        livekit_api_key="unused",
-        livekit_api_secret="unused",
-        nats_url=rig.nats.url,
-        nats_user=Role.WORKER.value,
-        nats_password=rig.nats.passwords[Role.WORKER.value],
-        worker_id="pool-hostile",
-        health_port=free_port(),
-        config_timeout_s=0.5,
-    )
-    runtime = PoolRuntime(settings, link_path=Path(rig.base) / "link" / "sock")
-    await runtime.start()
-    try:
+    settings = pool_settings(rig.nats, "pool-hostile", config_timeout_s=0.5)
+    async with running_pool(settings, Path(rig.base) / "link" / "sock") as runtime:
         yield runtime
-    finally:
-        await runtime.stop()
 
 
 def health(url: str) -> dict[str, object]:

@@ -22,7 +22,6 @@ from nats.js import JetStreamContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from core_voice_cli.demo import demo_agent
-from core_voice_cli.procs import free_port
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.admin_api import AgentPatch
 from core_voice_contracts.bus import connect
@@ -43,8 +42,9 @@ from core_voice_worker.link import PoolLink
 from core_voice_worker.pool import PoolRuntime
 from core_voice_worker.settings import WorkerSettings
 from tests.fakes.webhooks import room_started_body, sign
-from tests.harness.dispatcher import Rig, admin, start_rig
+from tests.harness.dispatcher import Rig, admin, running_rig
 from tests.harness.events import job_events, outcome_of
+from tests.harness.pool import pool_settings, running_pool
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -57,37 +57,21 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = start_rig(tmp_path_factory.mktemp("service-metrics"))
-    try:
+    with running_rig(tmp_path_factory.mktemp("service-metrics")) as running:
         yield running
-    finally:
-        running.stop()
 
 
-def pool_settings(rig: Rig, worker_id: str) -> WorkerSettings:
-    return WorkerSettings(
-        livekit_api_key="unused",
-        livekit_api_secret="unused",
-        nats_url=rig.nats.url,
-        nats_user=Role.WORKER.value,
-        nats_password=rig.nats.passwords[Role.WORKER.value],
-        worker_id=worker_id,
-        health_port=free_port(),
-        status_interval_s=STATUS_INTERVAL_S,
-        max_concurrency=7,
+def metrics_pool_settings(rig: Rig, worker_id: str) -> WorkerSettings:
+    return pool_settings(
+        rig.nats, worker_id, status_interval_s=STATUS_INTERVAL_S, max_concurrency=7
     )
 
 
 @pytest.fixture(scope="module")
 async def pool(rig: Rig) -> AsyncIterator[PoolRuntime]:
-    runtime = PoolRuntime(
-        pool_settings(rig, "pool-metrics"), link_path=rig.base / "pool-link" / "sock"
-    )
-    await runtime.start()
-    try:
+    settings = metrics_pool_settings(rig, "pool-metrics")
+    async with running_pool(settings, rig.base / "pool-link" / "sock") as runtime:
         yield runtime
-    finally:
-        await runtime.stop()
 
 
 @pytest.fixture
@@ -340,7 +324,7 @@ async def test_a_stopping_pool_says_so_last(rig: Rig) -> None:
     try:
         sub = await nc.subscribe(subjects.WORKER_STATUS)
         runtime = PoolRuntime(
-            pool_settings(rig, "pool-going"), link_path=rig.base / "going-link" / "sock"
+            metrics_pool_settings(rig, "pool-going"), link_path=rig.base / "going-link" / "sock"
         )
         await runtime.start()
         mine: list[WorkerStatus] = []

@@ -39,9 +39,9 @@ from core_voice_contracts.pool_link import LinkConfig, LinkGetConfig, LinkRefuse
 from core_voice_contracts.runtime_config import RuntimeConfig
 from core_voice_worker.link import PoolLink, ask_now, preconnect
 from core_voice_worker.pool import PoolRuntime
-from core_voice_worker.settings import WorkerSettings
 from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, keyring, start_config_sync
 from tests.harness.config_sync_api import auth, create_agent
+from tests.harness.pool import pool_settings, running_pool
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -93,23 +93,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture(scope="module")
 async def pool(rig: Rig) -> AsyncIterator[PoolRuntime]:
-    settings = WorkerSettings(
-        livekit_api_key="unused",
-        livekit_api_secret="unused",
-        nats_url=rig.nats.url,
-        nats_user=Role.WORKER.value,
-        nats_password=rig.nats.passwords[Role.WORKER.value],
-        worker_id="pool-under-test",
-        health_port=free_port(),
-        config_timeout_s=0.5,
-    )
-    runtime = PoolRuntime(settings, link_path=rig.base / "link" / "sock")
-    await runtime.start()
-    rig.runtime = runtime
-    try:
+    settings = pool_settings(rig.nats, "pool-under-test", config_timeout_s=0.5)
+    async with running_pool(settings, rig.base / "link" / "sock") as runtime:
+        rig.runtime = runtime
         yield runtime
-    finally:
-        await runtime.stop()
 
 
 @pytest.fixture
