@@ -31,6 +31,7 @@ from nats.js import JetStreamContext
 from core_voice_cli.servers import LiveKitServer, NatsServer, PostgresServer
 from core_voice_contracts.bus import connect
 from core_voice_contracts.permissions import Role
+from tests.harness.nats import assert_no_permission_violations, running_nats
 
 CATEGORIES = ("unit", "integration", "e2e")
 SERVER_FIXTURES = frozenset(
@@ -147,25 +148,9 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     base = tmp_path_factory.mktemp("nats")
-    server = NatsServer(data_dir=base / "data", log_dir=base)
-    process = server.process().start().wait_ready(20)
-    try:
+    with running_nats(base) as server:
         yield server
-    finally:
-        process.stop()
     assert_no_permission_violations(base)
-
-
-def assert_no_permission_violations(log_dir: Path) -> None:
-    """Every service ran as its own NATS user: a right missing from
-    core_voice_contracts.permissions shows in the server's log even where no test looked."""
-    violations = [
-        line
-        for log in log_dir.glob("nats-server*.log")
-        for line in log.read_text(errors="replace").splitlines()
-        if "Violation" in line
-    ]
-    assert not violations, violations[:20]
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from core_voice_contracts.bus import connect
 from core_voice_contracts.events import CallEnded, CallEvent, CallStarted
 from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
-from tests.conftest import assert_no_permission_violations
+from tests.harness.nats import assert_no_permission_violations
 
 pytestmark = pytest.mark.e2e
 

@@ -24,8 +24,8 @@ from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.tracing import ATTR_AGENT_ID, trace_id_of
-from tests.conftest import assert_no_permission_violations
 from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.harness.nats import assert_no_permission_violations
 
 pytestmark = pytest.mark.e2e
 

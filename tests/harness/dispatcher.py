@@ -26,7 +26,7 @@ from core_voice_contracts.admin_api import (
 )
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
-from tests.conftest import assert_no_permission_violations
+from tests.harness.nats import assert_no_permission_violations
 
 SIP_WAIT_S = 1.5
 

@@ -34,6 +34,7 @@ from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from tests.certs import make_tls_files
 from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service, refused_start
 from tests.harness.config_sync_api import auth, new_agent_id
+from tests.harness.nats import running_nats
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +45,8 @@ OPENAI = {"provider": "openai", "model": "gpt-4o-mini"}
 @pytest.fixture(scope="module")
 def bus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     """A server of this module's own: its tests publish events nobody else should read."""
-    base = tmp_path_factory.mktemp("nats-auth")
-    server = NatsServer(data_dir=base / "data", log_dir=base)
-    process = server.process().start().wait_ready(20)
-    try:
+    with running_nats(tmp_path_factory.mktemp("nats-auth")) as server:
         yield server
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,10 @@ from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import (
     JobDispatched,
-    JobEvent,
     JobRequested,
 )
 from core_voice_contracts.permissions import Role
+from tests.harness.events import job_events
 
 pytestmark = pytest.mark.integration
 
@@ -73,22 +73,6 @@ def create_agent(stack: Stack, agent_id: str) -> None:
             headers={"Content-Type": "application/json"},
         )
         assert resp.status_code == 201, resp.text
-
-
-async def job_events(
-    js: JetStreamContext, subject: str, want: int, timeout: float = 15.0
-) -> list[JobEvent]:
-    """Read the stream for ``subject`` from the start until ``want`` events are there."""
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    out: list[JobEvent] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(out) < want:
-                msg = await sub.next_msg(timeout=timeout)
-                out.append(codec.decode_job_event(msg.data))
-    finally:
-        await sub.unsubscribe()
-    return out
 
 
 async def test_room_naming_an_agent_is_dispatched_to_the_worker_pool(
