@@ -11,6 +11,8 @@ import gc
 import logging
 import signal
 import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -23,13 +25,14 @@ from nats.js import JetStreamContext
 from core_voice_contracts.bus import connect
 from core_voice_contracts.settings import exit_settings, settings_or_exit
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.capacity import follow_accepted_jobs
 from core_voice_dispatcher.consumer import LiveConsumer
 from core_voice_dispatcher.dispatch import Dispatcher
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.livekit_client import LiveKitClient
-from core_voice_dispatcher.metrics import METRICS_PATH, DispatcherMetrics, cancel
+from core_voice_dispatcher.metrics import METRICS_PATH, DispatcherMetrics
 from core_voice_dispatcher.replay import Replays
 from core_voice_dispatcher.route_memory import follow_config_events
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
@@ -45,6 +48,20 @@ async def _check_stream(settings: DispatcherSettings, js: JetStreamContext) -> N
     info = await js.stream_info(VOICE_JOBS)
     window = info.config.duplicate_window
     check_against_stream(settings, float(window or 0.0))
+
+
+def health_checks(
+    connected: bool, consumer: "asyncio.Task[Any] | None", owned: Iterable[TaskSet]
+) -> dict[str, str]:
+    """/healthz's checks: the bus, the live consumer, and, once one has died, the owned
+    tasks that raised (a process whose background work died must not look healthy)."""
+    checks = {"nats": "ok" if connected else "disconnected"}
+    if consumer is not None:
+        checks["consumer"] = "ok" if not consumer.done() else "stopped"
+    dead = [f"{task.name} ({task.error})" for owner in owned for task in owner.dead]
+    if dead:
+        checks["tasks"] = "dead: " + ", ".join(dead)
+    return checks
 
 
 async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
@@ -94,8 +111,9 @@ async def _serve(
 
     live: LiveConsumer | None = None
     replays: Replays | None = None
-    tasks: list[asyncio.Task[None]] = []
-    consumer_metrics: asyncio.Task[None] | None = None
+    tasks = TaskSet()
+    consumer: asyncio.Task[Any] | None = None
+    consumer_metrics: asyncio.Task[Any] | None = None
     config_events: list[JetStreamContext.PushSubscription] = []
     accepted: Subscription | None = None
     if dispatcher is not None:
@@ -107,11 +125,9 @@ async def _serve(
         live = LiveConsumer(settings, js, dispatcher.handle)
         await live.start()
         replays = Replays(settings, js, dispatcher)
-        tasks = [
-            asyncio.create_task(live.run(), name="dispatch-consumer"),
-            asyncio.create_task(replays.run(), name="replay-watcher"),
-        ]
-        consumer_metrics = asyncio.create_task(
+        consumer = tasks.spawn(live.run(), name="dispatch-consumer")
+        tasks.spawn(replays.run(), name="replay-watcher")
+        consumer_metrics = tasks.spawn(
             metrics.follow_consumer(
                 js,
                 VOICE_JOBS,
@@ -121,11 +137,15 @@ async def _serve(
             name="consumer-metrics",
         )
 
+    owned = [tasks]
+    owned += [calls.tasks] if calls is not None else []
+    owned += [live.retiring] if live is not None else []
+    owned += [replays.tasks] if replays is not None else []
+    if dispatcher is not None and dispatcher.capacity is not None:
+        owned.append(dispatcher.capacity.tasks)
+
     def health() -> dict[str, str]:
-        checks = {"nats": "ok" if nc.is_connected else "disconnected"}
-        if tasks:
-            checks["consumer"] = "ok" if not tasks[0].done() else "stopped"
-        return checks
+        return health_checks(nc.is_connected, consumer, owned)
 
     def details() -> dict[str, object]:
         found: dict[str, object] = {}
@@ -166,7 +186,8 @@ async def _serve(
     finally:
         log.info("dispatcher stopping")
         await runner.cleanup()  # no new webhooks; in-flight ones finish
-        await cancel(consumer_metrics)
+        if consumer_metrics is not None:
+            consumer_metrics.cancel()
         if calls is not None:
             await calls.close()
         if live is not None and replays is not None:
@@ -174,9 +195,7 @@ async def _serve(
             replays.stop()
             await live.drain(settings.drain_timeout_s)
             await replays.wait()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await tasks.cancel_all()
         if dispatcher is not None and dispatcher.capacity is not None:
             await dispatcher.capacity.close()  # waiting jobs go back to JetStream at once
         for sub in config_events:

@@ -14,7 +14,6 @@ a dispatcher stopped during a call's grace period does not report that call.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 
@@ -25,6 +24,7 @@ from nats.js import JetStreamContext
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import publish
 from core_voice_contracts.events import call_outcome_msg_id
+from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.webhook_plan import CheckCall
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ class WorkerLostReports:
     def __init__(self, js: JetStreamContext, grace_s: float) -> None:
         self._js = js
         self.grace_s = grace_s
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self.tasks = TaskSet()
+        self._pending: set[str] = set()
+        """Call ids with a check in `tasks`."""
         self.counts: Counter[str] = Counter()
         """``worker_lost`` (reported), ``ended_normally`` (the worker had reported the
         end: a duplicate), ``not_stored`` (the bus kept failing), ``repeated`` (the same
@@ -52,9 +54,9 @@ class WorkerLostReports:
         if action.call_id in self._pending:
             self.counts["repeated"] += 1
             return
-        task = asyncio.create_task(self._report(action), name=f"worker-lost-{action.call_id}")
-        self._pending[action.call_id] = task
-        task.add_done_callback(lambda _: self._pending.pop(action.call_id, None))
+        self._pending.add(action.call_id)
+        task = self.tasks.spawn(self._report(action), name=f"worker-lost-{action.call_id}")
+        task.add_done_callback(lambda _: self._pending.discard(action.call_id))
 
     async def _report(self, action: CheckCall) -> None:
         await asyncio.sleep(self.grace_s)
@@ -99,11 +101,8 @@ class WorkerLostReports:
 
     async def close(self) -> None:
         """Drop pending checks (documented: a stop during a grace period loses them)."""
-        tasks = list(self._pending.values())
-        if tasks:
-            log.info("worker-lost checks dropped at shutdown", extra={"pending": len(tasks)})
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._pending:
+            log.info(
+                "worker-lost checks dropped at shutdown", extra={"pending": len(self._pending)}
+            )
+        await self.tasks.cancel_all()

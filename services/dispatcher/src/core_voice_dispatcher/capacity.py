@@ -61,6 +61,7 @@ from core_voice_contracts.events import (
     RejectReason,
 )
 from core_voice_contracts.ids import is_token
+from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient, livekit_error
 from core_voice_dispatcher.settings import DispatcherSettings
 
@@ -117,7 +118,9 @@ class CapacityWatch:
         self._lk = lk
         self._publish = publish
         self._slots = asyncio.Semaphore(settings.capacity_max_waiting)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.tasks = TaskSet()
+        self._watched: set[str] = set()
+        """Job ids with a task in `tasks`."""
         self._accepted: OrderedDict[str, None] = OrderedDict()
         self.counts: Counter[str] = Counter()
         """``taken`` (at the first offer), ``taken_after_wait``, ``reoffered``,
@@ -135,32 +138,28 @@ class CapacityWatch:
         return job_id in self._accepted
 
     def watching(self, job_id: str) -> bool:
-        return job_id in self._tasks
+        return job_id in self._watched
 
     def waiting(self) -> int:
-        return len(self._tasks)
+        return len(self._watched)
 
     async def watch(self, waiting: Waiting) -> None:
         """Start watching; waits for a free place first if ``capacity_max_waiting`` are
         watched already (the consumer's slot is held meanwhile: backpressure)."""
         await self._slots.acquire()
         job_id = waiting.job.job_id
-        task = asyncio.create_task(self._run(waiting), name=f"capacity-{job_id}")
-        self._tasks[job_id] = task
+        self._watched.add(job_id)
+        task = self.tasks.spawn(self._run(waiting), name=f"capacity-{job_id}")
 
         def done(_: "asyncio.Task[None]") -> None:
-            self._tasks.pop(job_id, None)
+            self._watched.discard(job_id)
             self._slots.release()
 
         task.add_done_callback(done)
 
     async def close(self) -> None:
         """Hand every waiting job back to JetStream (at once, for another replica)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        await self.tasks.cancel_all()
 
     # --- one job -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from core_voice_contracts import subjects
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.errors import ConfigurationError
 from core_voice_dispatcher.outcomes import RETRY_MAX_S
 from core_voice_dispatcher.settings import DispatcherSettings
@@ -104,20 +105,20 @@ class Lane:
         self._sub = sub
         self._handle = handle
         self._concurrency = concurrency
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._stopping = asyncio.Event()
         self.gone = False
         """The consumer was deleted under us (a finished or removed replay, an accident)."""
 
     def busy(self) -> int:
-        return sum(1 for t in self._tasks if not t.done())
+        return sum(1 for t in self._tasks.tasks if not t.done())
 
     async def run(self) -> None:
         backlog = 0
         while not self._stopping.is_set():
             free = self._concurrency - self.busy()
             if free <= 0:
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(self._tasks.tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             # One message at a time while idle: a batch request waits for its batch to
             # fill (or expire) before returning, which would hold a lone job back. With a
@@ -136,9 +137,7 @@ class Lane:
                 continue
             backlog = msgs[-1].metadata.num_pending if msgs else 0
             for msg in msgs:
-                task = asyncio.create_task(self._run_one(msg), name=f"{self.name}-job")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._run_one(msg), name=f"{self.name}-job")
 
     async def _deleted(self) -> bool:
         try:
@@ -167,7 +166,7 @@ class Lane:
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight jobs finish for up to ``timeout`` s, then cancel the rest."""
-        pending = {t for t in self._tasks if not t.done()}
+        pending = {t for t in self._tasks.tasks if not t.done()}
         if pending:
             _, pending = await asyncio.wait(pending, timeout=timeout)
         for task in pending:
@@ -191,7 +190,8 @@ class LiveConsumer:
         self._handle = handle
         self._stopping = asyncio.Event()
         self._lane: Lane | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        self.retiring = TaskSet()
+        """Lanes of a deleted consumer, finishing their jobs."""
 
     async def start(self) -> None:
         """Create or update the consumer and bind to it (startup fails if it cannot)."""
@@ -224,9 +224,8 @@ class LiveConsumer:
             )
             # Jobs in flight finish on their own (their acks go nowhere; the new consumer
             # sees them again and finds them settled) while the new lane starts.
-            retiring = asyncio.create_task(self._lane.drain(self._settings.drain_timeout_s))
-            self._retiring.add(retiring)
-            retiring.add_done_callback(self._retiring.discard)
+            drain = self._lane.drain(self._settings.drain_timeout_s)
+            self.retiring.spawn(drain, name=f"{self._lane.name}-retiring")
             self._lane = None
 
     def stop(self) -> None:
@@ -237,5 +236,5 @@ class LiveConsumer:
     async def drain(self, timeout: float) -> None:
         if self._lane is not None:
             await self._lane.drain(timeout)
-        if self._retiring:
-            await asyncio.wait(set(self._retiring), timeout=timeout)
+        if self.retiring:
+            await asyncio.wait(self.retiring.tasks, timeout=timeout)

@@ -7,7 +7,6 @@ has its own `CollectorRegistry`, so tests can run several in one process.
 """
 
 import asyncio
-import contextlib
 import logging
 from typing import Final
 
@@ -146,10 +145,3 @@ class DispatcherMetrics:
 def outcome_error_type(error: str) -> str:
     """The error type of a retried job's error word (``livekit_*`` or config_sync's)."""
     return ErrorType.LIVEKIT if error.startswith("livekit_") else ErrorType.CONFIG_SYNC
-
-
-async def cancel(task: "asyncio.Task[None] | None") -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerInfo
 from nats.js.errors import NotFoundError
 
 from core_voice_contracts.streams import VOICE_JOBS
+from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.consumer import Lane
 from core_voice_dispatcher.dispatch import Dispatcher
 from core_voice_dispatcher.settings import DispatcherSettings
@@ -90,7 +91,9 @@ class Replays:
         self._settings = settings
         self._js = js
         self._dispatcher = dispatcher
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self.tasks = TaskSet()
+        self._running: set[str] = set()
+        """Replay consumers with a task in `tasks`."""
         self._refused: set[str] = set()
         self._stopping = asyncio.Event()
 
@@ -117,9 +120,9 @@ class Replays:
                     "replay consumer ignored", extra={"consumer": info.name, "why": str(exc)}
                 )
             return
-        task = asyncio.create_task(self._replay(info.name, end), name=f"replay-{info.name}")
-        self._running[info.name] = task
-        task.add_done_callback(lambda _: self._running.pop(info.name, None))
+        self._running.add(info.name)
+        task = self.tasks.spawn(self._replay(info.name, end), name=f"replay-{info.name}")
+        task.add_done_callback(lambda _: self._running.discard(info.name))
 
     async def _replay(self, name: str, end: WindowEnd) -> None:
         counts: Counter[str] = Counter()
@@ -171,5 +174,5 @@ class Replays:
         self._stopping.set()
 
     async def wait(self) -> None:
-        if self._running:
-            await asyncio.wait(set(self._running.values()))
+        if self.tasks:
+            await asyncio.wait(self.tasks.tasks)
