@@ -76,6 +76,16 @@ def process_env(
     }
 
 
+def sqlite_env(nats: NatsAccess, directory: Path, **extra: str) -> dict[str, str]:
+    """``process_env`` on a SQLite file in ``directory`` and a free port, ``extra`` over it."""
+    env = process_env(
+        nats=nats,
+        database_url=f"sqlite+aiosqlite:///{directory / 'config_sync.db'}",
+        port=free_port(),
+    )
+    return {**env, **extra}
+
+
 def refused_start(env: dict[str, str], cwd: Path) -> "subprocess.CompletedProcess[str]":
     """config_sync started with ``env`` must refuse: exit 2 (the caller checks the reason)."""
     done = subprocess.run(

@@ -11,15 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_config_sync.outbound import internal_reason
 from core_voice_contracts.permissions import Role
 from tests.harness.config_sync import (
     ADMIN_TOKEN,
     keyring,
-    process_env,
     refused_start,
+    sqlite_env,
     start_config_sync,
 )
 from tests.harness.config_sync_api import (
@@ -129,12 +128,10 @@ def test_the_operators_allow_list_admits_exactly_what_it_names(
 def test_a_bad_allow_list_stops_startup_without_echoing_it(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    env = process_env(
-        nats=nats_server.access(Role.CONFIG_SYNC),
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'config_sync.db'}",
-        port=free_port(),
+    access = nats_server.access(Role.CONFIG_SYNC)
+    done = refused_start(
+        sqlite_env(access, tmp_path, CONFIG_SYNC_BASE_URL_ALLOW="127.0.0.1, 10.0.0.0/99-canary"),
+        tmp_path,
     )
-    env["CONFIG_SYNC_BASE_URL_ALLOW"] = "127.0.0.1, 10.0.0.0/99-canary"
-    done = refused_start(env, tmp_path)
     assert "CONFIG_SYNC_BASE_URL_ALLOW" in done.stderr and "entry 2" in done.stderr
     assert "canary" not in done.stdout + done.stderr

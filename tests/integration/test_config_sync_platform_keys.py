@@ -11,14 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core_voice_cli.procs import free_port
 from core_voice_cli.servers import NatsServer
 from core_voice_contracts.permissions import Role
 from tests.harness.config_sync import (
     ADMIN_TOKEN,
     ConfigSync,
-    process_env,
     refused_start,
+    sqlite_env,
     start_config_sync,
 )
 from tests.harness.config_sync_api import API, auth, error_of, new_agent_id
@@ -94,12 +93,10 @@ async def test_a_listed_provider_passes_and_the_422_says_how_to_allow_another(
 def test_a_value_naming_no_keyed_provider_stops_startup(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    env = process_env(
-        nats=nats_server.access(Role.CONFIG_SYNC),
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'config_sync.db'}",
-        port=free_port(),
+    access = nats_server.access(Role.CONFIG_SYNC)
+    done = refused_start(
+        sqlite_env(access, tmp_path, CONFIG_SYNC_PLATFORM_KEY_PROVIDERS="openai,dg-canary-0042"),
+        tmp_path,
     )
-    env["CONFIG_SYNC_PLATFORM_KEY_PROVIDERS"] = "openai,dg-canary-0042"
-    done = refused_start(env, tmp_path)
     assert "CONFIG_SYNC_PLATFORM_KEY_PROVIDERS" in done.stderr
     assert "dg-canary-0042" not in done.stdout + done.stderr
