@@ -16,7 +16,6 @@ from core_voice_contracts.admin_api import (
     WhoAmI,
 )
 from core_voice_contracts.ids import is_valid_id
-from core_voice_contracts.provider_catalog import CATALOG, ProviderCatalog
 
 
 class TokenController(Controller):
@@ -60,13 +59,6 @@ class TokenController(Controller):
         if not is_valid_id(token_id):
             raise TokenNotFoundError(token_id)
         await tokens.revoke(token_id, tenant_id=AgentService.tenant_of(request.user))
-
-
-@get("/providers", opt=scope_opt(Scope.RUNTIME_READ), tags=["providers"])
-async def providers() -> ProviderCatalog:
-    """The provider catalogue edits are validated against: providers, models, voices,
-    options and which need an API key."""
-    return CATALOG
 
 
 @get("/whoami", opt=scope_opt(Scope.RUNTIME_READ), tags=["tokens"])
