@@ -36,10 +36,10 @@ from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.servers import NatsServer, PostgresServer
 from core_voice_cli.stack import config_sync_env
 from core_voice_config_sync.agent_repository import AgentRepository
-from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.db import Database, create_engine
 from core_voice_config_sync.records import KeysState
+from core_voice_config_sync.route_repository import RouteRepository
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import NatsAccess, connect
 from core_voice_contracts.events import ConfigFound, ConfigGetRequest
@@ -194,14 +194,14 @@ async def run(workdir: Path) -> list[Measure]:
                 KeysState(sealed=record.sealed, hints=record.key_hints)
 
             route = RouteRequest(room_key="RM_bench", campaign_id=CAMPAIGN_ID)
-            campaigns = CampaignRepository(Database(engine))
+            routes = RouteRepository(Database(engine))
 
             async def route_read() -> None:
                 reply = await resolve_route(router, route, timeout=5)
                 assert isinstance(reply, RouteResolved)
 
             async def route_db_read() -> None:  # what every routing answer read before
-                assert await campaigns.route_campaign(CAMPAIGN_ID) is not None
+                assert await routes.campaign(CAMPAIGN_ID) is not None
 
             route_lat = await _latencies(route_read, READS)
             route_db_lat = await _latencies(route_db_read, READS // 3)

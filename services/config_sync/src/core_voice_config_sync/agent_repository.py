@@ -40,10 +40,8 @@ from core_voice_config_sync.persistence import (
     check_legacy_name,
     config_row,
     keyset_page,
-    legacy_allowed,
     link_record,
     lock_agents,
-    route_agent,
     version_cursor,
     version_record,
 )
@@ -52,7 +50,6 @@ from core_voice_config_sync.records import (
     ConfigFields,
     KeysState,
     LinkRecord,
-    RouteAgent,
     VersionRecord,
 )
 from core_voice_contracts.admin_api import AgentStatus
@@ -318,9 +315,3 @@ class AgentRepository:
                     raise AgentNotFoundError(agent_id)
                 raise VersionNotFoundError(agent_id, version)
         return version_record(row)
-
-    async def route_agent(self, agent_id: str) -> RouteAgent | None:
-        query = alive(sa.select(Agent, legacy_allowed())).where(Agent.id == agent_id)
-        async with self.db.read() as session:
-            row = (await session.execute(query)).first()
-        return None if row is None else route_agent(row[0], legacy_ok=bool(row[1]))

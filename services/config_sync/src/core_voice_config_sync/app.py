@@ -37,6 +37,7 @@ from core_voice_config_sync.metrics import ConfigSyncMetrics, MetricsMiddleware
 from core_voice_config_sync.operators import OperatorRepository, OperatorService
 from core_voice_config_sync.outbox import OutboxRepository
 from core_voice_config_sync.relay import OutboxRelay
+from core_voice_config_sync.route_repository import RouteRepository
 from core_voice_config_sync.routing import RoutingService
 from core_voice_config_sync.runtime_entries import RuntimeEntries
 from core_voice_config_sync.sealed_keys import SealedKeyRepository
@@ -158,7 +159,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.info("default tenant created", extra={"tenant_id": settings.default_tenant})
         await _check_sealed_keys(SealedKeyRepository(db), keyring)
         metrics = ConfigSyncMetrics()
-        routing = RoutingService(repository, campaign_repository, metrics)
+        routing = RoutingService(RouteRepository(db), metrics)
 
         entries = RuntimeEntries(repository, keyring)
         cache = RuntimeConfigCache(entries.load, metrics)
@@ -220,8 +221,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             max_stale_s=settings.token_max_stale_s,
         )
         refused: Counter[str] = Counter()
-        evictor = CacheEvictor(client, cache, routing, refused, metrics)
-        await evictor.start()
+        evictor = CacheEvictor(cache, routing, refused=refused, metrics=metrics)
+        await evictor.start(client)
         endpoints = BusEndpoints(client, agents, routing, refused, metrics)
         await endpoints.start()
         tasks.spawn(relay.run(), name="outbox-relay")

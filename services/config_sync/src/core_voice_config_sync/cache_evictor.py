@@ -27,23 +27,22 @@ log = logging.getLogger(__name__)
 class CacheEvictor:
     def __init__(
         self,
-        nc: Client,
         cache: RuntimeConfigCache,
         routing: RoutingService,
+        *,
         refused: Counter[str],
-        metrics: ConfigSyncMetrics | None = None,
+        metrics: ConfigSyncMetrics,
     ) -> None:
-        self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
-        self._nc = nc
         self._cache = cache
         self._routing = routing
-        self._subscriptions: list[Subscription] = []
         self.refused = refused
         """Change events ignored, by ``change/<reason>`` (reported by /healthz)."""
+        self._metrics = metrics
+        self._subscriptions: list[Subscription] = []
 
-    async def start(self) -> None:
+    async def start(self, nc: Client) -> None:
         for subject in (subjects.CONFIG_CHANGED_ALL, subjects.ROUTING_CHANGED_ALL):
-            self._subscriptions.append(await self._nc.subscribe(subject, cb=self._on_change))
+            self._subscriptions.append(await nc.subscribe(subject, cb=self._on_change))
 
     async def stop(self) -> None:
         for sub in self._subscriptions:

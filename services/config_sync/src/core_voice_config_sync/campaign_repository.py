@@ -47,19 +47,15 @@ from core_voice_config_sync.persistence import (
     EDIT_ATTEMPTS,
     agent_record,
     keyset_page,
-    legacy_allowed,
     link_record,
     lock_agents,
     record_of,
-    route_agent,
 )
 from core_voice_config_sync.records import (
     AgentRecord,
     CampaignRecord,
     LinkRecord,
     NumberRecord,
-    RouteAgent,
-    RouteCampaign,
 )
 from core_voice_contracts.admin_api import CampaignOverrides, CampaignStatus
 
@@ -437,41 +433,3 @@ class CampaignRepository:
             if int(getattr(result, "rowcount", 0) or 0) != 1:
                 raise NumberNotFoundError(number)
             session.add(routing_outbox_row(tenant_id, number=number, trunk_id=trunk_id))
-
-    # --- routing -----------------------------------------------------------------------------
-
-    async def route_campaign(self, campaign_id: str) -> RouteCampaign | None:
-        """The campaign and its live linked agents (any tenant: the caller is routing)."""
-        async with self.db.read() as session:
-            campaign = await session.get(Campaign, campaign_id)
-            if campaign is None:
-                return None
-            rows = (
-                await session.execute(
-                    sa.select(Agent, CampaignAgent.weight, legacy_allowed())
-                    .join(CampaignAgent, CampaignAgent.agent_id == Agent.id)
-                    .where(CampaignAgent.campaign_id == campaign_id, Agent.deleted_at.is_(None))
-                    .order_by(Agent.id)
-                )
-            ).all()
-        agents: list[tuple[RouteAgent, int]] = [
-            (route_agent(a, legacy_ok=bool(ok)), int(w)) for a, w, ok in rows
-        ]
-        return RouteCampaign(
-            id=campaign.id, tenant_id=campaign.tenant_id, status=campaign.status, agents=agents
-        )
-
-    async def route_number(self, trunk_id: str, number: str) -> NumberRecord | None:
-        """The mapping of ``number`` on ``trunk_id``, while the trunk is still its tenant's."""
-        query = (
-            sa.select(PhoneNumber)
-            .join(SipTrunk, SipTrunk.id == PhoneNumber.trunk_id)
-            .where(
-                PhoneNumber.trunk_id == trunk_id,
-                PhoneNumber.number == number,
-                SipTrunk.tenant_id == PhoneNumber.tenant_id,
-            )
-        )
-        async with self.db.read() as session:
-            row = (await session.execute(query)).scalar_one_or_none()
-        return None if row is None else number_record(row)

@@ -24,7 +24,6 @@ from core_voice_config_sync.records import (
     ConfigFields,
     KeysState,
     LinkRecord,
-    RouteAgent,
     VersionRecord,
 )
 from core_voice_contracts.runtime_config import ProviderSpec
@@ -144,26 +143,7 @@ def insert_values(row: Base) -> dict[str, Any]:
     }
 
 
-# --- routing and legacy workers ------------------------------------------------------------
-
-
-def legacy_allowed() -> "sa.Exists":
-    """Whether the agent row's ``legacy_agent_name`` is on its tenant's list (a column
-    for routing queries: a name taken off the list stops routing at once)."""
-    return sa.exists().where(
-        TenantLegacyAgent.tenant_id == Agent.tenant_id,
-        TenantLegacyAgent.name == Agent.legacy_agent_name,
-    )
-
-
-def route_agent(agent: Agent, *, legacy_ok: bool) -> RouteAgent:
-    return RouteAgent(
-        id=agent.id,
-        tenant_id=agent.tenant_id,
-        status=agent.status,
-        legacy_agent_name=agent.legacy_agent_name if legacy_ok else None,
-        legacy_percent=agent.legacy_percent,
-    )
+# --- legacy workers ------------------------------------------------------------
 
 
 async def legacy_names(session: AsyncSession, tenant_id: str) -> list[str]:

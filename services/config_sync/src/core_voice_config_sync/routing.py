@@ -22,11 +22,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
-from core_voice_config_sync.agent_repository import AgentRepository
-from core_voice_config_sync.campaign_repository import CampaignRepository
 from core_voice_config_sync.errors import DatabaseUnavailableError
 from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.records import NumberRecord, RouteAgent, RouteCampaign
+from core_voice_config_sync.route_repository import RouteRepository
 from core_voice_contracts.admin_api import AgentStatus, CampaignStatus
 from core_voice_contracts.events import RejectReason
 from core_voice_contracts.ids import is_valid_id
@@ -103,13 +102,11 @@ class RoutingCache:
 class RoutingService:
     def __init__(
         self,
-        agents: AgentRepository,
-        campaigns: CampaignRepository,
+        routes: RouteRepository,
         metrics: ConfigSyncMetrics | None = None,
     ) -> None:
         self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
-        self._agents = agents
-        self._campaigns = campaigns
+        self._routes = routes
         self._cache = RoutingCache()
 
     def invalidate(self) -> None:
@@ -141,7 +138,7 @@ class RoutingService:
                 return RouteRejected(reason=RejectReason.NO_ROUTE, detail="no SIP trunk")
             mapping: NumberRecord | None = await self._cache.read(
                 f"number:{trunk_id}:{number}",
-                lambda: self._campaigns.route_number(trunk_id, number),
+                lambda: self._routes.number(trunk_id, number),
             )
             if mapping is None:
                 return RouteRejected(reason=RejectReason.NO_ROUTE, detail="number not mapped")
@@ -157,7 +154,7 @@ class RoutingService:
         agent: RouteAgent | None = None
         if is_valid_id(agent_id):
             agent = await self._cache.read(
-                f"agent:{agent_id}", lambda: self._agents.route_agent(agent_id)
+                f"agent:{agent_id}", lambda: self._routes.agent(agent_id)
             )
         if agent is None:
             return RouteRejected(reason=RejectReason.UNKNOWN_AGENT)
@@ -169,7 +166,7 @@ class RoutingService:
         campaign: RouteCampaign | None = None
         if is_valid_id(campaign_id):
             campaign = await self._cache.read(
-                f"campaign:{campaign_id}", lambda: self._campaigns.route_campaign(campaign_id)
+                f"campaign:{campaign_id}", lambda: self._routes.campaign(campaign_id)
             )
         if campaign is None:
             return RouteRejected(reason=RejectReason.NO_ROUTE, detail="unknown campaign")
