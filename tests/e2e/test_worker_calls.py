@@ -40,8 +40,8 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
-from tests.conftest import assert_no_permission_violations
 from tests.fakes.openai_server import OpenAIFake
+from tests.harness.nats import assert_no_permission_violations
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
