@@ -24,8 +24,6 @@ from core_voice_config_sync.crypto import generate_key
 from core_voice_contracts.bus import NatsAccess
 
 ADMIN_TOKEN = "admin-token-canary-7f3a-5c0e2b9d81a4"
-
-
 RUNTIME_TOKEN = "runtime-token-canary-91bc-e6d3f0a7"
 
 

@@ -10,16 +10,13 @@ import httpx
 import msgspec
 from nats.aio.client import Client
 
-from core_voice_contracts.admin_api import (
-    AgentView,
-    ErrorBody,
-)
-from core_voice_contracts.routing import (
-    RouteRequest,
-)
+from core_voice_contracts.admin_api import AgentView, ErrorBody
+from core_voice_contracts.routing import RouteRequest
 from core_voice_contracts.rpc import resolve_route
 
 API = "/api/v1/agents"
+CAMPAIGNS = "/api/v1/campaigns"
+TRUNKS = "/api/v1/trunks"
 
 
 def new_agent_id() -> str:
@@ -38,12 +35,6 @@ async def create_agent(client: httpx.AsyncClient, agent_id: str, **fields: Any) 
     response = await client.post(API, json={"id": agent_id, "name": "Test agent", **fields})
     assert response.status_code == 201, response.text
     return msgspec.json.decode(response.content, type=AgentView)
-
-
-CAMPAIGNS = "/api/v1/campaigns"
-
-
-TRUNKS = "/api/v1/trunks"
 
 
 async def create_campaign(client: httpx.AsyncClient, **fields: Any) -> str:

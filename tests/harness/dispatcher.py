@@ -20,10 +20,7 @@ from core_voice_cli.demo import demo_agent
 from core_voice_cli.procs import ManagedProcess, http_ready
 from core_voice_cli.servers import DEV_API_SECRET, NatsServer
 from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
-from core_voice_contracts.admin_api import (
-    CampaignAgentSet,
-    CampaignCreate,
-)
+from core_voice_contracts.admin_api import CampaignAgentSet, CampaignCreate
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.harness.nats import assert_no_permission_violations

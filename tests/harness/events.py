@@ -5,12 +5,7 @@ import asyncio
 from nats.js import JetStreamContext
 
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.events import (
-    JobDispatched,
-    JobEvent,
-    JobExpired,
-    JobRejected,
-)
+from core_voice_contracts.events import JobDispatched, JobEvent, JobExpired, JobRejected
 
 
 async def job_events(
