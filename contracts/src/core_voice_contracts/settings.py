@@ -1,21 +1,31 @@
-"""Loading a service's settings: a bad environment stops startup naming the variables.
+"""Every service's settings: one base, one loader, one exit on a bad environment.
 
-Every service keeps one pydantic-settings object (explicit argument > environment >
-default), each field documented by the docstring under it, which names its env variable
-(``use_attribute_docstrings`` makes that the field's description). Reading it the same
-way everywhere is a contract with operators (the message, exit status 2), hence it lives
-here, the one package every service shares, as `logs` does. pydantic's own error echoes
-the offending input, which may be a secret; `load_settings` names the variable only.
+Every service keeps one `ServiceSettings` subclass (explicit argument > environment >
+default), each field documented by the docstring under it, which starts with its env
+variable (``use_attribute_docstrings`` makes that the field's description). The NATS
+login and the startup failure are the same for every service and a contract with
+operators (the variable names, the message, exit status 2), hence they live here, the one
+package every service shares, as `logs` does. pydantic's own error echoes the offending
+input, which may be a secret; `load_settings` names the variable only.
 
-    settings = settings_or_exit(TelemetrySettings)   # in a service's entry point
+    class TelemetrySettings(ServiceSettings):
+        bus_role = Role.TELEMETRY
+        model_config = SettingsConfigDict(env_prefix="TELEMETRY_")
+        http_port: int = 9464
+        '''TELEMETRY_HTTP_PORT: where /metrics listens.'''
+
+    settings = settings_or_exit(TelemetrySettings)   # in the service's entry point
 """
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
-from pydantic import AliasChoices, ValidationError
-from pydantic_settings import BaseSettings
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core_voice_contracts.bus import NatsAccess
+from core_voice_contracts.permissions import Role
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,38 @@ class SettingsError(ValueError):
 
     code = "invalid_settings"
     retryable = False
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads alike: its NATS login, from the stack-wide ``NATS_*``
+    variables (the names the ``nats`` CLI reads too)."""
+
+    model_config = SettingsConfigDict(extra="ignore", use_attribute_docstrings=True)
+    bus_role: ClassVar[Role]
+    """The service's own NATS user and rights (`permissions.Role`)."""
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    """NATS_URL: the NATS server to connect to."""
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    """NATS_USER: this service's bus user (default: its role, with NATS_PASSWORD set)."""
+    nats_password: SecretStr | None = Field(
+        default=None, validation_alias="NATS_PASSWORD", repr=False
+    )
+    """NATS_PASSWORD: that user's password; never logged."""
+    nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
+    """NATS_CA: the CA file (PEM) for TLS to NATS (a ``tls://`` NATS_URL alone uses the
+    system's CAs)."""
+
+    def nats_access(self) -> NatsAccess:
+        """How this service connects: its own NATS user (`bus_role`)."""
+        password = self.nats_password.get_secret_value() if self.nats_password else None
+        return NatsAccess.for_role(
+            self.bus_role,
+            self.nats_url,
+            user=self.nats_user,
+            password=password,
+            ca_file=self.nats_ca,
+        )
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:

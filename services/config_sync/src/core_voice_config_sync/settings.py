@@ -22,8 +22,17 @@ from core_voice_config_sync.validation import (
 from core_voice_contracts import settings as shared_settings
 from core_voice_contracts.bus import NatsAccess
 from core_voice_contracts.permissions import Role as BusRole
+from core_voice_contracts.settings import ServiceSettings
 
 ENV_PREFIX = "CONFIG_SYNC_"
+CONFIG = SettingsConfigDict(
+    env_prefix=ENV_PREFIX,
+    extra="ignore",
+    frozen=True,
+    populate_by_name=True,
+    use_attribute_docstrings=True,
+)
+"""Both settings classes': `Settings` restates it, or its second base's defaults would win."""
 MIN_TOKEN_LENGTH = 32
 """The bootstrap tokens' minimum length: 32 random characters are beyond guessing."""
 
@@ -39,13 +48,7 @@ class StoreSettings(BaseSettings):
     Enough for the admin commands (``python -m core_voice_config_sync tenant ...``).
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-    )
+    model_config = CONFIG
 
     database_url: str = Field(default_factory=default_database_url)
     """CONFIG_SYNC_DATABASE_URL: SQLAlchemy async URL (sqlite+aiosqlite:///path or
@@ -79,23 +82,17 @@ class StoreSettings(BaseSettings):
         return None
 
 
-class Settings(StoreSettings):
-    """Everything config_sync reads from its environment."""
+class Settings(StoreSettings, ServiceSettings):
+    """Everything config_sync reads from its environment (the NATS login as every
+    service does, `ServiceSettings`)."""
 
+    model_config = CONFIG
+    bus_role = BusRole.CONFIG_SYNC
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("NATS_URL", "CONFIG_SYNC_NATS_URL"),
     )
     """NATS_URL (or CONFIG_SYNC_NATS_URL): the NATS server to connect to."""
-    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
-    """NATS_USER: config_sync's bus user (default: config_sync, with a password)."""
-    nats_password: SecretStr | None = Field(
-        default=None, validation_alias="NATS_PASSWORD", repr=False
-    )
-    """NATS_PASSWORD: that user's password; never logged."""
-    nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
-    """NATS_CA: the CA file (PEM) for TLS to NATS (a tls:// NATS_URL alone uses the
-    system's CAs)."""
     allow_plaintext_keys: bool = False
     """CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS: serve provider keys over a NATS connection that is
     neither TLS nor on loopback. Off: such a config_sync refuses to start, because the keys
@@ -181,14 +178,7 @@ class Settings(StoreSettings):
         (loopback), unless CONFIG_SYNC_ALLOW_PLAINTEXT_KEYS says otherwise. A server with
         TLS configured requires it of every client, so the workers' leg is TLS too.
         """
-        password = self.nats_password.get_secret_value() if self.nats_password else None
-        access = NatsAccess.for_role(
-            BusRole.CONFIG_SYNC,
-            self.nats_url,
-            user=self.nats_user,
-            password=password,
-            ca_file=self.nats_ca,
-        )
+        access = super().nats_access()
         if not (access.tls or access.loopback or self.allow_plaintext_keys):
             raise SettingsError(
                 "NATS_URL is plaintext to another host: provider keys would cross the network "

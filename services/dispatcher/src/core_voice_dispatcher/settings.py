@@ -8,10 +8,10 @@ checked against the live stream at startup, see `check_against_stream`.
 from enum import StrEnum
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from core_voice_contracts.bus import NatsAccess
 from core_voice_contracts.permissions import Role as BusRole
+from core_voice_contracts.settings import ServiceSettings
 from core_voice_dispatcher.errors import ConfigurationError
 
 
@@ -21,12 +21,12 @@ class Role(StrEnum):
     DISPATCH = "dispatch"  # dispatch consumer only (its /healthz still answers)
 
 
-class DispatcherSettings(BaseSettings):
-    """Environment variables are the field names upper-cased (``DISPATCHER_HTTP_PORT``...)."""
+class DispatcherSettings(ServiceSettings):
+    """Environment variables are the field names upper-cased (``DISPATCHER_HTTP_PORT``...),
+    and the shared ``NATS_*`` (`ServiceSettings`)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DISPATCHER_", extra="ignore", use_attribute_docstrings=True
-    )
+    bus_role = BusRole.DISPATCHER
+    model_config = SettingsConfigDict(env_prefix="DISPATCHER_")
 
     role: Role = Role.ALL
     """DISPATCHER_ROLE: ``all``, ``ingest`` (webhooks only) or ``dispatch`` (consumer only)."""
@@ -43,17 +43,6 @@ class DispatcherSettings(BaseSettings):
     in the VOICE_JOBS duplicate window, so a replayed event is always caught."""
     max_clock_skew_s: float = Field(default=30.0, ge=0)
     """DISPATCHER_MAX_CLOCK_SKEW_S: how far LiveKit's clock may be ahead of or behind ours."""
-    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
-    """NATS_URL."""
-    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
-    """NATS_USER: this service's bus user (default: its role, with NATS_PASSWORD set)."""
-    nats_password: SecretStr | None = Field(
-        default=None, validation_alias="NATS_PASSWORD", repr=False
-    )
-    """NATS_PASSWORD: that user's password; never logged."""
-    nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
-    """NATS_CA: the CA file (PEM) for TLS to NATS (a ``tls://`` NATS_URL alone uses the
-    system's CAs)."""
     livekit_url: str = Field(default="http://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
     """LIVEKIT_URL: the LiveKit server API (ws:// or http://)."""
     livekit_api_key: str = Field(validation_alias="LIVEKIT_API_KEY")
@@ -146,17 +135,6 @@ class DispatcherSettings(BaseSettings):
         if url.startswith("ws"):
             url = "http" + url[2:]
         return url
-
-    def nats_access(self) -> NatsAccess:
-        """How this service connects: its own NATS user (`BusRole.DISPATCHER`)."""
-        password = self.nats_password.get_secret_value() if self.nats_password else None
-        return NatsAccess.for_role(
-            BusRole.DISPATCHER,
-            self.nats_url,
-            user=self.nats_user,
-            password=password,
-            ca_file=self.nats_ca,
-        )
 
 
 def check_against_stream(settings: DispatcherSettings, duplicate_window_s: float) -> None:

@@ -9,10 +9,10 @@ import socket
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from core_voice_contracts.bus import NatsAccess
 from core_voice_contracts.permissions import Role as BusRole
+from core_voice_contracts.settings import ServiceSettings
 
 
 def default_worker_id() -> str:
@@ -21,12 +21,12 @@ def default_worker_id() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
-class WorkerSettings(BaseSettings):
-    """``WORKER_*`` variables, plus the standard LIVEKIT_* and NATS_URL."""
+class WorkerSettings(ServiceSettings):
+    """``WORKER_*`` variables, plus the standard LIVEKIT_* and the shared ``NATS_*``
+    (`ServiceSettings`)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WORKER_", extra="ignore", use_attribute_docstrings=True
-    )
+    bus_role = BusRole.WORKER
+    model_config = SettingsConfigDict(env_prefix="WORKER_")
 
     livekit_url: str = Field(default="ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
     """LIVEKIT_URL: the LiveKit server the worker registers with."""
@@ -34,17 +34,6 @@ class WorkerSettings(BaseSettings):
     """LIVEKIT_API_KEY: required."""
     livekit_api_secret: SecretStr = Field(validation_alias="LIVEKIT_API_SECRET", repr=False)
     """LIVEKIT_API_SECRET: required; never logged."""
-    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
-    """NATS_URL."""
-    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
-    """NATS_USER: this service's bus user (default: its role, with NATS_PASSWORD set)."""
-    nats_password: SecretStr | None = Field(
-        default=None, validation_alias="NATS_PASSWORD", repr=False
-    )
-    """NATS_PASSWORD: that user's password; never logged."""
-    nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
-    """NATS_CA: the CA file (PEM) for TLS to NATS (a ``tls://`` NATS_URL alone uses the
-    system's CAs)."""
     agent_name: str = Field(default="core-voice", validation_alias="WORKER_AGENT_NAME")
     """WORKER_AGENT_NAME: the explicit-dispatch name the pool registers under."""
     max_concurrency: int = Field(default=25, ge=1)
@@ -104,14 +93,3 @@ class WorkerSettings(BaseSettings):
     (`WorkerStatus` on voice.workers.status): capacity, active calls, draining."""
     event_queue_size: int = Field(default=10_000, ge=1)
     """WORKER_EVENT_QUEUE_SIZE: call events the pool holds while NATS cannot take them."""
-
-    def nats_access(self) -> NatsAccess:
-        """How this service connects: its own NATS user (`BusRole.WORKER`)."""
-        password = self.nats_password.get_secret_value() if self.nats_password else None
-        return NatsAccess.for_role(
-            BusRole.WORKER,
-            self.nats_url,
-            user=self.nats_user,
-            password=password,
-            ca_file=self.nats_ca,
-        )
