@@ -4,7 +4,6 @@ provider keys sealed with AES-GCM and re-sealed on rotation."""
 import pytest
 from pydantic import SecretStr
 
-from core_voice_config_sync.agents import Validator
 from core_voice_config_sync.auth import Scope, StaticTokens
 from core_voice_config_sync.crypto import KeyRing, generate_key
 from core_voice_config_sync.errors import InvalidConfigError, KeysUnavailableError, SettingsError
@@ -17,6 +16,7 @@ from core_voice_config_sync.validation import (
     key_problems,
     spec_problems,
 )
+from core_voice_config_sync.validator import Validator
 from core_voice_contracts.admin_api import CampaignOverrides, ProviderOverride
 from core_voice_contracts.provider_catalog import CATALOG, ProviderKind
 from core_voice_contracts.runtime_config import ProviderSpec

@@ -7,7 +7,7 @@ writer moved the version meanwhile. Several agents are always locked in id order
 concurrent campaign edits cannot deadlock.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +55,11 @@ from core_voice_config_sync.records import (
 from core_voice_contracts.admin_api import AgentStatus
 from core_voice_contracts.events import ChangeKind
 
-Decide = Callable[[AgentRecord, list[LinkRecord]], Awaitable[Change]]
-"""Turns the locked agent and its campaign links into a `Change` (or raises to refuse)."""
+Decide = Callable[[AgentRecord, list[LinkRecord]], Change]
+"""Turns the locked agent and its campaign links into a `Change`, or raises to refuse.
+
+A pure function of what it is given (no I/O): the edit reads, decides and writes in one
+transaction, and nothing calls back out of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +187,7 @@ class AgentRepository:
             try:
                 async with self.db.write() as session:
                     agent, current, links = await self._locked_state(session, agent_id, tenant_id)
-                    change = await decide(agent_record(agent, current), links)
+                    change = decide(agent_record(agent, current), links)
                     record, changed = await apply_change(
                         session, agent, change, author=author, current=current
                     )

@@ -2,15 +2,18 @@
 
 Sits between the transports and the repository: applies the caller's tenant, validates
 against the provider catalogue (the agent's own config and its merge with every campaign
-it is in), seals provider keys, and after each commit refreshes the cache and calls
-``on_commit``, which clears the routing answers (a patch may disable the agent or move
-its legacy share) and wakes the outbox relay (the change is on the bus within ms).
+it is in, `validator`), seals provider keys, and after each commit refreshes the cache and
+calls ``on_commit``, which clears the routing answers (a patch may disable the agent or
+move its legacy share) and wakes the outbox relay (the change is on the bus within ms).
+
+An edit goes one way through: this service → `AgentRepository.edit`, which locks the
+agent, runs the edit's pure ``decide`` function on what it read and returns `Edited`
+(the record and the links it was checked against) → the cache. The cache reads a miss
+through `RuntimeEntries`, down to the repository, never back through this service.
 """
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
 
@@ -30,19 +33,14 @@ from core_voice_config_sync.errors import (
     StaleReadError,
     VersionNotFoundError,
 )
-from core_voice_config_sync.merge import merge_spec
-from core_voice_config_sync.outbound import OutboundPolicy, resolve_problem, url_problem
 from core_voice_config_sync.persistence import new_id
 from core_voice_config_sync.records import AgentRecord, ConfigFields, KeysState, LinkRecord
 from core_voice_config_sync.runtime_entries import NO_MASTER_KEY, RuntimeEntries
 from core_voice_config_sync.validation import (
-    KINDS,
-    VENDOR_URLS,
     Problems,
     key_name_problems,
-    key_problems,
-    spec_problems,
 )
+from core_voice_config_sync.validator import Validator, config_specs
 from core_voice_contracts.admin_api import (
     AgentCreate,
     AgentPage,
@@ -52,7 +50,6 @@ from core_voice_contracts.admin_api import (
     AgentVersionPage,
     AgentVersionView,
     AgentView,
-    CampaignOverrides,
 )
 from core_voice_contracts.events import (
     ConfigFound,
@@ -63,96 +60,9 @@ from core_voice_contracts.events import (
     RejectReason,
 )
 from core_voice_contracts.ids import is_valid_id
-from core_voice_contracts.runtime_config import ProviderSpec, RuntimeConfig
+from core_voice_contracts.runtime_config import RuntimeConfig
 
 log = logging.getLogger(__name__)
-
-
-def _specs(fields: ConfigFields) -> dict[str, ProviderSpec]:
-    return {"llm": fields.llm, "stt": fields.stt, "tts": fields.tts}
-
-
-@dataclass(frozen=True, slots=True)
-class Validator:
-    """The catalogue checks of an agent config, alone and merged with its campaigns."""
-
-    platform_keys: frozenset[str] = frozenset()
-    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
-    """Where a ``base_url`` may point (`outbound`): public https unless allowed."""
-
-    def url_problems(self, specs: Mapping[str, ProviderSpec], *, prefix: str = "") -> Problems:
-        """``base_url`` options that point somewhere workers must not go (no DNS here)."""
-        problems: Problems = []
-        for kind, url in _base_urls(specs):
-            problem = url_problem(url, self.outbound)
-            if problem is not None:
-                problems.append((f"{prefix}{kind}.options.base_url", problem))
-        return problems
-
-    async def check_urls(self, choices: Mapping[str, Any], *, prefix: str = "") -> None:
-        """Resolve the ``base_url`` options a request brings (422 if any host is or
-        resolves to an internal address). Run before the write's transaction: DNS may
-        take seconds."""
-        problems: Problems = []
-        for kind, url in _base_urls(choices):
-            problem = await resolve_problem(url, self.outbound)
-            if problem is not None:
-                problems.append((f"{prefix}{kind}.options.base_url", problem))
-        if problems:
-            raise InvalidConfigError.of(problems)
-
-    def config_problems(self, fields: ConfigFields, have_keys: Collection[str]) -> Problems:
-        specs = _specs(fields)
-        problems: Problems = []
-        for kind, spec in specs.items():
-            problems += spec_problems(kind, spec)
-        problems += self.url_problems(specs)
-        return problems + key_problems(specs, have_keys, self.platform_keys)
-
-    def merged_problems(
-        self,
-        fields: ConfigFields,
-        have_keys: Collection[str],
-        overrides: CampaignOverrides,
-        *,
-        prefix: str,
-    ) -> Problems:
-        """Problems of ``fields`` ⊕ ``overrides``, named ``<prefix>llm.model`` etc."""
-        merged = {
-            kind: merge_spec(spec, getattr(overrides, kind))
-            for kind, spec in _specs(fields).items()
-        }
-        problems: Problems = []
-        for kind in KINDS:
-            if getattr(overrides, kind) is not None:
-                problems += spec_problems(kind, merged[kind], field=f"{prefix}{kind}")
-                problems += self.url_problems({kind: merged[kind]}, prefix=prefix)
-        return problems + key_problems(merged, have_keys, self.platform_keys, prefix=prefix)
-
-    def check_agent(
-        self, fields: ConfigFields, have_keys: Collection[str], links: list[LinkRecord]
-    ) -> None:
-        problems = self.config_problems(fields, have_keys)
-        if not problems:
-            for link in links:
-                problems += self.merged_problems(
-                    fields,
-                    have_keys,
-                    link.overrides,
-                    prefix=f"campaign {link.campaign_id}: ",
-                )
-        if problems:
-            raise InvalidConfigError.of(problems)
-
-
-def _base_urls(choices: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(kind, url) of each ``base_url`` option that is not one of the catalogue's vendor
-    endpoints; ``choices`` are specs, request choices or overrides (None skipped)."""
-    for kind, choice in choices.items():
-        options = getattr(choice, "options", None) or {}
-        url = options.get("base_url")
-        if isinstance(url, str) and url not in VENDOR_URLS:
-            yield kind, url
 
 
 class AgentService:
@@ -279,7 +189,7 @@ class AgentService:
             raise EmptyPatchError
         await self.validator.check_urls({"llm": data.llm, "stt": data.stt, "tts": data.tts})
 
-        async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
+        def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
             c = current.config
             fields = ConfigFields(
                 name=c.name if data.name is None else data.name,
@@ -321,9 +231,9 @@ class AgentService:
         if not is_valid_id(agent_id):
             raise AgentNotFoundError(agent_id)
         target = await self._repo.version(agent_id, data.version, tenant_id=tenant_id)
-        await self.validator.check_urls(_specs(target.config))
+        await self.validator.check_urls(config_specs(target.config))
 
-        async def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
+        def decide(current: AgentRecord, links: list[LinkRecord]) -> Change:
             keys = (
                 KeysState(sealed=target.sealed, hints=target.key_hints)
                 if data.restore_keys

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core_voice_config_sync import __version__
 from core_voice_config_sync.agent_repository import AgentRepository
-from core_voice_config_sync.agents import AgentService, Validator
+from core_voice_config_sync.agents import AgentService
 from core_voice_config_sync.api import create_app
 from core_voice_config_sync.auth import StaticTokens, StoredTokens
 from core_voice_config_sync.bus_endpoints import BusEndpoints
@@ -43,6 +43,7 @@ from core_voice_config_sync.runtime_entries import RuntimeEntries
 from core_voice_config_sync.sealed_keys import SealedKeyRepository
 from core_voice_config_sync.settings import Settings
 from core_voice_config_sync.tokens import TokenRepository, TokenService
+from core_voice_config_sync.validator import Validator
 from core_voice_contracts import bus
 from core_voice_contracts.admin_api import HealthView
 from core_voice_contracts.tasks import TaskSet
