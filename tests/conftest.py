@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,20 +122,62 @@ def _the_loops_own(task: "asyncio.Task[Any]") -> bool:
     return "async_generator_athrow" in name or module.startswith(("pytest", "_pytest"))
 
 
+_parents: "weakref.WeakKeyDictionary[asyncio.Future[Any], asyncio.Task[Any]]" = (
+    weakref.WeakKeyDictionary()
+)
+"""The task each task was created in, where there was one."""
+
+
+def _track_parents(loop: asyncio.AbstractEventLoop) -> None:
+    """Record, for every task the loop creates from now on, the task that created it."""
+    if getattr(loop, "_core_voice_parents", False):
+        return
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        parent = asyncio.current_task(loop)
+        if parent is not None:
+            _parents[task] = parent
+        return task
+
+    loop.set_task_factory(factory)
+    setattr(loop, "_core_voice_parents", True)  # noqa: B010 - a mark on a foreign object
+
+
+def _spawned_by(task: "asyncio.Task[Any]", owners: "set[asyncio.Task[Any]]") -> bool:
+    """Whether ``task`` descends from one of ``owners`` (a fixture's long-lived task)."""
+    parent = _parents.get(task)
+    while parent is not None:
+        if parent in owners:
+            return True
+        parent = _parents.get(parent)
+    return False
+
+
 @pytest.fixture(autouse=True)
 async def _no_leaked_tasks() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks running, naming each one and where it waits.
 
     Autouse and function-scoped, so it is set up after the session and module fixtures the
-    test uses (their tasks are in ``before``) and torn down after its function fixtures.
+    test uses and torn down after its function fixtures. The tasks running before the test
+    belong to those fixtures or to the loop, and so do the tasks they start during it (a
+    module's pool subscribing to a new agent's subject): those are not the test's.
     """
+    _track_parents(asyncio.get_running_loop())
     before = asyncio.all_tasks()
     yield
     current = asyncio.current_task()
     new = [
         task
         for task in asyncio.all_tasks() - before
-        if task is not current and not task.done() and not _the_loops_own(task)
+        if task is not current
+        and not task.done()
+        and not _the_loops_own(task)
+        and not _spawned_by(task, before)
     ]
     if new:
         _, pending = await asyncio.wait(new, timeout=LEAK_GRACE_S)
