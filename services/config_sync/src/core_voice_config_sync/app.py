@@ -34,6 +34,7 @@ from core_voice_config_sync.campaigns import CampaignService
 from core_voice_config_sync.crypto import KeyRing
 from core_voice_config_sync.db import Database, create_engine, migrate, ping
 from core_voice_config_sync.metrics import ConfigSyncMetrics, MetricsMiddleware
+from core_voice_config_sync.number_repository import NumberRepository
 from core_voice_config_sync.operators import OperatorRepository, OperatorService
 from core_voice_config_sync.outbox import OutboxRepository
 from core_voice_config_sync.relay import OutboxRelay
@@ -210,7 +211,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             ),
             on_commit=committed,
         )
-        campaigns = CampaignService(campaign_repository, agents, cache, on_commit=committed)
+        campaigns = CampaignService(
+            campaign_repository,
+            agents,
+            cache,
+            numbers=NumberRepository(db),
+            on_commit=committed,
+        )
         operators = OperatorService(OperatorRepository(db), on_commit=committed)
         authenticator = StoredTokens(
             StaticTokens(

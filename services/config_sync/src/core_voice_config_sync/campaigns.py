@@ -19,6 +19,7 @@ from core_voice_config_sync.errors import (
     InvalidConfigError,
     LinkNotFoundError,
 )
+from core_voice_config_sync.number_repository import NumberRepository
 from core_voice_config_sync.persistence import new_id
 from core_voice_config_sync.records import AgentRecord
 from core_voice_contracts.admin_api import (
@@ -44,9 +45,11 @@ class CampaignService:
         agents: AgentService,
         cache: RuntimeConfigCache,
         *,
+        numbers: NumberRepository,
         on_commit: Callable[[], None],
     ) -> None:
         self._repo = repository
+        self._numbers = numbers
         self._agents = agents
         self._cache = cache
         self._on_commit = on_commit
@@ -179,7 +182,7 @@ class CampaignService:
     ) -> NumberView:
         if (data.campaign_id is None) == (data.agent_id is None):
             raise InvalidConfigError("body", "give exactly one of campaign_id and agent_id")
-        record = await self._repo.set_number(
+        record = await self._numbers.set_number(
             trunk_id,
             number,
             tenant_id=AgentService.tenant_of(principal),
@@ -190,7 +193,7 @@ class CampaignService:
         return record.view()
 
     async def number(self, principal: Principal, trunk_id: str, number: str) -> NumberView:
-        record = await self._repo.number(
+        record = await self._numbers.number(
             trunk_id, number, tenant_id=AgentService.tenant_of(principal)
         )
         return record.view()
@@ -198,13 +201,13 @@ class CampaignService:
     async def numbers(
         self, principal: Principal, trunk_id: str, *, limit: int, cursor: str | None
     ) -> NumberPage:
-        records, next_cursor = await self._repo.numbers(
+        records, next_cursor = await self._numbers.numbers(
             trunk_id, tenant_id=AgentService.tenant_of(principal), limit=limit, cursor=cursor
         )
         return NumberPage(items=[r.view() for r in records], next_cursor=next_cursor)
 
     async def delete_number(self, principal: Principal, trunk_id: str, number: str) -> None:
-        await self._repo.delete_number(
+        await self._numbers.delete_number(
             trunk_id, number, tenant_id=AgentService.tenant_of(principal)
         )
         self._committed([])
