@@ -224,6 +224,20 @@ async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers:
     assert 'corevoice_worker_utilisation{worker_id="edit-pool"}' in metrics
 
 
+async def test_a_caller_hanging_up_ends_the_call_at_once(stack: Stack, workers: Workers) -> None:
+    """The room is left open (a SIP caller hanging up leaves it to LiveKit): the call still
+    ends when the caller goes, not when LiveKit closes the empty room ~20 s later."""
+    workers.start("hangup-pool")
+    agent_id = await new_agent(stack)
+    result = await run_call(options(stack, agent_id, delete_room=False))
+    left = time.time()
+    assert result.ok, result.error
+    started, ended = await call_events(stack, agent_id, 2, timeout=10)
+    assert isinstance(started, CallStarted) and isinstance(ended, CallEnded)
+    assert ended.end_reason == "participant_disconnected"
+    assert ended.at.timestamp() - left < 8, "the call outlived its caller"
+
+
 def job_processes(process: ManagedProcess) -> list[psutil.Process]:
     """The pool's job processes (forked from its forkserver), prewarmed or running."""
     tree = psutil.Process(process.pid).children(recursive=True)

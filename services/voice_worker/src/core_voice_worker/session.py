@@ -359,12 +359,18 @@ class Call:
         )
 
     def _on_close(self, ev: CloseEvent) -> None:
+        """End the job with the session. livekit-agents closes the session when the caller
+        leaves but keeps the job in the room until LiveKit closes the empty room (its
+        departure timeout, ~20 s): the call would count as active, and its duration grow,
+        that long after the hang-up."""
         if ev.reason == CloseReason.ERROR and not self._outcome_sent:
             detail = self._redacted(f"session closed on error: {ev.error}")
             asyncio.get_running_loop().create_task(
                 self.fail(CallFailure.PROVIDER_UNAVAILABLE, detail, retryable=True),
                 name="call.fail",
             )
+        elif ev.reason != CloseReason.ERROR:
+            self.ctx.shutdown(reason=ev.reason.value)
 
     def _redacted(self, text: str) -> str:
         keys = self.config.keys if self.config is not None else ProviderKeys()
