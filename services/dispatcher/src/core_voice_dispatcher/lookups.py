@@ -4,6 +4,9 @@ participants), and their prefetch while the job's webhook is being stored.
 Started together as tasks so that they overlap: a job's decision costs the slowest of
 them, not their sum. `Prefetches` starts them even earlier, from the webhook endpoint
 (`webhook_endpoint.Prefetcher`), for the job's first delivery to claim.
+
+Their tasks belong to one decision, not to the service, so no `TaskSet` holds them: the
+decision (or an unclaimed prefetch's expiry) settles them with `settle_tasks`.
 """
 
 import asyncio

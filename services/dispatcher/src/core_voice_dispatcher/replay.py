@@ -146,6 +146,7 @@ class Replays:
             return
         log.info("replay started", extra={"consumer": name, "bounded": end.bounded})
         lane = Lane(self._js, name, sub, handle, self._settings.replay_concurrency)
+        # Lives only as long as this replay: cancelled and awaited in the finally below.
         pulling = asyncio.create_task(lane.run(), name=f"{name}-pull")
         try:
             while not self._stopping.is_set() and not pulling.done():

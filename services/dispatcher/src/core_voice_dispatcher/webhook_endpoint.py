@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
+from livekit.protocol.webhook import WebhookEvent
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -125,31 +126,14 @@ class WebhookEndpoint:
             self.metrics.webhook(event.event, "noted")
             if self.calls is not None:
                 self.calls.check(action)
-            log.info(
-                "webhook noted",
-                extra={
-                    "event": event.event,
-                    "room_sid": event.room.sid,
-                    "webhook_id": event.id,
-                    "call_id": action.call_id,
-                },
-            )
-            return _done("noted", event=event.event)
+            return _noted(event, call_id=action.call_id)
 
         if isinstance(action, webhook_plan.Skip):
             self.counts[f"skipped_{action.reason}"] += 1
             noted = action.reason in webhook_plan.NOTED_EVENTS
             self.metrics.webhook(event.event, "noted" if noted else "ignored")
-            if action.reason in webhook_plan.NOTED_EVENTS:
-                log.info(
-                    "webhook noted",
-                    extra={
-                        "event": event.event,
-                        "room_sid": event.room.sid,
-                        "webhook_id": event.id,
-                    },
-                )
-                return _done("noted", event=event.event)
+            if noted:
+                return _noted(event)
             return _done("ignored", event=event.event, reason=action.reason)
 
         job_id = action.message.job_id
@@ -234,6 +218,13 @@ def _done(outcome: str, *, job_id: str = "", event: str = "", reason: str = "") 
         REASON_HEADER: reason,
     }
     return web.Response(status=204, headers={k: v for k, v in headers.items() if is_token(v)})
+
+
+def _noted(event: WebhookEvent, **fields: str) -> web.Response:
+    """Logged and answered 204 ``noted``: an event that stores no job."""
+    extra = {"event": event.event, "room_sid": event.room.sid, "webhook_id": event.id}
+    log.info("webhook noted", extra=extra | fields)
+    return _done("noted", event=event.event)
 
 
 def _refused(code: str, status: int) -> web.Response:
