@@ -126,10 +126,12 @@ _parents: "weakref.WeakKeyDictionary[asyncio.Future[Any], asyncio.Task[Any]]" = 
     weakref.WeakKeyDictionary()
 )
 """The task each task was created in, where there was one."""
+_from_callbacks: "weakref.WeakSet[asyncio.Future[Any]]" = weakref.WeakSet()
+"""Tasks a callback created while the loop ran (a server's connection handler)."""
 
 
 def _track_parents(loop: asyncio.AbstractEventLoop) -> None:
-    """Record, for every task the loop creates from now on, the task that created it."""
+    """Record, for every task the loop creates from now on, where it came from."""
     if getattr(loop, "_core_voice_parents", False):
         return
     previous = loop.get_task_factory()
@@ -142,19 +144,23 @@ def _track_parents(loop: asyncio.AbstractEventLoop) -> None:
         parent = asyncio.current_task(loop)
         if parent is not None:
             _parents[task] = parent
+        elif loop.is_running():  # not pytest-asyncio's runner of a test or fixture
+            _from_callbacks.add(task)
         return task
 
     loop.set_task_factory(factory)
     setattr(loop, "_core_voice_parents", True)  # noqa: B010 - a mark on a foreign object
 
 
-def _spawned_by(task: "asyncio.Task[Any]", owners: "set[asyncio.Task[Any]]") -> bool:
-    """Whether ``task`` descends from one of ``owners`` (a fixture's long-lived task)."""
-    parent = _parents.get(task)
-    while parent is not None:
-        if parent in owners:
+def _not_the_tests(task: "asyncio.Future[Any]", before: "set[asyncio.Task[Any]]") -> bool:
+    """Whether ``task`` descends from a task that was running before the test (a
+    fixture's) or from one a callback made (a server's, a connection's: their owners are
+    fixtures, the test only talks to them)."""
+    node: asyncio.Future[Any] | None = task
+    while node is not None:
+        if node in before or node in _from_callbacks:
             return True
-        parent = _parents.get(parent)
+        node = _parents.get(node)
     return False
 
 
@@ -165,7 +171,8 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     Autouse and function-scoped, so it is set up after the session and module fixtures the
     test uses and torn down after its function fixtures. The tasks running before the test
     belong to those fixtures or to the loop, and so do the tasks they start during it (a
-    module's pool subscribing to a new agent's subject): those are not the test's.
+    module's pool subscribing to a new agent's subject, in a connection's handler): those
+    are not the test's.
     """
     _track_parents(asyncio.get_running_loop())
     before = asyncio.all_tasks()
@@ -177,7 +184,7 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
         if task is not current
         and not task.done()
         and not _the_loops_own(task)
-        and not _spawned_by(task, before)
+        and not _not_the_tests(task, before)
     ]
     if new:
         _, pending = await asyncio.wait(new, timeout=LEAK_GRACE_S)
