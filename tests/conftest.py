@@ -254,10 +254,6 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[tuple[Client, JetStreamC
         await nc.drain()
 
 
-def repo_path(*parts: str) -> Path:
-    return Path(__file__).resolve().parents[1].joinpath(*parts)
-
-
 @pytest.fixture
 async def worker_bus(nats_server: NatsServer) -> AsyncIterator[Client]:
     """A connection as the worker pool's user: the only one ``voice.config.get`` answers."""

@@ -18,24 +18,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core_voice_cli.calls import execute
-from core_voice_cli.demo import DEMO_RULES, demo_agent
+from core_voice_cli.demo import demo_agent
 from core_voice_cli.main import build_parser
 from core_voice_cli.stack import Stack
-from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import connect
 from core_voice_contracts.events import CallEnded, CallEvent, CallStarted
 from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
 from tests.harness.nats import assert_no_permission_violations
+from tests.harness.stack import ANSWER, ASK, GREETING_V1, GREETING_V2, api_client, call
 
 pytestmark = pytest.mark.e2e
-
-GREETING_V1 = "Hello, thank you for calling the clinic. How can I help you today?"
-GREETING_V2 = "Good morning, you are speaking with the new front desk. What do you need?"
-FALLBACK = "Sorry, could you say that again?"
-ASK = "what are your opening hours"
-ANSWER = DEMO_RULES[0]["reply"]
 
 
 @pytest.fixture(scope="module")
@@ -43,39 +37,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(tmp_path_factory.mktemp("e2e")) as running:
         yield running
     assert_no_permission_violations(running.log_dir)
-
-
-def api_client(stack: Stack) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=stack.config_sync_url,
-        headers={
-            "Authorization": f"Bearer {stack.admin_token}",
-            "Content-Type": "application/json",
-        },
-        timeout=10,
-    )
-
-
-async def call(stack: Stack, agent_id: str, room: str) -> CallResult:
-    everything_the_agent_might_say = [
-        GREETING_V1,
-        GREETING_V2,
-        FALLBACK,
-        *(r["reply"] for r in DEMO_RULES),
-    ]
-    return await run_call(
-        CallOptions(
-            url=stack.livekit.url,
-            api_key=stack.livekit.api_key,
-            api_secret=stack.livekit.api_secret,
-            room=room,
-            say=[ASK],
-            phrases=everything_the_agent_might_say,
-            greeting_timeout=5.0,
-            reply_timeout=10.0,
-            create_room_metadata=json.dumps({"agent_id": agent_id}),
-        )
-    )
 
 
 async def call_events(stack: Stack, agent_id: str, want: int) -> list[CallEvent]:

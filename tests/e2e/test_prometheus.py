@@ -30,8 +30,8 @@ from core_voice_cli.dashboards.catalogue import metric_names
 from core_voice_cli.demo import demo_agent
 from core_voice_cli.rooms import call_room
 from core_voice_cli.stack import Stack
-from tests.e2e.test_call_flow import GREETING_V1, GREETING_V2, api_client, call
 from tests.harness.nats import assert_no_permission_violations
+from tests.harness.stack import GREETING_V1, GREETING_V2, api_client, call
 
 pytestmark = pytest.mark.e2e
 

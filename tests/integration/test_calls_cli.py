@@ -45,7 +45,7 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_CALLS, VOICE_JOBS
-from tests.conftest import repo_path
+from tests.harness.repo import repo_path
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,6 @@ from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import subjects
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
 from core_voice_contracts.streams import VOICE_JOBS
-from tests.conftest import repo_path
 from tests.fakes.minimal_worker import AGENT_NAME_ENV
 from tests.harness.dispatcher import (
     Rig,
@@ -36,6 +35,7 @@ from tests.harness.dispatcher import (
     unique,
 )
 from tests.harness.events import job_events
+from tests.harness.repo import repo_path
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,6 @@ from core_voice_cli.binaries import find_binary
 from core_voice_contracts import subjects
 from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
 from core_voice_contracts.permissions import Role
-from tests.conftest import repo_path
 from tests.harness.dispatcher import (
     Rig,
     count,
@@ -31,6 +30,7 @@ from tests.harness.dispatcher import (
     unique,
 )
 from tests.harness.events import outcome_of
+from tests.harness.repo import repo_path
 
 pytestmark = pytest.mark.integration
 

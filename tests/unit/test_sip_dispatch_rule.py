@@ -7,7 +7,7 @@ from livekit.protocol import sip
 
 from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts.room import HOLD_AGENT_NAME
-from tests.conftest import repo_path
+from tests.harness.repo import repo_path
 
 pytestmark = pytest.mark.unit
 

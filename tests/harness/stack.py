@@ -1,0 +1,49 @@
+"""The whole stack as the e2e tests drive it: its admin API, a scripted call to an agent
+and what the demo agent says."""
+
+import json
+
+import httpx
+
+from core_voice_cli.demo import DEMO_RULES
+from core_voice_cli.stack import Stack
+from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
+
+GREETING_V1 = "Hello, thank you for calling the clinic. How can I help you today?"
+GREETING_V2 = "Good morning, you are speaking with the new front desk. What do you need?"
+FALLBACK = "Sorry, could you say that again?"
+ASK = "what are your opening hours"
+ANSWER = DEMO_RULES[0]["reply"]
+
+
+def api_client(stack: Stack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=stack.config_sync_url,
+        headers={
+            "Authorization": f"Bearer {stack.admin_token}",
+            "Content-Type": "application/json",
+        },
+        timeout=10,
+    )
+
+
+async def call(stack: Stack, agent_id: str, room: str) -> CallResult:
+    everything_the_agent_might_say = [
+        GREETING_V1,
+        GREETING_V2,
+        FALLBACK,
+        *(r["reply"] for r in DEMO_RULES),
+    ]
+    return await run_call(
+        CallOptions(
+            url=stack.livekit.url,
+            api_key=stack.livekit.api_key,
+            api_secret=stack.livekit.api_secret,
+            room=room,
+            say=[ASK],
+            phrases=everything_the_agent_might_say,
+            greeting_timeout=5.0,
+            reply_timeout=10.0,
+            create_room_metadata=json.dumps({"agent_id": agent_id}),
+        )
+    )
