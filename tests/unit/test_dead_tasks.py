@@ -72,7 +72,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[PoolRuntime]:
 async def test_voice_worker(runtime: PoolRuntime) -> None:
     url = f"http://127.0.0.1:{runtime.health.port}/healthz"
     async with httpx.AsyncClient() as client:
-        assert (await client.get(url)).json() == {"ok": True, "dead_tasks": []}
+        assert (await client.get(url)).json() == {"ok": True}
         await killed(runtime.tasks)
         resp = await client.get(url)
     assert resp.status_code == 503

@@ -31,7 +31,7 @@ def make_app(
 ) -> web.Application:
     """/metrics, and /healthz: 503 unless every feed in ``feeds`` (name -> state, kept
     by `run_feed`) is ``ok`` and no task in ``tasks`` died, so a consumer or chore that
-    failed is visible, not silently gone."""
+    failed is visible, not silently gone (named in ``dead_tasks``, absent while none died)."""
 
     async def handle_metrics(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
@@ -41,7 +41,9 @@ def make_app(
         states = dict(feeds or {})
         dead = tasks.dead if tasks is not None else []
         ok = all(state == "ok" for state in states.values()) and not dead
-        body = {"status": "ok" if ok else "degraded", "feeds": states, "dead_tasks": dead}
+        body: dict[str, object] = {"status": "ok" if ok else "degraded", "feeds": states}
+        if dead:
+            body["dead_tasks"] = dead
         return web.Response(
             body=msgspec.json.encode(body),
             content_type="application/json",

@@ -1,7 +1,7 @@
 """The pool's HTTP endpoints: liveness, readiness, status, metrics, and a mirror probe.
 
 - ``/healthz``: the process answers and none of the pool's tasks died (Kubernetes
-  liveness); a dead one is named in ``dead_tasks``.
+  liveness); a dead one is named in ``dead_tasks`` (absent while all is well).
 - ``/readyz``: 200 only while the pool can take calls: registered with LiveKit, NATS
   connected, the config feed live, and not draining (readiness turns false on SIGTERM).
 - ``/status``: JSON for operators and tests: capacity, active and peak calls, the
@@ -159,10 +159,9 @@ class HealthServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         dead = self._runtime.tasks.dead
-        return web.json_response(
-            {"ok": not dead, "dead_tasks": msgspec.to_builtins(dead)},
-            status=503 if dead else 200,
-        )
+        if not dead:
+            return web.json_response({"ok": True})
+        return web.json_response({"ok": False, "dead_tasks": msgspec.to_builtins(dead)}, status=503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
         problems = self._runtime.not_ready()
