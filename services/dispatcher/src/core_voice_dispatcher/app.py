@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from jwt.warnings import InsecureKeyLengthWarning
 from nats.aio.client import Client
@@ -53,15 +54,22 @@ async def _check_stream(settings: DispatcherSettings, js: JetStreamContext) -> N
 def health_checks(
     connected: bool, consumer: "asyncio.Task[Any] | None", owned: Iterable[TaskSet]
 ) -> dict[str, str]:
-    """/healthz's checks: the bus, the live consumer, and, once one has died, the owned
-    tasks that raised (a process whose background work died must not look healthy)."""
+    """/healthz's checks: the bus, the live consumer, and ``tasks: dead`` once an owned
+    task died (a process whose background work died must not look healthy; absent while
+    none did, so a healthy body is as it was)."""
     checks = {"nats": "ok" if connected else "disconnected"}
     if consumer is not None:
         checks["consumer"] = "ok" if not consumer.done() else "stopped"
-    dead = [f"{task.name} ({task.error})" for owner in owned for task in owner.dead]
-    if dead:
-        checks["tasks"] = "dead: " + ", ".join(dead)
+    if any(owner.dead for owner in owned):
+        checks["tasks"] = "dead"
     return checks
+
+
+def dead_tasks(owned: Iterable[TaskSet]) -> dict[str, object]:
+    """/healthz's ``dead_tasks`` (name and exception type, as every service names them)
+    once an owned task died; nothing while none did."""
+    dead = [task for owner in owned for task in owner.dead]
+    return {"dead_tasks": msgspec.to_builtins(dead)} if dead else {}
 
 
 async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
@@ -148,7 +156,7 @@ async def _serve(
         return health_checks(nc.is_connected, consumer, owned)
 
     def details() -> dict[str, object]:
-        found: dict[str, object] = {}
+        found = dead_tasks(owned)
         if calls is not None:
             found["calls"] = dict(calls.counts) | {"pending_checks": calls.pending()}
         if dispatcher is None:
