@@ -121,6 +121,8 @@ class LinkServer:
         self._on_call_opened = on_call_opened
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        """The connections' handler tasks: asyncio's server starts them, not the pool's
+        `TaskSet`; they are kept to be awaited on stop, when each reports its call's end."""
         self.calls: set[CallConnection] = set()
         self.lost_calls = 0
 
