@@ -13,6 +13,10 @@ While the call runs, the pool pushes newer versions of its config:
 - a new greeting applies from the next call (this one has greeted).
 A version is never applied over a newer one. If the agent is disabled or deleted, the
 running call finishes on what it has (docs/voice_worker.md); new calls are refused.
+
+One cohesive thing past ~450 lines: `Call` is one call's state machine (start, live
+edits, failure, end); splitting it would pass that state between modules. What a call
+measures (`call_stats`) and traces (`call_trace`) already live apart.
 """
 
 import asyncio
