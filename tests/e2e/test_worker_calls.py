@@ -42,6 +42,7 @@ from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
 from tests.fakes.openai_server import OpenAIFake
 from tests.harness.nats import assert_no_permission_violations
+from tests.harness.stack import api_client, livekit_api
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
@@ -105,25 +106,14 @@ def workers(stack: Stack) -> Iterator[Workers]:
 
 @pytest.fixture
 async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
-    client = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
-    try:
+    async with livekit_api(stack) as client:
         yield client
-    finally:
-        await client.aclose()
-
-
-def admin(stack: Stack) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=stack.config_sync_url,
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=10,
-    )
 
 
 async def new_agent(stack: Stack, **fields: Any) -> str:
     agent_id = f"w-{uuid.uuid4().hex[:8]}"
     body = msgspec.structs.replace(demo_agent(), id=agent_id, **fields)
-    async with admin(stack) as client:
+    async with api_client(stack) as client:
         created = await client.post(
             "/api/v1/agents",
             content=msgspec.json.encode(body),
@@ -183,7 +173,7 @@ async def test_an_edit_mid_call_is_heard_at_the_next_turn(stack: Stack, workers:
         if turn != 1:
             return
         rules = [{"match": "opening hours", "reply": ANSWER_V2}]
-        async with admin(stack) as client:
+        async with api_client(stack) as client:
             edited = await client.patch(
                 f"/api/v1/agents/{agent_id}",
                 json={

@@ -19,16 +19,14 @@ import binascii
 import json
 import re
 import struct
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from aiohttp import web
 
-from core_voice_contracts.runtime_config import ScriptedOptions
 from tests.fakes.provider_base import (
     DEFAULT_RULES,
-    ProviderFake,
     ReplyRules,
+    ScriptedLlmFake,
     cli_parser,
     common_kwargs,
     count_tokens,
@@ -63,20 +61,9 @@ def _text(message: dict[str, Any]) -> str:
     return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
 
 
-class BedrockFake(ProviderFake):
+class BedrockFake(ScriptedLlmFake):
     name: ClassVar[str] = "bedrock"
     base_path: ClassVar[str] = ""
-
-    def __init__(
-        self,
-        *,
-        rules: ScriptedOptions | Sequence[tuple[str, str]] = DEFAULT_RULES,
-        fallback: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.rules = ReplyRules(rules_options(rules, fallback))
-        self.bodies: list[dict[str, Any]] = []
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -17,16 +17,14 @@ As a process: ``python -m tests.fakes.gemini_server --port 8106 --rules-json rul
 """
 
 import json
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from aiohttp import web
 
-from core_voice_contracts.runtime_config import ScriptedOptions
 from tests.fakes.provider_base import (
     DEFAULT_RULES,
-    ProviderFake,
     ReplyRules,
+    ScriptedLlmFake,
     cli_parser,
     common_kwargs,
     count_tokens,
@@ -44,20 +42,9 @@ def _text(content: object) -> str:
     return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
 
 
-class GeminiFake(ProviderFake):
+class GeminiFake(ScriptedLlmFake):
     name: ClassVar[str] = "gemini"
     base_path: ClassVar[str] = ""
-
-    def __init__(
-        self,
-        *,
-        rules: ScriptedOptions | Sequence[tuple[str, str]] = DEFAULT_RULES,
-        fallback: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.rules = ReplyRules(rules_options(rules, fallback))
-        self.bodies: list[dict[str, Any]] = []
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -37,20 +37,19 @@ import base64
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
 
-from core_voice_contracts.runtime_config import ScriptedOptions
 from tests.fakes.provider_base import (
     AUDIO_FORMATS,
     DEFAULT_RULES,
     Endpointer,
-    ProviderFake,
     Recorded,
     ReplyRules,
+    ScriptedLlmFake,
     SpeechStarted,
     UndecodableAudioError,
     Utterance,
@@ -111,23 +110,12 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-class OpenAIFake(ProviderFake):
+class OpenAIFake(ScriptedLlmFake):
     """The OpenAI API subset the livekit openai plugin (and Groq's, which is the same
-    client) uses. ``chat_bodies`` keeps each chat request's JSON (messages, tools, ...)."""
+    client) uses. ``bodies`` keeps each chat request's JSON (messages, tools, ...)."""
 
     name: ClassVar[str] = "openai"
     base_path: ClassVar[str] = "/v1"
-
-    def __init__(
-        self,
-        *,
-        rules: ScriptedOptions | Sequence[tuple[str, str]] = DEFAULT_RULES,
-        fallback: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.rules = ReplyRules(rules_options(rules, fallback))
-        self.chat_bodies: list[dict[str, Any]] = []
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -195,7 +183,7 @@ class OpenAIFake(ProviderFake):
         messages = body.get("messages") if body else None
         if body is None or not model or not isinstance(messages, list) or not messages:
             return self.error_response(400, "'model' and a non-empty 'messages' are required")
-        self.chat_bodies.append(body)
+        self.bodies.append(body)
         user_text = last_user_text(messages)
         record.add_text(user_text)
         reply = self.rules.reply_for(user_text)

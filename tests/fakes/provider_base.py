@@ -544,6 +544,22 @@ class ProviderFake:
             await asyncio.sleep(delay)
 
 
+class ScriptedLlmFake(ProviderFake):
+    """An LLM API fake that answers by scripted rules (`ReplyRules`) and keeps each
+    request's JSON body in ``bodies`` (what the plugin really sent)."""
+
+    def __init__(
+        self,
+        *,
+        rules: ScriptedOptions | Sequence[tuple[str, str]] = DEFAULT_RULES,
+        fallback: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rules = ReplyRules(rules_options(rules, fallback))
+        self.bodies: list[dict[str, Any]] = []
+
+
 def bearer(request: web.Request, scheme: str = "Bearer") -> str | None:
     header = request.headers.get("Authorization", "")
     prefix = f"{scheme} "

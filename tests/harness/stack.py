@@ -1,9 +1,12 @@
 """The whole stack as the e2e tests drive it: its admin API, a scripted call to an agent
 and what the demo agent says."""
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import httpx
+from livekit import api
 
 from core_voice_cli.demo import DEMO_RULES
 from core_voice_cli.stack import Stack
@@ -25,6 +28,16 @@ def api_client(stack: Stack) -> httpx.AsyncClient:
         },
         timeout=10,
     )
+
+
+@contextlib.asynccontextmanager
+async def livekit_api(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
+    """The stack's LiveKit server API, closed after use."""
+    client = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def call(stack: Stack, agent_id: str, room: str) -> CallResult:

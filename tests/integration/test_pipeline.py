@@ -28,6 +28,7 @@ from core_voice_contracts.events import (
 )
 from core_voice_contracts.permissions import Role
 from tests.harness.events import job_events
+from tests.harness.stack import livekit_api
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +41,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
-    client = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
-    try:
+    async with livekit_api(stack) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ async def test_openai_protocol_llms_stream_the_rule_reply_and_usage_with_the_age
         assert fake.keys == [AGENT_KEY]
         (call,) = fake.calls("/chat/completions")
         assert (call.model, call.text) == ("gpt-4.1-mini", "What are your opening hours?")
-        body = fake.chat_bodies[0]
+        body = fake.bodies[0]
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
         assert body["messages"][0]["content"] == "Answer from the script."
 
