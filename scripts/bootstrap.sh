@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make this machine able to run Core Voice: Debian packages, the Python workspace (uv), and
-# pinned builds of the Go tools that are not on PyPI or Debian (livekit-server, nats, lk).
+# pinned builds of the Go tools that are not on PyPI or Debian (livekit-server, nats, lk, helm).
 #
 # Idempotent; a second run takes seconds. Go builds take minutes, so each binary is kept in a
 # machine-level cache (~/.cache/core-voice/bin/<name>-<version>) that fresh clones on the
@@ -9,7 +9,7 @@
 # Environment:
 #   CORE_VOICE_BIN_DIR   where the Go binaries go            (default: <repo>/.bin)
 #   CORE_VOICE_CACHE     machine-level cache                 (default: ~/.cache/core-voice)
-#   LIVEKIT_SERVER_BIN, NATS_CLI_BIN, LK_CLI_BIN
+#   LIVEKIT_SERVER_BIN, NATS_CLI_BIN, LK_CLI_BIN, HELM_BIN
 #                        use this binary instead; skips building that tool
 #   CI=true              `uv sync --locked`: fail if uv.lock is out of date instead of using it
 set -euo pipefail
@@ -20,6 +20,8 @@ NATS_CLI_VERSION=v0.5.0
 # @latest cannot be resolved through this proxy (it answers 403 to .../@v/list); v2.16.6 is
 # the newest release checked to be served and to build.
 LK_CLI_VERSION=v2.16.6
+# The chart's lint/template tests (tests/unit/test_helm_chart.py); newest v4 the proxy serves.
+HELM_VERSION=v4.3.1
 # Only used when no `go` is installed: the toolchain is itself a module on the Go proxy.
 GO_TOOLCHAIN_VERSION=go1.26.8
 GO_TOOLCHAIN_SHA256=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
@@ -91,9 +93,9 @@ find_go() {
 }
 
 # tool table: name  version  env var  how to build
-TOOLS=(livekit-server nats lk)
-declare -A VERSION=([livekit-server]=$LIVEKIT_SERVER_VERSION [nats]=$NATS_CLI_VERSION [lk]=$LK_CLI_VERSION)
-declare -A ENV_VAR=([livekit-server]=LIVEKIT_SERVER_BIN [nats]=NATS_CLI_BIN [lk]=LK_CLI_BIN)
+TOOLS=(livekit-server nats lk helm)
+declare -A VERSION=([livekit-server]=$LIVEKIT_SERVER_VERSION [nats]=$NATS_CLI_VERSION [lk]=$LK_CLI_VERSION [helm]=$HELM_VERSION)
+declare -A ENV_VAR=([livekit-server]=LIVEKIT_SERVER_BIN [nats]=NATS_CLI_BIN [lk]=LK_CLI_BIN [helm]=HELM_BIN)
 declare -A ACTION # skip-env | present | from-cache | build
 
 plan_tools() {
@@ -194,6 +196,10 @@ go_build() {
 	nats)
 		GOBIN=$gobin "$GO" install "github.com/nats-io/natscli/nats@$NATS_CLI_VERSION"
 		mv "$gobin/nats" "$out"
+		;;
+	helm)
+		GOBIN=$gobin "$GO" install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+		mv "$gobin/helm" "$out"
 		;;
 	lk)
 		# `go install ...@version` fails here: it looks up deprecations via .../@v/list, which

@@ -1,11 +1,17 @@
-"""nats-server for tests: one started on free ports with throwaway directories, and the
-check that no service used a right it was not granted."""
+"""nats-server for tests: one started on free ports with throwaway directories, the
+check that no service used a right it was not granted, and a connection that keeps the
+server's permission violations (`watched`)."""
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
+from nats.aio.client import Client
+
 from core_voice_cli.servers import NatsServer
+from core_voice_contracts.bus import NatsAccess
 
 
 @contextlib.contextmanager
@@ -29,3 +35,37 @@ def assert_no_permission_violations(log_dir: Path) -> None:
         if "Violation" in line
     ]
     assert not violations, violations[:20]
+
+
+class Watched:
+    """A connection whose server errors (permission violations) are kept, in order."""
+
+    def __init__(self, nc: Client, errors: list[str]) -> None:
+        self.nc = nc
+        self.errors = errors
+
+    async def refused(self, what: str, within: float = 5.0) -> bool:
+        """Whether the server said ``what`` (e.g. 'Publish to "x"') was a violation."""
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            said = [e.lower() for e in self.errors]
+            if any("permissions violation" in e and what.lower() in e for e in said):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+
+@contextlib.asynccontextmanager
+async def watched(access: NatsAccess) -> AsyncIterator[Watched]:
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(
+        access.url, error_cb=on_error, allow_reconnect=False, **access.options()
+    )
+    try:
+        yield Watched(nc, errors)
+    finally:
+        await nc.close()

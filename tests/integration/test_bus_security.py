@@ -7,19 +7,17 @@ delivered. The TLS tests generate their own CA and server certificate.
 """
 
 import asyncio
-import contextlib
 import json
 import os
 import ssl
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core_voice_cli.binaries import find_binary
@@ -34,7 +32,7 @@ from core_voice_contracts.streams import VOICE_CALLS, VOICE_CONFIG, VOICE_JOBS
 from tests.certs import make_tls_files
 from tests.harness.config_sync import ADMIN_TOKEN, ConfigSync, config_sync_service, refused_start
 from tests.harness.config_sync_api import auth, new_agent_id
-from tests.harness.nats import running_nats
+from tests.harness.nats import running_nats, watched
 
 pytestmark = pytest.mark.integration
 
@@ -66,40 +64,6 @@ def agent_id(service: ConfigSync) -> str:
     response = httpx.post(f"{service.base_url}/api/v1/agents", json=body, headers=auth(ADMIN_TOKEN))
     assert response.status_code == 201, response.text
     return agent
-
-
-class Watched:
-    """A connection whose server errors (permission violations) are kept, in order."""
-
-    def __init__(self, nc: Client, errors: list[str]) -> None:
-        self.nc = nc
-        self.errors = errors
-
-    async def refused(self, what: str, within: float = 5.0) -> bool:
-        """Whether the server said ``what`` (e.g. 'Publish to "x"') was a violation."""
-        deadline = asyncio.get_running_loop().time() + within
-        while asyncio.get_running_loop().time() < deadline:
-            said = [e.lower() for e in self.errors]
-            if any("permissions violation" in e and what.lower() in e for e in said):
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-
-@contextlib.asynccontextmanager
-async def watched(access: NatsAccess) -> AsyncIterator[Watched]:
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(
-        access.url, error_cb=on_error, allow_reconnect=False, **access.options()
-    )
-    try:
-        yield Watched(nc, errors)
-    finally:
-        await nc.close()
 
 
 def config_request(agent_id: str) -> bytes:

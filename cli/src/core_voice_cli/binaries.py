@@ -36,6 +36,7 @@ ENV_VARS: Final[Mapping[str, str]] = MappingProxyType(
         "nats-server": "NATS_SERVER_BIN",
         "nats": "NATS_CLI_BIN",
         "lk": "LK_CLI_BIN",
+        "helm": "HELM_BIN",
     }
 )
 """Binary name -> env var that names its path. The same names ``scripts/bootstrap.sh`` honours."""
