@@ -73,9 +73,7 @@ def documented(name: str, text: str) -> bool:
 
 def test_the_names_are_derived_from_the_classes() -> None:
     # The derivation itself: prefixes, plain aliases and alias choices all count.
-    assert {"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_CA"} <= env_variables(
-        ServiceSettings
-    )
+    assert {"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_CA"} <= env_variables(ServiceSettings)
     assert {"NATS_URL", "CONFIG_SYNC_NATS_URL", "CONFIG_SYNC_ADMIN_TOKEN"} <= env_variables(
         ConfigSyncSettings
     )
@@ -107,4 +105,7 @@ def test_every_chart_value_is_in_the_reference() -> None:
     text = REFERENCE.read_text()
     values = yaml.safe_load(VALUES.read_text()) or {}
     missing = [path for path in leaf_paths(values) if not documented(path, text)]
-    assert not missing, f"{REFERENCE.name} does not document the chart values {missing}"
+    assert not missing, (
+        f"{REFERENCE.name} does not document the chart values {missing}: run "
+        ".venv/bin/python scripts/chart_values_table.py --write"
+    )
