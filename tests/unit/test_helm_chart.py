@@ -97,8 +97,8 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 def crd_schema(kind: str) -> dict[str, Any]:
     crd = yaml.safe_load((CRDS / CRD_FILES[kind]).read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
-    return _python_patterns(schema)
+    schema: dict[str, Any] = _python_patterns(version["schema"]["openAPIV3Schema"])
+    return schema
 
 
 def _python_patterns(node: Any) -> Any:
