@@ -19,6 +19,7 @@ from pathlib import Path
 
 from core_voice_cli.binaries import repo_root
 from core_voice_cli.dashboards import render_all
+from core_voice_cli.generated_files import write_or_check
 from core_voice_contracts.permissions import grants
 
 
@@ -45,26 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core_voice_cli.chart_files")
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is not current")
     args = parser.parse_args(argv)
-    out = chart_dir() / "files"
-    rendered = render_files()
-    if args.check:
-        stale = [
-            name
-            for name, text in rendered.items()
-            if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text
-        ]
-        for name in stale:
-            print(f"{out / name} is not current", file=sys.stderr)
-        if stale:
-            print("regenerate: uv run python -m core_voice_cli.chart_files", file=sys.stderr)
-            return 1
-        print(f"{len(rendered)} chart files current in {out}")
-        return 0
-    for name, text in rendered.items():
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(text, encoding="utf-8")
-        print(f"wrote {out / name}")
-    return 0
+    return write_or_check(
+        render_files(), chart_dir() / "files", check=args.check, module="core_voice_cli.chart_files"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core_voice_cli.dashboards import output_dir, render_all
+from core_voice_cli.generated_files import write_or_check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,25 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory (default deploy/grafana)")
     args = parser.parse_args(argv)
     out: Path = args.out or output_dir()
-    rendered = render_all()
-    if args.check:
-        stale = [
-            name
-            for name, text in rendered.items()
-            if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text
-        ]
-        for name in stale:
-            print(f"{out / name} is not current", file=sys.stderr)
-        if stale:
-            print("regenerate: uv run python -m core_voice_cli.dashboards", file=sys.stderr)
-            return 1
-        print(f"{len(rendered)} dashboards current in {out}")
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered.items():
-        (out / name).write_text(text, encoding="utf-8")
-        print(f"wrote {out / name}")
-    return 0
+    return write_or_check(render_all(), out, check=args.check, module="core_voice_cli.dashboards")
 
 
 if __name__ == "__main__":
