@@ -6,8 +6,9 @@ isolate themselves with unique agent ids / room names rather than fresh servers.
 
 The rules, enforced here (as livekit/agents' tests/conftest.py does):
 
-- Every test is exactly one of ``unit``, ``integration``, ``e2e``: its module's
-  ``pytestmark`` names the category of the directory it lives in.
+- Every test is exactly one of ``unit``, ``integration``, ``e2e``, ``containers``,
+  ``kube``, ``cluster``: its module's ``pytestmark`` names the category of the directory
+  it lives in.
 - A unit test starts no server: it may not use the server fixtures, and a socket it
   opens may connect or bind to loopback only.
 - A test leaves no asyncio task running. Tasks that were already running when it started
@@ -34,7 +35,7 @@ from core_voice_contracts.bus import connect
 from core_voice_contracts.permissions import Role
 from tests.harness.nats import assert_no_permission_violations, running_nats
 
-CATEGORIES = ("unit", "integration", "e2e")
+CATEGORIES = ("unit", "integration", "e2e", "containers", "kube", "cluster")
 SERVER_FIXTURES = frozenset(
     {"nats_server", "livekit_server", "postgres_server", "database_url", "bus", "worker_bus"}
 )
