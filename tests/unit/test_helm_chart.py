@@ -43,6 +43,8 @@ COMBINATIONS: dict[str, list[str]] = {
     "external-nats": [
         "-f", str(CHART / "values-small.yaml"),
         "--set", "externalNats.url=tls://nats.messaging.svc:4222",
+        "--set", "externalNats.streamReplicas=3",
+        "--set", "externalNats.tls.caSecret=nats-ca",
     ],
     "nats-subchart": ["-f", str(CHART / "values-medium.yaml"), "--set", "nats.enabled=true"],
 }  # fmt: skip
@@ -252,6 +254,33 @@ def test_nats_users_come_from_the_contracts() -> None:
             if "NATS_PASSWORD" in env:
                 assert env["NATS_URL"]["value"] == "tls://nats.messaging.svc:4222", name
                 assert "secretKeyRef" in env["NATS_PASSWORD"]["valueFrom"], name
+                # TLS: the CA from its Secret, mounted read-only where NATS_CA points.
+                assert env["NATS_CA"]["value"] == "/etc/core-voice/nats-ca/ca.crt", name
+                mounts = {m["name"]: m for m in container["volumeMounts"]}
+                assert mounts["nats-ca"]["mountPath"] == "/etc/core-voice/nats-ca", name
+                volumes = {v["name"]: v for v in spec["volumes"]}
+                assert volumes["nats-ca"]["secret"]["secretName"] == "nats-ca", name
+
+
+def _stream_replicas(docs: tuple[dict[str, Any], ...]) -> set[str]:
+    """NATS_STREAM_REPLICAS of every container that logs in to NATS."""
+    found = set()
+    for _, spec in pod_specs(ours(docs)):
+        for container in spec["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            if "NATS_PASSWORD" in env and "NATS_STREAM_REPLICAS" in env:
+                found.add(env["NATS_STREAM_REPLICAS"]["value"])
+            elif "NATS_PASSWORD" in env and container["name"] != "nats-request":
+                found.add("missing")
+    return found
+
+
+def test_streams_run_at_r3_on_a_cluster_and_r1_on_one_server() -> None:
+    assert _stream_replicas(render("nats-subchart")) == {"3"}
+    assert _stream_replicas(render("external-nats")) == {"3"}  # externalNats.streamReplicas
+    assert _stream_replicas(render("minimal")) == {"1"}
+    for _, spec in pod_specs(ours(render("minimal"))):  # no CA Secret: nothing mounted
+        assert "nats-ca" not in {v["name"] for v in spec.get("volumes", [])}
 
 
 def test_subchart_runs_jetstream_cluster_with_the_users() -> None:
@@ -276,6 +305,8 @@ def test_values_schema_refuses_unsafe_values() -> None:
         "configSync.replicas=1",
         "worker.drainTimeoutSeconds=60",
         "autoscaling.mode=cpu",
+        "externalNats.streamReplicas=0",
+        "externalNats.streamReplicas=7",
     ):
         out = helm("template", "cv", str(CHART), "--set", bad)
         assert out.returncode != 0, bad

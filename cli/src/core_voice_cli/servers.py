@@ -69,6 +69,14 @@ class NatsServer:
     extra_users: dict[str, Grant] = field(default_factory=dict)
     """More users beside the roles' (tests: a service with fewer rights than its role)."""
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    server_name: str = "core-voice"
+    """Unique per node of a cluster (JetStream's raft groups are keyed by it)."""
+    cluster_port: int | None = None
+    """Listen for cluster routes here; None: a single server."""
+    routes: list[int] = field(default_factory=list)
+    """The cluster ports of the other nodes (loopback)."""
+    stream_replicas: int = 1
+    """What the services are told (``NATS_STREAM_REPLICAS``): 3 on a 3-node cluster."""
 
     def __post_init__(self) -> None:
         for user in self.users():
@@ -106,6 +114,7 @@ class NatsServer:
             user=name,
             password=self.passwords[name],
             ca_file=str(self.tls.ca) if self.tls else None,
+            stream_replicas=self.stream_replicas,
         )
 
     def env(self, role: Role, *, user: str | None = None) -> dict[str, str]:
@@ -133,6 +142,12 @@ class NatsServer:
                 "ca_file": str(self.tls.ca),
                 "timeout": 5,
             }
+        if self.cluster_port is not None:
+            config["cluster"] = {
+                "name": "core-voice",
+                "listen": f"127.0.0.1:{self.cluster_port}",
+                "routes": [f"nats-route://127.0.0.1:{port}" for port in self.routes],
+            }
         return config
 
     def process(self) -> ManagedProcess:
@@ -148,14 +163,36 @@ class NatsServer:
             "-p", str(self.port),
             "-m", str(self.monitor_port),
             "-sd", str(self.data_dir),
-            "-n", "core-voice",
+            "-n", self.server_name,
         ]  # fmt: skip
         return ManagedProcess(
-            "nats-server",
+            "nats-server" if self.cluster_port is None else f"nats-server-{self.server_name}",
             argv,
             log_dir=self.log_dir,
             ready=http_ready(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"),
         )
+
+
+def nats_cluster(base_dir: Path, log_dir: Path, size: int = 3) -> list[NatsServer]:
+    """``size`` nats-servers routed into one cluster on loopback, sharing one set of
+    users and passwords, streams at R``size`` (capped at 3). Start every node before
+    waiting for any: a node's JetStream is not ready until it has its peers."""
+    cluster_ports = [free_port() for _ in range(size)]
+    first = NatsServer(data_dir=base_dir / "n1", log_dir=log_dir)
+    nodes = []
+    for index, port in enumerate(cluster_ports, start=1):
+        nodes.append(
+            NatsServer(
+                data_dir=base_dir / f"n{index}",
+                log_dir=log_dir,
+                passwords=dict(first.passwords),
+                server_name=f"core-voice-{index}",
+                cluster_port=port,
+                routes=[p for p in cluster_ports if p != port],
+                stream_replicas=min(size, 3),
+            )
+        )
+    return nodes
 
 
 @dataclass

@@ -24,6 +24,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 
 # The same variables the `nats` CLI reads, so one env file serves a service and a shell.
 ENV_URL, ENV_USER, ENV_PASSWORD, ENV_CA = "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_CA"
+ENV_STREAM_REPLICAS = "NATS_STREAM_REPLICAS"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class NatsAccess:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
+    stream_replicas: int = 1
+    """Replicas of the JetStream streams: 1 on one server, 3 on a cluster (R3)."""
 
     @classmethod
     def for_role(
@@ -49,11 +52,18 @@ class NatsAccess:
         user: str | None = None,
         password: str | None = None,
         ca_file: str | None = None,
+        stream_replicas: int = 1,
     ) -> "NatsAccess":
         """A service's access from its settings; the user defaults to the role's name."""
-        if password is None:
-            return cls(url, role=role, user=user, ca_file=ca_file)
-        return cls(url, role=role, user=user or role.value, password=password, ca_file=ca_file)
+        user_name = user if password is None else user or role.value
+        return cls(
+            url,
+            role=role,
+            user=user_name,
+            password=password,
+            ca_file=ca_file,
+            stream_replicas=stream_replicas,
+        )
 
     @property
     def tls(self) -> bool:
@@ -79,6 +89,8 @@ class NatsAccess:
             env[ENV_PASSWORD] = self.password
         if self.ca_file is not None:
             env[ENV_CA] = self.ca_file
+        if self.stream_replicas != 1:
+            env[ENV_STREAM_REPLICAS] = str(self.stream_replicas)
         return env
 
     def options(self) -> dict[str, Any]:
@@ -147,7 +159,11 @@ async def connect(
     js = nc.jetstream()
     if ensure:
         owner = access.role in (None, Role.CONFIG_SYNC, Role.DISPATCHER, Role.OPERATOR)
-        await ensure_streams(js, update=owner)
+        try:
+            await ensure_streams(js, access.stream_replicas, update=owner)
+        except BaseException:
+            await nc.close()  # a caller that gets no client cannot close it
+            raise
     return nc, js
 
 

@@ -62,6 +62,12 @@ class ServiceSettings(BaseSettings):
     nats_ca: str | None = Field(default=None, validation_alias="NATS_CA")
     """NATS_CA: the CA file (PEM) for TLS to NATS (a ``tls://`` NATS_URL alone uses the
     system's CAs)."""
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS"
+    )
+    """NATS_STREAM_REPLICAS: replicas of the JetStream streams this service creates or
+    brings up to date: 1 on a single server, 3 on a 3-node cluster (R3). At most the
+    number of JetStream servers; every service of one install sets the same value."""
 
     def nats_access(self) -> NatsAccess:
         """How this service connects: its own NATS user (`bus_role`)."""
@@ -72,6 +78,7 @@ class ServiceSettings(BaseSettings):
             user=self.nats_user,
             password=password,
             ca_file=self.nats_ca,
+            stream_replicas=self.nats_stream_replicas,
         )
 
 

@@ -125,6 +125,43 @@ seccompProfile:
     secretKeyRef:
       name: {{ .root.Values.secrets.nats.existingSecret }}
       key: {{ .role }}
+- name: NATS_STREAM_REPLICAS
+  value: {{ include "core-voice.streamReplicas" .root | quote }}
+{{- with .root.Values.externalNats.tls.caSecret }}
+- name: NATS_CA
+  value: /etc/core-voice/nats-ca/{{ $.root.Values.externalNats.tls.caKey }}
+{{- end }}
+{{- end -}}
+
+{{/* JetStream stream replicas: R3 on the subchart's cluster (fewer only if it has fewer
+nodes), else externalNats.streamReplicas. */}}
+{{- define "core-voice.streamReplicas" -}}
+{{- if .Values.nats.enabled -}}
+{{- if .Values.nats.config.cluster.enabled -}}
+{{- min 3 (int .Values.nats.config.cluster.replicas) -}}
+{{- else -}}
+1
+{{- end -}}
+{{- else -}}
+{{- .Values.externalNats.streamReplicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The NATS CA Secret's volume and mount (nothing without externalNats.tls.caSecret). */}}
+{{- define "core-voice.natsCaVolume" -}}
+{{- with .Values.externalNats.tls.caSecret }}
+- name: nats-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0444
+{{- end }}
+{{- end -}}
+{{- define "core-voice.natsCaVolumeMount" -}}
+{{- with .Values.externalNats.tls.caSecret }}
+- name: nats-ca
+  mountPath: /etc/core-voice/nats-ca
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* LiveKit URL and credentials (dispatcher, worker). */}}
