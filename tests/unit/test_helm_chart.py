@@ -231,9 +231,19 @@ def test_monitoring_resources() -> None:
 def test_network_policies_cover_every_service() -> None:
     policies = kinds(render("nats-subchart"))["NetworkPolicy"]
     components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in policies}
-    assert components == {"config-sync", "dispatcher", "worker", "telemetry", "nats"}
+    assert components == {
+        *("config-sync", "dispatcher", "worker", "telemetry", "nats"),
+        *("migrate", "test"),  # the hook pods: no ingress at all, egress to one service
+    }
     for policy in policies:
         assert "Ingress" in policy["spec"]["policyTypes"]
+    # Every pod the chart runs is selected by one of them (none is left wide open).
+    selected = [p["spec"]["podSelector"]["matchLabels"] for p in policies]
+    for name, _ in pod_specs(render("nats-subchart")):
+        doc = next(d for d in render("nats-subchart") if d["metadata"]["name"] == name)
+        labels = doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels")
+        labels = labels or doc["metadata"]["labels"]
+        assert any(sel.items() <= labels.items() for sel in selected), name
 
 
 def test_nats_users_come_from_the_contracts() -> None:
