@@ -239,7 +239,7 @@ def test_network_policies_cover_every_service() -> None:
         assert "Ingress" in policy["spec"]["policyTypes"]
     # Every pod the chart runs is selected by one of them (none is left wide open).
     selected = [p["spec"]["podSelector"]["matchLabels"] for p in policies]
-    for name, _ in pod_specs(render("nats-subchart")):
+    for name, _ in pod_specs(list(render("nats-subchart"))):
         doc = next(d for d in render("nats-subchart") if d["metadata"]["name"] == name)
         labels = doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels")
         labels = labels or doc["metadata"]["labels"]
