@@ -262,7 +262,11 @@ def test_keys_seal_open_and_rotate() -> None:
     assert "KeyRing(active='k2'" in repr(rotated)
 
 
-@pytest.mark.parametrize("text", ["k1", "k1:notbase64!", "k1:" + "QUJD", f"a b:{generate_key()}"])
+@pytest.mark.parametrize(
+    "text",
+    ["k1", "k1:notbase64!", "k1:" + "QUJD", f"a b:{generate_key()}"],
+    ids=["no-key", "not-base64", "too-short", "space-in-id"],  # stable ids (pytest-xdist)
+)
 def test_bad_key_rings_are_refused_without_echoing_keys(text: str) -> None:
     with pytest.raises(SettingsError) as caught:
         KeyRing.parse(text)
