@@ -75,6 +75,9 @@ class NatsServer:
     """Listen for cluster routes here; None: a single server."""
     routes: list[int] = field(default_factory=list)
     """The cluster ports of the other nodes (loopback)."""
+    cluster_advertise: int | None = None
+    """The port other nodes are told to reach this one's routes at (a proxy in front of
+    ``cluster_port``); None: ``cluster_port``."""
     stream_replicas: int = 1
     """What the services are told (``NATS_STREAM_REPLICAS``): 3 on a 3-node cluster."""
 
@@ -143,11 +146,14 @@ class NatsServer:
                 "timeout": 5,
             }
         if self.cluster_port is not None:
-            config["cluster"] = {
+            cluster: dict[str, object] = {
                 "name": "core-voice",
                 "listen": f"127.0.0.1:{self.cluster_port}",
                 "routes": [f"nats-route://127.0.0.1:{port}" for port in self.routes],
             }
+            if self.cluster_advertise is not None:
+                cluster["advertise"] = f"127.0.0.1:{self.cluster_advertise}"
+            config["cluster"] = cluster
         return config
 
     def process(self) -> ManagedProcess:
@@ -206,6 +212,12 @@ class LiveKitServer:
     rtc_udp_port: int = field(default_factory=free_port)
     api_key: str = DEV_API_KEY
     api_secret: str = field(default=DEV_API_SECRET, repr=False)
+    redis_address: str | None = None
+    """``host:port`` of the Redis that joins several nodes into one LiveKit (multi-node:
+    rooms placed on any node, API calls and agent jobs routed between them); None: a
+    single node."""
+    name: str = "livekit-server"
+    """The process (and log file) name: distinct per node."""
 
     @property
     def url(self) -> str:
@@ -235,6 +247,8 @@ class LiveKitServer:
         if self.webhook_urls:
             lines += ["webhook:", f"  api_key: {self.api_key}", "  urls:"]
             lines += [f"    - {url}" for url in self.webhook_urls]
+        if self.redis_address is not None:
+            lines += ["redis:", f"  address: {self.redis_address}"]
         return "\n".join(lines) + "\n"
 
     def process(self) -> ManagedProcess:
@@ -243,7 +257,53 @@ class LiveKitServer:
         config.write_text(self.config_yaml())
         argv = [str(find_binary("livekit-server")), "--dev", "--config", str(config)]
         return ManagedProcess(
-            "livekit-server", argv, log_dir=self.log_dir, ready=http_ready(self.http_url)
+            self.name, argv, log_dir=self.log_dir, ready=http_ready(self.http_url)
+        )
+
+
+class RedisNotFoundError(ProcessFailedError):
+    """redis-server is not installed (multi-node LiveKit needs it)."""
+
+
+@dataclass
+class RedisServer:
+    """redis-server on loopback with a throwaway dir and no persistence: what several
+    LiveKit nodes share (room placement, routing, agent jobs). Debian's ``redis-server``
+    package; its own service is not used."""
+
+    data_dir: Path
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+        )
+        if found is None:
+            raise RedisNotFoundError(
+                "redis-server not found: multi-node LiveKit needs it "
+                "(apt-get install -y --no-install-recommends redis-server)"
+            )
+        return found
+
+    def process(self) -> ManagedProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            self.binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        return ManagedProcess(
+            "redis-server", argv, log_dir=self.log_dir, ready=tcp_ready("127.0.0.1", self.port)
         )
 
 
@@ -388,5 +448,7 @@ __all__ = [
     "LiveKitServer",
     "NatsServer",
     "PostgresServer",
+    "RedisNotFoundError",
+    "RedisServer",
     "tcp_ready",
 ]

@@ -66,19 +66,22 @@ class NatsAccess:
         )
 
     @property
+    def servers(self) -> list[str]:
+        """The server URLs: ``url`` may list several, comma-separated (the nodes of a
+        cluster, as the `nats` CLI takes them), so a client whose node is down at
+        start-up or reconnect still finds another."""
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
+    @property
     def tls(self) -> bool:
-        return self.ca_file is not None or urlsplit(self.url).scheme == "tls"
+        return self.ca_file is not None or any(
+            urlsplit(url).scheme == "tls" for url in self.servers
+        )
 
     @property
     def loopback(self) -> bool:
-        """The server is on this host: nothing sent to it crosses a network."""
-        host = urlsplit(self.url).hostname or ""
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        """Every server is on this host: nothing sent to them crosses a network."""
+        return all(_loopback(urlsplit(url).hostname or "") for url in self.servers)
 
     def env(self) -> dict[str, str]:
         """The variables a service process (or the `nats` CLI) connects with."""
@@ -110,6 +113,15 @@ class NatsAccess:
         if not self.tls:
             return None
         return ssl.create_default_context(cafile=self.ca_file)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def connect(
@@ -146,8 +158,9 @@ async def connect(
 
     if isinstance(access, str):
         access = NatsAccess(access)
+    servers = access.servers
     nc = await nats.connect(
-        access.url,
+        servers[0] if len(servers) == 1 else servers,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
