@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BENCH ?=
 
 .PHONY: help bootstrap up test test-unit test-integration test-e2e lint format typecheck \
-	check bench schemas clean
+	check bench schemas clean images
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-18s %s\n", $$1, $$2 }'
@@ -50,6 +50,9 @@ typecheck: ## mypy --strict over the configured files
 	$(UV_RUN) mypy
 
 check: lint typecheck test ## what CI runs
+
+images: bootstrap ## build the service and server container images with podman (docs/containers.md)
+	@scripts/images.sh
 
 bench: bootstrap ## latency / load benchmarks; BENCH="worker density" runs only those
 	$(UV_RUN) python -m core_voice_cli.bench $(BENCH)

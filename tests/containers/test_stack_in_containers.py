@@ -44,6 +44,7 @@ CACHE = Path(os.environ.get("CORE_VOICE_CACHE", Path.home() / ".cache" / "core-v
 GRACE_S = {"voice-worker": 30, "dispatcher": 20, "postgres": 20}
 """Seconds a container gets between SIGTERM (its STOPSIGNAL) and SIGKILL; 10 otherwise."""
 PGDATA = "/tmp/pgdata"  # noqa: S108 - inside the container, in its /tmp tmpfs
+NATS_STORE = "/tmp/jetstream"  # noqa: S108 - the same (the image's /data is for a volume)
 
 
 def image(name: str) -> str:
@@ -65,7 +66,13 @@ class HostNetContainer(DockerContainer):
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
         )
-        self.with_tmpfs_mount("/tmp")  # noqa: S108 - the container's own /tmp: a tmpfs
+        self.with_tmpfs("/tmp")  # noqa: S108 - the container's own /tmp: a tmpfs
+
+    def with_tmpfs(self, path: str) -> "HostNetContainer":
+        """An empty writable directory (the chart's emptyDir): mode 1777, since the API's
+        tmpfs default is root's 0755 and the services run as 10001."""
+        self.tmpfs[path] = "rw,nosuid,nodev,mode=1777,size=512m"
+        return self
 
     def get_container_host_ip(self) -> str:
         return "127.0.0.1"
@@ -201,14 +208,13 @@ async def test_stack_in_containers_answers_a_call_hears_an_edit_and_stops_cleanl
 
     nats_args = [
         "-c", "/etc/nats/nats-server.json",
-        "-js", "-sd", "/data", "-n", "core-voice",
+        "-js", "-sd", NATS_STORE, "-n", "core-voice",
         "-a", "127.0.0.1", "-p", str(ports.nats), "-m", str(ports.nats_monitor),
     ]  # fmt: skip
     started: list[HostNetContainer] = []
     try:
         nats = (
             HostNetContainer("nats", hardened=True)
-            .with_tmpfs_mount("/data")
             .with_volume_mapping(nats_conf, "/etc/nats/nats-server.json", "ro")
             .with_command(nats_args)
             .waiting_for(
