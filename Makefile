@@ -12,6 +12,10 @@ export PATH := $(CORE_VOICE_BIN_DIR):$(HOME)/.local/bin:$(PATH)
 
 UV_RUN ?= uv run
 PYTEST_ARGS ?=
+# Test files run in parallel, one file per process (pytest-xdist): most tests wait on real
+# servers and real-time audio, not on a core. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 BENCH ?=
 
 .PHONY: help bootstrap up test test-unit test-integration test-e2e lint format typecheck \
@@ -27,16 +31,16 @@ up: bootstrap ## run the whole stack locally
 	$(UV_RUN) corevoice up
 
 test: bootstrap ## all tests (unit, integration, e2e); PYTEST_ARGS=... to pass more
-	$(UV_RUN) pytest $(PYTEST_ARGS)
+	$(UV_RUN) pytest $(PYTEST_PARALLEL) --durations=25 $(PYTEST_ARGS)
 
 test-unit: bootstrap ## tests with no servers
 	$(UV_RUN) pytest -m unit $(PYTEST_ARGS)
 
 test-integration: bootstrap ## tests against real NATS / livekit-server / PostgreSQL processes
-	$(UV_RUN) pytest -m integration $(PYTEST_ARGS)
+	$(UV_RUN) pytest -m integration $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-e2e: bootstrap ## the whole stack as separate processes, real audio
-	$(UV_RUN) pytest -m e2e $(PYTEST_ARGS)
+	$(UV_RUN) pytest -m e2e $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: ## ruff lint + format check
 	$(UV_RUN) ruff check .
