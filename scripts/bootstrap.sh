@@ -33,6 +33,7 @@ APT_PACKAGES=(
 	libportaudio2 # livekit-agents console mode needs it, even in text mode
 	make          # the Makefile
 	prometheus    # with promtool: alert-rule tests, the dashboards' proof, `corevoice up --with-prometheus`
+	redis-server  # shared state of two livekit-server nodes (`corevoice up --cluster`, tests/cluster)
 )
 # Only when lk has to be compiled: it is cgo (vendored WebRTC APM in C++, PortAudio).
 LK_BUILD_PACKAGES=(gcc g++ libc6-dev pkg-config portaudio19-dev)
