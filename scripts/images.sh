@@ -265,8 +265,11 @@ main() {
 	step_done "podman"
 	base_image
 	check_conf
+	# The servers' builds wait on the Debian mirror, the services' on the CPU: side by side.
+	server_images &
+	local servers=$!
 	service_images
-	server_images
+	wait "$servers" || die "building the server images failed"
 	# No `podman image prune` here: the builder stages' layers look dangling (untagged, no
 	# child image) and are exactly the cache the next run needs. docs/containers.md says how
 	# to reclaim the space by hand.
