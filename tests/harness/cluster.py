@@ -279,6 +279,8 @@ class Ledger:
                 out.append(f"{job}: {len(self.call_ends[job])} terminal call events")
             if self.calls[job] and not self.call_ends[job]:
                 out.append(f"{job}: call started, never ended")
+            if self.calls[job] and self.ends[job]:
+                out.append(f"{job}: called, yet recorded {self.ends[job]}")
         return out
 
 

@@ -22,7 +22,15 @@ from nats.js import JetStreamContext
 from core_voice_cli.procs import ManagedProcess
 from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import subjects
-from core_voice_contracts.events import JobDispatched, JobRejected, RejectReason
+from core_voice_contracts.bus import connect, publish
+from core_voice_contracts.events import (
+    JobAccepted,
+    JobDispatched,
+    JobRejected,
+    RejectReason,
+    job_accepted_msg_id,
+)
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from tests.fakes.minimal_worker import AGENT_NAME_ENV
 from tests.harness.dispatcher import (
@@ -150,6 +158,49 @@ async def test_a_dispatcher_stopped_mid_wait_still_ends_the_job_once(
     assert await count(js, subjects.job_dispatched(agent_id)) == 1  # the redelivery's collapsed
     assert await count(js, subjects.job_rejected(agent_id)) == 1
     assert (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending == 0
+
+
+async def test_a_job_a_worker_took_is_not_expired_when_it_comes_back_after_its_room_closed(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """JetStream delivers at least once. Under a NATS partition (tests/cluster) a job a
+    worker had taken was delivered again after its call was over and its room deleted,
+    and was recorded `JobExpired(room_gone)`: a second outcome contradicting the call. A
+    job whose `JobAccepted` the dispatcher saw is settled: nothing more is recorded."""
+    agent_id, room, dispatched = await dispatched_room(rig, lk, js, "served")
+    worker, worker_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
+    try:
+        await publish(
+            worker_js,
+            subjects.job_accepted(agent_id),
+            JobAccepted(
+                job_id=dispatched.job_id,
+                room_name=room,
+                agent_id=agent_id,
+                call_id=f"AJ_{agent_id}",
+                worker_id="pool-test",
+            ),
+            msg_id=job_accepted_msg_id(f"AJ_{agent_id}"),
+        )
+    finally:
+        await worker.drain()
+
+    async def settled() -> bool:
+        pending: int = (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending
+        return pending == 0
+
+    await eventually(settled, timeout=10)  # taken: the watch acknowledged the job
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))  # the call is over
+    # The same job delivered again (what a redelivery does; here an operator's re-dispatch).
+    (requested,) = await job_events(js, subjects.job_requested(agent_id), 1)
+    await publish(
+        js, subjects.job_requested(agent_id), requested, msg_id=f"{requested.job_id}-again"
+    )
+    await eventually(settled, timeout=10)
+    await asyncio.sleep(1.0)
+    assert await count(js, subjects.job_expired(agent_id)) == 0
+    assert await count(js, subjects.job_dispatched(agent_id)) == 1
+    assert await count(js, subjects.job_rejected(agent_id)) == 0
 
 
 # Last in the module: its worker stays registered with LiveKit for a while.

@@ -23,12 +23,25 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
-from core_voice_cli.procs import ManagedProcess, ProcessGroup, free_port, http_ready
+import httpx
+import msgspec
+
+from core_voice_cli.demo import DEMO_AGENT_ID, demo_agent
+from core_voice_cli.procs import (
+    ManagedProcess,
+    ProcessFailedError,
+    ProcessGroup,
+    free_port,
+    http_ready,
+)
 from core_voice_cli.servers import (
     LiveKitServer,
     NatsServer,
@@ -333,3 +346,82 @@ class ClusterStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- `corevoice up --cluster` ---------------------------------------------------------
+
+
+def seed_demo_agent(stack: ClusterStack) -> str:
+    """Create the demo agent unless it exists; return 'created' or 'kept'."""
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    with httpx.Client(base_url=stack.config_sync_url, headers=headers, timeout=10) as client:
+        if client.get(f"/api/v1/agents/{DEMO_AGENT_ID}").status_code == 200:
+            return "kept"
+        resp = client.post(
+            "/api/v1/agents",
+            content=msgspec.json.encode(demo_agent()),
+            headers={"Content-Type": "application/json"},
+        )
+        resp.raise_for_status()
+        return "created"
+
+
+def summary(stack: ClusterStack, seeded: str) -> str:
+    def urls(services: list[Service], path: str = "") -> str:
+        return "  ".join(f"{s.url}{path}" for s in services)
+
+    operator_file = stack.base_dir / "nats-operator.env"
+    return f"""
+Core Voice is up as a cluster (logs in {stack.log_dir}).
+
+  NATS cluster (R3)    {stack.nats_url}
+  LiveKit nodes        {"  ".join(n.url for n in stack.livekit_nodes)}   (Redis {stack.redis.address})
+  PostgreSQL           {stack.postgres.url("config_sync", driver="postgresql")}
+  config_sync API      {urls(stack.config_syncs, "/api/v1/agents")}
+  dispatcher webhooks  {urls(stack.dispatchers, "/webhook/livekit")}
+  worker pools         {urls(stack.pools, "/status")}
+  telemetry metrics    {urls([stack.telemetry] if stack.telemetry else [], "/metrics")}
+  admin token          {stack.base_dir / "admin-token"} (read it from there)
+  NATS operator login  {operator_file} (NATS_URL, NATS_USER, NATS_PASSWORD)
+  process ids          {stack.base_dir / "pids"}
+  demo agent           "{DEMO_AGENT_ID}" ({seeded}), offline providers, no API keys
+
+Ctrl-C stops everything.
+"""
+
+
+def main_up_cluster(base: Path) -> int:
+    """Run the cluster until SIGINT/SIGTERM; 1 if a process exits or fails to start."""
+    stack = ClusterStack(base)
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print("starting the Core Voice cluster ...", flush=True)
+    try:
+        stack.start()
+        operator_file = stack.base_dir / "nats-operator.env"
+        operator_file.write_text("".join(f"{k}={v}\n" for k, v in stack.operator_env().items()))
+        operator_file.chmod(0o600)
+        (stack.base_dir / "pids").write_text(
+            "".join(f"{p.name} {p.pid}\n" for p in stack.processes())
+        )
+        print(summary(stack, seed_demo_agent(stack)), flush=True)
+        while not stopping:
+            dead = [p.name for p in stack.processes() if not p.running()]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited (see {stack.log_dir})", flush=True)
+                return 1
+            time.sleep(0.5)
+        print("stopping ...", flush=True)
+        return 0
+    except ProcessFailedError as exc:
+        print(f"failed to start: {exc}", flush=True)
+        return 1
+    finally:
+        stack.stop()
+        print("stopped.", flush=True)

@@ -15,6 +15,7 @@ import httpx
 import msgspec
 
 from core_voice_cli.binaries import BinaryNotFoundError, find_binary, repo_root
+from core_voice_cli.cluster import main_up_cluster
 from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
 from core_voice_cli.procs import ProcessFailedError
 from core_voice_cli.prometheus import PrometheusNotFoundError, prometheus_binary
@@ -101,6 +102,9 @@ def _nats_cli() -> str:
 
 
 def main_up(args: argparse.Namespace) -> int:
+    if args.cluster:
+        base = Path(args.data_dir) if args.data_dir else repo_root() / ".data" / "cluster"
+        return main_up_cluster(base)
     base = Path(args.data_dir) if args.data_dir else repo_root() / ".data" / "stack"
     if args.with_prometheus:
         try:
@@ -157,5 +161,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "--with-prometheus",
         action="store_true",
         help="also run Prometheus (Debian package) scraping every service, with the alert rules",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3 NATS nodes (R3), 2 LiveKit nodes (Redis), PostgreSQL and replicated services, "
+        "on free ports (docs/operations/scaling.md)",
     )
     parser.set_defaults(func=main_up)

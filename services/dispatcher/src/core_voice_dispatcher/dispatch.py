@@ -87,6 +87,7 @@ from core_voice_dispatcher.outcomes import (
     Outcome,
     OutcomePublisher,
     Retry,
+    Served,
     Wait,
     expired,
     reject_reason,
@@ -239,6 +240,8 @@ class Dispatcher:
             route, room = started.route, started.room
             dispatches, participants = started.dispatches, started.participants
             if await room is None:
+                if self.capacity is not None and self.capacity.accepted(job.job_id):
+                    return Served()
                 return expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
             if participants is not None:
                 present = await participants
@@ -401,6 +404,10 @@ class Dispatcher:
                 log.debug("job waits for a sip caller", extra={"job_id": job.job_id})
                 await msg.nak(delay=delay)
                 return
+            case Served():
+                log.info("job already served", extra={"job_id": job.job_id, "attempt": attempt})
+                await msg.ack()
+                return
             case Retry(reason=reason, error=error) if attempt < self.settings.max_deliver:
                 log.warning(
                     "dispatch retry",
@@ -414,6 +421,6 @@ class Dispatcher:
                 outcome = rejected(job, reason, f"{error} (after {attempt} attempts)")
             case _:
                 pass
-        assert not isinstance(outcome, Retry | Wait | Dispatched)
+        assert not isinstance(outcome, Retry | Wait | Dispatched | Served)
         await self.outcomes.publish(outcome, msg, started)
         await msg.ack()

@@ -90,7 +90,15 @@ class Wait:
     delay: float
 
 
-Outcome = Dispatched | JobExpired | JobRejected | Retry | Wait
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A worker took the job (its `JobAccepted` was seen here) and the room is gone: the
+    job was settled before, by another delivery. JetStream redelivers at least once (a
+    lost ack, a consumer leader that changed during a NATS partition), and the call may
+    be over by then; recording ``room_gone`` would contradict the call that happened."""
+
+
+Outcome = Dispatched | JobExpired | JobRejected | Retry | Wait | Served
 OutcomeEvent = JobDispatched | JobExpired | JobRejected
 
 
