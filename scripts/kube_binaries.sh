@@ -83,9 +83,10 @@ plan_tools() {
 
 # module_dir <module@version>: download a module, print its (read-only) source directory.
 module_dir() {
-	local dir
-	dir=$("$GO" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	[[ -d $dir ]] || die "go mod download gave no source dir for $1"
+	local json dir
+	json=$("$GO" mod download -json "$1" || true) # on failure the reason is in the JSON
+	dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+	[[ -d $dir ]] || die "go mod download $1 gave no source dir: $(sed -n 's/^[[:space:]]*"Error": //p' <<<"$json")"
 	echo "$dir"
 }
 
@@ -98,9 +99,9 @@ build_kube_apiserver() { # <work dir> <out file>
 	chmod -R u+w "$work/src"
 	cd "$work/src"
 	rm -f go.work go.work.sum # it lists ./staging/src/... too
-	for module in $(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' go.mod); do
+	while read -r module; do
 		edits+=("-dropreplace=$module" "-require=$module@$staging")
-	done
+	done < <(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' go.mod)
 	((${#edits[@]} > 0)) || die "no ./staging replace directives in k8s.io/kubernetes' go.mod"
 	"$GO" mod edit "${edits[@]}"
 	for key in client-go/pkg/version component-base/version; do
@@ -142,6 +143,11 @@ build_etcd() { # <work dir> <out file>
 		"$GO" build -trimpath -ldflags "-s -w" -o "$out" .
 }
 
+# What a build leaves if it fails: removed on exit.
+BUILD_LEFTOVERS=()
+cleanup() { ((${#BUILD_LEFTOVERS[@]} == 0)) || rm -rf "${BUILD_LEFTOVERS[@]}"; }
+trap cleanup EXIT
+
 # place <file> <dest>: hardlink (same filesystem) or copy, atomically.
 place() {
 	local tmp="$2.tmp.$$"
@@ -166,10 +172,10 @@ main() {
 			[[ -n $GO ]] || die "no Go >= 1.26 found: run scripts/bootstrap.sh first (it installs one)"
 			say "building $name ${VERSION[$name]} (minutes; cached afterwards in $CACHE/bin)"
 			work=$(mktemp -d "$CACHE/.build-$name-XXXXXX")
-			trap 'rm -rf "$work" "$cached.tmp.$$"' EXIT
+			BUILD_LEFTOVERS=("$work" "$cached.tmp.$$")
 			("build_${name//-/_}" "$work" "$cached.tmp.$$") # a subshell: it cds
 			rm -rf "$work"
-			trap - EXIT
+			BUILD_LEFTOVERS=()
 			chmod 0555 "$cached.tmp.$$" # shared by hardlinks: nobody should write in place
 			mv -f "$cached.tmp.$$" "$cached"
 			;;
