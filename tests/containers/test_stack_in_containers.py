@@ -286,8 +286,14 @@ async def test_stack_in_containers_answers_a_call_hears_an_edit_and_stops_cleanl
                 **livekit_env,
                 WORKER_HEALTH_PORT=str(ports.worker_health),
                 WORKER_DRAIN_TIMEOUT_S="20",
+                # Job processes forked from livekit-agents' forkserver, whose socket and
+                # files live in /tmp: the part of a read-only root most likely to break.
+                WORKER_EXECUTOR="process",
             ),
         ]
+        worker = services[-1]
+        assert worker.exec(["id", "-u"]).output.decode().strip() == "10001"
+        assert worker.exec(["touch", "/opt/venv/written"]).exit_code != 0, "root is writable"
 
         agent_id = f"ctr-{uuid.uuid4().hex[:8]}"
         agent = msgspec.structs.replace(demo_agent(), id=agent_id, greeting=GREETING_V1)
