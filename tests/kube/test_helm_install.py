@@ -3,8 +3,9 @@
 The unit tests validate what `helm template` renders against offline schemas; here the API
 server of the Kubernetes release the chart targets decides, with etcd behind it: built-in
 validation beyond the schemas (a selector must match its template's labels, immutable
-fields), the KEDA and Prometheus Operator CRDs' schemas with their CEL rules, admission,
-and helm's own server-side apply with strict field validation.
+fields on upgrade), the KEDA and Prometheus Operator CRDs' schemas with their CEL rules,
+admission. Helm 4 applies server-side with Strict field validation, so an unknown field
+anywhere fails the install.
 
 No kubelet, scheduler or controller-manager runs (tests/harness/kube.py), so no pod ever
 starts. That shapes three things, each said where it happens:
@@ -19,9 +20,10 @@ starts. That shapes three things, each said where it happens:
 - The ``default`` ServiceAccount, which the controller-manager creates in each namespace,
   is created by the test before it creates a Pod (admission requires it).
 
-The first test pays for building kube-apiserver and etcd if this machine has no cached
-build (scripts/kube_binaries.sh; bootstrap does it once per machine), hence the module's
-longer timeout; every helm call and every wait has its own bound.
+The first test pays for building kube-apiserver and etcd (scripts/kube_binaries.sh, about
+15 minutes on 2 cores) if this machine has none cached; run the script beforehand to keep
+that out of the tests. Hence the module's longer timeout; every helm call, API call and
+wait has its own bound.
 """
 
 import copy
