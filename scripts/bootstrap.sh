@@ -299,6 +299,13 @@ main() {
 	go_tools
 	link_postgres
 	step_done "go tools"
+	# kube-apiserver and etcd for tests/kube: a 16-minute build once per machine, then cached
+	# like the tools above (scripts/kube_binaries.sh finds the Go that ensure_go provides).
+	if ! "$ROOT/scripts/kube_binaries.sh" --cached 2>/dev/null; then
+		ensure_go
+		"$ROOT/scripts/kube_binaries.sh"
+	fi
+	step_done "kube binaries"
 	summary
 	for name in "${TOOLS[@]}"; do
 		if [[ ${ACTION[$name]} == skip-env && ! -x ${!ENV_VAR[$name]} ]]; then

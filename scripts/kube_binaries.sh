@@ -21,6 +21,8 @@
 #   CORE_VOICE_CACHE     machine-level cache                   (default: ~/.cache/core-voice)
 #   KUBE_APISERVER_BIN, ETCD_BIN
 #                        use this binary instead; skips building that tool
+#
+# `--cached`: build nothing; exit 0 if both binaries are in place or cached, else 1.
 set -euo pipefail
 
 # --- pins ------------------------------------------------------------------------------------
@@ -162,6 +164,10 @@ main() {
 	exec 9>"$CACHE/.kube-binaries.lock"
 	flock 9 2>/dev/null || true
 	plan_tools
+	if [[ ${1:-} == --cached ]]; then # exit 0 when nothing needs building (bootstrap's check)
+		for name in "${TOOLS[@]}"; do [[ ${ACTION[$name]} != build ]] || exit 1; done
+		exit 0
+	fi
 	GO=""
 	for name in "${TOOLS[@]}"; do
 		cached=$CACHE/bin/$name-${VERSION[$name]}
