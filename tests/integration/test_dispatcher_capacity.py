@@ -203,6 +203,32 @@ async def test_a_job_a_worker_took_is_not_expired_when_it_comes_back_after_its_r
     assert await count(js, subjects.job_rejected(agent_id)) == 0
 
 
+async def test_a_dispatched_job_delivered_again_after_its_room_closed_gets_no_second_outcome(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """The same at-least-once redelivery where this dispatcher never saw the pool's
+    `JobAccepted` (it was killed; in tests/cluster, a NATS node was): the expiry of a job
+    delivered again is stored only if the job has no outcome yet, and this one was
+    dispatched."""
+    agent_id, room, _ = await dispatched_room(rig, lk, js, "again")
+    dispatcher = next(p for p in rig.processes if p.name == "dispatcher")
+    dispatcher.signal(signal.SIGKILL)
+    await asyncio.to_thread(dispatcher.stop)
+    rig.processes.remove(dispatcher)
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    rig.start(rig.dispatcher_process())
+
+    async def settled() -> bool:
+        pending: int = (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending
+        return pending == 0
+
+    await eventually(settled, timeout=ACK_WAIT_S + 15)  # redelivered after ack_wait, settled
+    await asyncio.sleep(1.0)
+    assert await count(js, subjects.job_dispatched(agent_id)) == 1
+    assert await count(js, subjects.job_expired(agent_id)) == 0
+    assert await count(js, subjects.job_rejected(agent_id)) == 0
+
+
 # Last in the module: its worker stays registered with LiveKit for a while.
 async def test_a_worker_registering_during_the_wait_takes_the_job(
     rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext

@@ -76,7 +76,7 @@ ACCEPTED_REMEMBERED = 10_000
 REOFFER_FIRST_S = 2.0
 REOFFER_MAX_S = 5.0
 
-PublishOutcome = Callable[[JobDispatched | JobExpired | JobRejected, Msg, float], Awaitable[None]]
+PublishOutcome = Callable[[JobDispatched | JobExpired | JobRejected, Msg, float], Awaitable[object]]
 
 
 def reoffer_delay(offers: int) -> float:

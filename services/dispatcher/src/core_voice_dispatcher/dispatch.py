@@ -46,6 +46,7 @@ from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
     ExpiredDetail,
     JobDispatched,
+    JobExpired,
     JobRequested,
     RejectReason,
 )
@@ -422,5 +423,9 @@ class Dispatcher:
             case _:
                 pass
         assert not isinstance(outcome, Retry | Wait | Dispatched | Served)
-        await self.outcomes.publish(outcome, msg, started)
+        # A job delivered again whose room is gone may have been dispatched and served
+        # already (JetStream delivers at least once: an ack lost with a NATS node): its
+        # expiry is stored only if it has no outcome yet.
+        again = attempt > 1 and isinstance(outcome, JobExpired)
+        await self.outcomes.publish(outcome, msg, started, first=again)
         await msg.ack()

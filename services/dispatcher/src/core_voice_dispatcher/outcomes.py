@@ -125,9 +125,13 @@ class OutcomePublisher:
         self._js = js
         self._metrics = metrics
 
-    async def publish(self, outcome: OutcomeEvent, msg: Msg, started: float) -> None:
+    async def publish(
+        self, outcome: OutcomeEvent, msg: Msg, started: float, *, first: bool = False
+    ) -> bool:
         """Store ``outcome`` of the job in ``msg``, whose handling began at ``started``
-        (monotonic): the log line carries how long it took."""
+        (monotonic): the log line carries how long it took. With ``first`` it is stored
+        only if the job has no outcome yet: under the message id its `JobDispatched`
+        has, so JetStream drops it as a duplicate of that. Returns False when dropped."""
         match outcome:
             case JobDispatched():
                 subject, kind = subjects.job_dispatched(outcome.agent_id), "dispatched"
@@ -147,13 +151,19 @@ class OutcomePublisher:
                 ATTR_AGENT_ID: outcome.agent_id,
             },
         ):
-            await publish(
+            ack = await publish(
                 self._js,
                 subject,
                 outcome,
-                msg_id=f"{outcome.job_id}-{kind}",
+                msg_id=f"{outcome.job_id}-{'dispatched' if first else kind}",
                 headers=inject_headers(),
             )
+        if first and ack.duplicate:
+            log.info(
+                "job already settled",
+                extra={"job_id": outcome.job_id, "attempt": msg.metadata.num_delivered},
+            )
+            return False
         stored = msg.metadata.timestamp.timestamp()
         fields: dict[str, object] = {
             "job_id": outcome.job_id,
@@ -177,3 +187,4 @@ class OutcomePublisher:
                 fields["reason"] = outcome.reason.value
         self._metrics.jobs.labels(kind).inc()
         log.info(_OUTCOME_LOG[kind], extra=fields)
+        return True
