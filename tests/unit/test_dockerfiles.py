@@ -118,10 +118,19 @@ def test_service_targets_run_as_the_charts_user_with_the_charts_commands() -> No
     assert values["podSecurityContext"]["runAsUser"] == 10001
     assert values["podSecurityContext"]["runAsGroup"] == 10001
     stages = re.split(r"^FROM ", text, flags=re.MULTILINE)
+    chart_key = {
+        "config-sync": "configSync",
+        "dispatcher": "dispatcher",
+        "telemetry": "telemetry",
+        "voice-worker": "worker",
+    }
     for target, module in SERVICE_TARGETS.items():
         (stage,) = [s for s in stages if re.match(rf"\S+ AS {target}$", s.splitlines()[0])]
         cmd = json.loads(re.findall(r"^CMD (.*)$", stage, flags=re.MULTILINE)[-1])
         assert cmd[:3] == ["python", "-m", module], cmd
+        # The chart's `command` replaces the image's CMD: it must be the same command (a
+        # worker started without `start` prints its help and exits 0, and never serves).
+        assert values[chart_key[target]]["command"] == cmd, target
     # The last USER of the shared runtime and of the worker stage is the numeric uid.
     users = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
     assert users[-1] == "10001:10001"
