@@ -18,7 +18,8 @@ PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 BENCH ?=
 
-.PHONY: help bootstrap up test test-unit test-integration test-e2e lint format typecheck \
+.PHONY: help bootstrap up test test-unit test-integration test-e2e test-containers test-kube \
+	test-cluster lint format typecheck \
 	check bench schemas clean images
 
 help: ## list the targets
@@ -30,7 +31,7 @@ bootstrap: ## install Debian packages, the Python env and the pinned Go binaries
 up: bootstrap ## run the whole stack locally
 	$(UV_RUN) corevoice up
 
-test: bootstrap ## all tests (unit, integration, e2e); PYTEST_ARGS=... to pass more
+test: bootstrap ## all tests (unit, integration, e2e, containers, kube, cluster); PYTEST_ARGS=... to pass more
 	$(UV_RUN) pytest $(PYTEST_PARALLEL) --durations=25 $(PYTEST_ARGS)
 
 test-unit: bootstrap ## tests with no servers
@@ -41,6 +42,15 @@ test-integration: bootstrap ## tests against real NATS / livekit-server / Postgr
 
 test-e2e: bootstrap ## the whole stack as separate processes, real audio
 	$(UV_RUN) pytest -m e2e $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+test-containers: bootstrap ## the stack from its container images (podman, testcontainers)
+	$(UV_RUN) pytest -m containers $(PYTEST_ARGS)
+
+test-kube: bootstrap ## the chart installed into a real kube-apiserver with etcd
+	$(UV_RUN) pytest -m kube $(PYTEST_ARGS)
+
+test-cluster: bootstrap ## the stack on a NATS cluster and two LiveKit nodes, faults injected
+	$(UV_RUN) pytest -m cluster $(PYTEST_ARGS)
 
 lint: ## ruff lint + format check
 	$(UV_RUN) ruff check .

@@ -34,6 +34,10 @@ APT_PACKAGES=(
 	make          # the Makefile
 	prometheus    # with promtool: alert-rule tests, the dashboards' proof, `corevoice up --with-prometheus`
 	redis-server  # shared state of two livekit-server nodes (`corevoice up --cluster`, tests/cluster)
+	podman        # container images and the stack-in-containers test (scripts/images.sh)
+	buildah       # podman's builder
+	debootstrap   # the Debian base image, built without a registry
+	runc          # the OCI runtime podman uses here (crun fails on these VMs' cgroups)
 )
 # Only when lk has to be compiled: it is cgo (vendored WebRTC APM in C++, PortAudio).
 LK_BUILD_PACKAGES=(gcc g++ libc6-dev pkg-config portaudio19-dev)
