@@ -48,21 +48,9 @@ CACHE=${CORE_VOICE_CACHE:-$HOME/.cache/core-voice}
 VENV=${UV_PROJECT_ENVIRONMENT:-$ROOT/.venv}
 export DEBIAN_FRONTEND=noninteractive
 
-# --- output ----------------------------------------------------------------------------------
-now() { date +%s.%N; }
-T_START=$(now)
-T_STEP=$T_START
-say() { printf '==> %s\n' "$*" >&2; }
-warn() { printf 'bootstrap: warning: %s\n' "$*" >&2; }
-die() {
-	printf 'bootstrap: error: %s\n' "$*" >&2
-	exit 1
-}
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-step_done() { # step_done <label>: print the time taken since the previous step
-	printf '    %-16s %6ss\n' "$1" "$(elapsed "$T_STEP")" >&2
-	T_STEP=$(now)
-}
+SCRIPT=bootstrap
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # --- root / sudo -----------------------------------------------------------------------------
 SUDO=()
@@ -83,40 +71,10 @@ as_root() {
 }
 
 # --- what is there already -------------------------------------------------------------------
-# find_go: print a `go` new enough for these modules (go 1.26 in their go.mod), if any.
-find_go() {
-	local go v
-	for go in "$(command -v go || true)" /usr/local/go/bin/go "$CACHE/$GO_TOOLCHAIN_VERSION/bin/go"; do
-		[[ -n $go && -x $go ]] || continue
-		v=$("$go" env GOVERSION 2>/dev/null) || continue # go1.26.8
-		v=${v#go}
-		if ((${v%%.*} > 1)) || { v=${v#*.} && ((${v%%.*} >= 26)); }; then
-			echo "$go"
-			return
-		fi
-	done
-}
-
 # tool table: name  version  env var  how to build
 TOOLS=(livekit-server nats lk helm)
 declare -A VERSION=([livekit-server]=$LIVEKIT_SERVER_VERSION [nats]=$NATS_CLI_VERSION [lk]=$LK_CLI_VERSION [helm]=$HELM_VERSION)
 declare -A ENV_VAR=([livekit-server]=LIVEKIT_SERVER_BIN [nats]=NATS_CLI_BIN [lk]=LK_CLI_BIN [helm]=HELM_BIN)
-declare -A ACTION # skip-env | present | from-cache | build
-
-plan_tools() {
-	local name
-	for name in "${TOOLS[@]}"; do
-		if [[ -n ${!ENV_VAR[$name]:-} ]]; then
-			ACTION[$name]=skip-env
-		elif [[ -x $BIN_DIR/$name && $(cat "$BIN_DIR/$name.version" 2>/dev/null) == "${VERSION[$name]}" ]]; then
-			ACTION[$name]=present
-		elif [[ -x $CACHE/bin/$name-${VERSION[$name]} ]]; then
-			ACTION[$name]=from-cache
-		else
-			ACTION[$name]=build
-		fi
-	done
-}
 
 # --- 1. Debian packages ----------------------------------------------------------------------
 apt_packages() {
@@ -222,13 +180,6 @@ go_build() {
 	rm -rf "$gobin"
 }
 
-# place <file> <dest>: hardlink (same filesystem) or copy, atomically.
-place() {
-	local tmp="$2.tmp.$$"
-	ln -f "$1" "$tmp" 2>/dev/null || cp "$1" "$tmp"
-	mv -f "$tmp" "$2"
-}
-
 go_tools() {
 	local name cached
 	mkdir -p "$BIN_DIR" "$CACHE/bin"
@@ -305,10 +256,8 @@ main() {
 	step_done "go tools"
 	# kube-apiserver and etcd for tests/kube: a 16-minute build once per machine, then cached
 	# like the tools above (scripts/kube_binaries.sh finds the Go that ensure_go provides).
-	if ! "$ROOT/scripts/kube_binaries.sh" --cached 2>/dev/null; then
-		ensure_go
-		"$ROOT/scripts/kube_binaries.sh"
-	fi
+	"$ROOT/scripts/kube_binaries.sh" --cached || ensure_go # a Go only when they must be built
+	"$ROOT/scripts/kube_binaries.sh" >/dev/null
 	step_done "kube binaries"
 	summary
 	for name in "${TOOLS[@]}"; do

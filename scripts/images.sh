@@ -32,19 +32,9 @@ SERVERS=(nats postgres livekit-server)
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.local/bin:$PATH" # bootstrap's uv
 
-now() { date +%s.%N; }
-T_START=$(now)
-T_STEP=$T_START
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-	printf 'images: error: %s\n' "$*" >&2
-	exit 1
-}
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-step_done() {
-	printf '    %-16s %6ss\n' "$1" "$(elapsed "$T_STEP")" >&2
-	T_STEP=$(now)
-}
+SCRIPT=images
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 as_root() {
 	if [[ $EUID -eq 0 ]]; then

@@ -34,54 +34,13 @@ ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 BIN_DIR=${CORE_VOICE_BIN_DIR:-$ROOT/.bin}
 CACHE=${CORE_VOICE_CACHE:-$HOME/.cache/core-voice}
 
-# --- output ----------------------------------------------------------------------------------
-now() { date +%s.%N; }
-T_START=$(now)
-T_STEP=$T_START
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-	printf 'kube_binaries: error: %s\n' "$*" >&2
-	exit 1
-}
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-step_done() { # step_done <label>: print the time taken since the previous step
-	printf '    %-16s %6ss\n' "$1" "$(elapsed "$T_STEP")" >&2
-	T_STEP=$(now)
-}
-
-# find_go: the same search as scripts/bootstrap.sh (which installs Go when there is none).
-find_go() {
-	local go v
-	for go in "$(command -v go || true)" /usr/local/go/bin/go "$CACHE"/go1.*/bin/go; do
-		[[ -n $go && -x $go ]] || continue
-		v=$("$go" env GOVERSION 2>/dev/null) || continue # go1.26.8
-		v=${v#go}
-		if ((${v%%.*} > 1)) || { v=${v#*.} && ((${v%%.*} >= 26)); }; then
-			echo "$go"
-			return
-		fi
-	done
-}
+SCRIPT=kube_binaries
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 TOOLS=(etcd kube-apiserver)
 declare -A VERSION=([etcd]=$ETCD_VERSION [kube-apiserver]=$KUBERNETES_VERSION)
 declare -A ENV_VAR=([etcd]=ETCD_BIN [kube-apiserver]=KUBE_APISERVER_BIN)
-declare -A ACTION # skip-env | present | from-cache | build
-
-plan_tools() {
-	local name
-	for name in "${TOOLS[@]}"; do
-		if [[ -n ${!ENV_VAR[$name]:-} ]]; then
-			ACTION[$name]=skip-env
-		elif [[ -x $BIN_DIR/$name && $(cat "$BIN_DIR/$name.version" 2>/dev/null) == "${VERSION[$name]}" ]]; then
-			ACTION[$name]=present
-		elif [[ -x $CACHE/bin/$name-${VERSION[$name]} ]]; then
-			ACTION[$name]=from-cache
-		else
-			ACTION[$name]=build
-		fi
-	done
-}
 
 # module_dir <module@version>: download a module, print its (read-only) source directory.
 module_dir() {
@@ -149,13 +108,6 @@ build_etcd() { # <work dir> <out file>
 BUILD_LEFTOVERS=()
 cleanup() { ((${#BUILD_LEFTOVERS[@]} == 0)) || rm -rf "${BUILD_LEFTOVERS[@]}"; }
 trap cleanup EXIT
-
-# place <file> <dest>: hardlink (same filesystem) or copy, atomically.
-place() {
-	local tmp="$2.tmp.$$"
-	ln -f "$1" "$tmp" 2>/dev/null || cp "$1" "$tmp"
-	mv -f "$tmp" "$2"
-}
 
 main() {
 	local name cached work
