@@ -181,29 +181,15 @@ go_build() {
 }
 
 go_tools() {
-	local name cached
 	mkdir -p "$BIN_DIR" "$CACHE/bin"
 	# One bootstrap at a time touches the cache (CI and a developer may share the machine).
 	exec 9>"$CACHE/.bootstrap.lock"
 	flock 9 2>/dev/null || true
 	plan_tools # again: another bootstrap may have filled the cache while we waited
-	for name in "${TOOLS[@]}"; do
-		cached=$CACHE/bin/$name-${VERSION[$name]}
-		case ${ACTION[$name]} in
-		skip-env | present) continue ;;
-		build)
-			[[ -n $GO ]] || ensure_go
-			say "building $name ${VERSION[$name]} (minutes; cached afterwards in $CACHE/bin)"
-			go_build "$name" "$cached.tmp.$$"
-			chmod 0555 "$cached.tmp.$$" # shared by hardlinks: nobody should write in place
-			mv -f "$cached.tmp.$$" "$cached"
-			;;
-		from-cache) say "$name ${VERSION[$name]}: from machine cache" ;;
-		esac
-		place "$cached" "$BIN_DIR/$name"
-		echo "${VERSION[$name]}" >"$BIN_DIR/$name.version"
-		step_done "$name"
-	done
+	if [[ " ${ACTION[*]} " == *" build "* ]]; then
+		ensure_go # here, not in the build's subshell: GO must outlive it
+	fi
+	install_tools go_build
 	exec 9>&-
 }
 

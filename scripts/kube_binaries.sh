@@ -109,8 +109,20 @@ BUILD_LEFTOVERS=()
 cleanup() { ((${#BUILD_LEFTOVERS[@]} == 0)) || rm -rf "${BUILD_LEFTOVERS[@]}"; }
 trap cleanup EXIT
 
+# build_in_workdir <name> <out>: build_<name> in a fresh work dir under the cache, removed
+# afterwards (and by the EXIT trap if the build fails).
+build_in_workdir() {
+	local work
+	work=$(mktemp -d "$CACHE/.build-$1-XXXXXX")
+	BUILD_LEFTOVERS=("$work" "$2")
+	trap cleanup EXIT # install_tools runs this in a subshell, which has no traps of its own
+	("build_${1//-/_}" "$work" "$2") # a subshell: it cds
+	rm -rf "$work"
+	BUILD_LEFTOVERS=()
+}
+
 main() {
-	local name cached work
+	local name
 	mkdir -p "$CACHE/bin" "$BIN_DIR"
 	# One build at a time touches the cache (CI and a developer may share the machine).
 	exec 9>"$CACHE/.kube-binaries.lock"
@@ -121,28 +133,11 @@ main() {
 		exit 0
 	fi
 	GO=""
-	for name in "${TOOLS[@]}"; do
-		cached=$CACHE/bin/$name-${VERSION[$name]}
-		case ${ACTION[$name]} in
-		skip-env | present) continue ;;
-		build)
-			[[ -n $GO ]] || GO=$(find_go)
-			[[ -n $GO ]] || die "no Go >= 1.26 found: run scripts/bootstrap.sh first (it installs one)"
-			say "building $name ${VERSION[$name]} (minutes; cached afterwards in $CACHE/bin)"
-			work=$(mktemp -d "$CACHE/.build-$name-XXXXXX")
-			BUILD_LEFTOVERS=("$work" "$cached.tmp.$$")
-			("build_${name//-/_}" "$work" "$cached.tmp.$$") # a subshell: it cds
-			rm -rf "$work"
-			BUILD_LEFTOVERS=()
-			chmod 0555 "$cached.tmp.$$" # shared by hardlinks: nobody should write in place
-			mv -f "$cached.tmp.$$" "$cached"
-			;;
-		from-cache) say "$name ${VERSION[$name]}: from machine cache" ;;
-		esac
-		place "$cached" "$BIN_DIR/$name"
-		echo "${VERSION[$name]}" >"$BIN_DIR/$name.version"
-		step_done "$name"
-	done
+	if [[ " ${ACTION[*]} " == *" build "* ]]; then
+		GO=$(find_go)
+		[[ -n $GO ]] || die "no Go >= 1.26 found: run scripts/bootstrap.sh first (it installs one)"
+	fi
+	install_tools build_in_workdir
 	exec 9>&-
 	echo "kube binaries: ready in $(elapsed "$T_START")s"
 	for name in "${TOOLS[@]}"; do

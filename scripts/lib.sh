@@ -55,6 +55,29 @@ plan_tools() {
 	done
 }
 
+# install_tools <build command>: put every tool of TOOLS in BIN_DIR at its pinned version,
+# from the machine cache, building into the cache first what is not there with
+# `<build command> <name> <output file>` (run in a subshell: it may cd).
+install_tools() {
+	local build=$1 name cached
+	for name in "${TOOLS[@]}"; do
+		cached=$CACHE/bin/$name-${VERSION[$name]}
+		case ${ACTION[$name]} in
+		skip-env | present) continue ;;
+		build)
+			say "building $name ${VERSION[$name]} (minutes; cached afterwards in $CACHE/bin)"
+			("$build" "$name" "$cached.tmp.$$")
+			chmod 0555 "$cached.tmp.$$" # shared by hardlinks: nobody should write in place
+			mv -f "$cached.tmp.$$" "$cached"
+			;;
+		from-cache) say "$name ${VERSION[$name]}: from machine cache" ;;
+		esac
+		place "$cached" "$BIN_DIR/$name"
+		echo "${VERSION[$name]}" >"$BIN_DIR/$name.version"
+		step_done "$name"
+	done
+}
+
 # place <file> <dest>: hardlink (same filesystem) or copy, atomically.
 place() {
 	local tmp="$2.tmp.$$"
