@@ -20,6 +20,7 @@ import pytest
 from livekit import api
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from core_voice_cli.cluster import ClusterOptions, ClusterStack
@@ -191,6 +192,19 @@ async def operator_bus(stack: ClusterStack) -> tuple[Client, JetStreamContext]:
 
 
 async def read_stream(js: JetStreamContext, stream: str, subject: str) -> list[bytes]:
+    """Every message of ``subject`` in ``stream`` now; retried while JetStream is briefly
+    unavailable (leaders moving after a fault or a heal)."""
+    for attempt in range(40):
+        try:
+            return await _read_stream(js, stream, subject)
+        except (NatsError, TimeoutError):
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+async def _read_stream(js: JetStreamContext, stream: str, subject: str) -> list[bytes]:
     """Every message of ``subject`` in ``stream`` now (an ordered consumer from the start)."""
     info = await js.stream_info(stream, subjects_filter=subject)
     want = sum((info.state.subjects or {}).values())
