@@ -51,6 +51,12 @@ CALLER_WAIT_S = 3.0
 real call (job process, room join, session, events) with nobody to talk to."""
 
 
+GIVE_UP_ON_ACCEPTED_S = 30.0
+"""A job a pool accepted with no call event this long after is counted, not waited for:
+the pool could not start its job (livekit-agents "failed to acquire process for job")
+and nothing reports it (docs/operations/scaling.md, "What remains")."""
+
+
 def require_redis() -> None:
     if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
         pytest.fail(
@@ -237,6 +243,7 @@ class Ledger:
     accepted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     """job -> the pools LiveKit assigned it to (`JobAccepted`)."""
     requested_at: dict[str, dt.datetime] = field(default_factory=dict)
+    accepted_at: dict[str, dt.datetime] = field(default_factory=dict)
     room_of: dict[str, str] = field(default_factory=dict)
     settled_at: dict[str, dt.datetime] = field(default_factory=dict)
     """job -> its first outcome event (dispatched, expired or rejected)."""
@@ -257,6 +264,8 @@ class Ledger:
             return "called"
         if self.ends[job]:
             return self.ends[job][-1]
+        if self.dispatched[job] and self.accepted[job] and not self.calls[job]:
+            return "accepted-no-call"  # a pool took it; no call event (yet)
         if self.dispatched[job]:
             return "dispatched"  # no call event (yet)
         return "pending" if self.requested[job] else "missing"
@@ -314,6 +323,7 @@ async def ledger(js: JetStreamContext, agent_id: str) -> Ledger:
                 out.room_of[event.job_id] = event.room_name
             case JobAccepted():
                 out.accepted[event.job_id].add(event.worker_id)
+                out.accepted_at.setdefault(event.job_id, event.at)
             case JobDispatched():
                 out.dispatched[event.job_id] += 1
                 out.settled_at.setdefault(event.job_id, event.at)
@@ -349,11 +359,16 @@ async def settled(
     deadline = began + timeout
     while True:
         book = await ledger(js, agent_id)
+        now = dt.datetime.now(dt.UTC)
         open_jobs = [
             j
             for j in jobs
-            if book.outcome(j) in ("pending", "missing", "dispatched")
+            if book.outcome(j) in ("pending", "missing", "dispatched", "accepted-no-call")
             and not (book.accepted[j] and book.accepted[j] <= dead_pools and not book.calls[j])
+            and not (
+                book.outcome(j) == "accepted-no-call"
+                and (now - book.accepted_at[j]).total_seconds() > GIVE_UP_ON_ACCEPTED_S
+            )
         ]
         if not open_jobs or time.monotonic() > deadline:
             return book, time.monotonic() - began
