@@ -170,6 +170,7 @@ class CallFailure(StrEnum):
     SESSION_FAILED = "session_failed"  # the voice session would not start
     CALL_ERROR = "call_error"  # the running call broke on an unrecoverable error
     JOB_CRASHED = "job_crashed"  # the job process died; its pool saw it
+    LAUNCH_FAILED = "launch_failed"  # the pool took the job but could start no process for it
     WORKER_LOST = "worker_lost"  # the whole worker vanished; seen from outside (dispatcher)
 
 

@@ -21,6 +21,7 @@ from core_voice_contracts.events import (
     CallEnded,
     CallEvent,
     CallFailed,
+    CallFailure,
     CallStarted,
     ChangeKind,
     ConfigChanged,
@@ -333,24 +334,8 @@ class Metrics:
                 self.propagation.held(event, self.guard.tenant(event.agent_id, event.tenant_id))
 
 
-_REASONS = frozenset(
-    {
-        "bad_job",
-        "config_unavailable",
-        "config_outdated",
-        "unknown_agent",
-        "agent_disabled",
-        "agent_deleted",
-        "provider_config",
-        "provider_unavailable",
-        "connect_failed",
-        "no_caller",
-        "session_failed",
-        "call_error",
-        "job_crashed",
-        "worker_lost",
-    }
-)
+_REASONS = frozenset(code.value for code in CallFailure)
+"""Every code the contracts define: a new one becomes a label without a change here."""
 
 
 def _reason(error: str) -> str:

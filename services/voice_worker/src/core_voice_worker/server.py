@@ -35,7 +35,7 @@ from livekit.protocol import agent
 from core_voice_contracts import room
 from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import JobAccepted, JobRequested
+from core_voice_contracts.events import CallFailed, CallFailure, JobAccepted, JobRequested
 from core_voice_contracts.logs import setup_logging
 from core_voice_worker.call_trace import configure_worker_tracing
 from core_voice_worker.link import preconnect
@@ -153,8 +153,38 @@ class PoolServer(AgentServer):
             if entry is not None:
                 attributes[room.ATTR_TENANT_ID] = entry.config.tenant_id
                 attributes[room.ATTR_CONFIG_VERSION] = str(entry.config.version)
-        await request.accept(identity=room.agent_identity(call_id), attributes=attributes)
+        try:
+            # Returns once the job's process runs it: livekit-agents launches it in here.
+            await request.accept(identity=room.agent_identity(call_id), attributes=attributes)
+        except Exception as exc:
+            self._launch_failed(job, call_id, exc)
+            raise
         self.runtime.note_active(self.active_call_count())
+
+    def _launch_failed(self, job: JobRequested | None, call_id: str, exc: Exception) -> None:
+        """LiveKit assigned us the job (`JobAccepted` is out) but no process could run it
+        (livekit-agents: "failed to acquire process"): without this the job would have no
+        outcome at all, since no call process exists to report one."""
+        if job is None or self.runtime.accepted_at(call_id) is None:
+            return  # not assigned (an assignment timeout): LiveKit offers it elsewhere
+        log.error(
+            "call could not be launched",
+            extra={"call_id": call_id, "agent_id": job.agent_id, "error": type(exc).__name__},
+        )
+        self.runtime.publisher.submit(
+            CallFailed(
+                call_id=call_id,
+                job_id=job.job_id,
+                room_name=job.room_name,
+                agent_id=job.agent_id,
+                campaign_id=job.campaign_id,
+                worker_id=self.settings.worker_id,
+                error=CallFailure.LAUNCH_FAILED,
+                retryable=True,
+                detail=f"no job process could be started for the call ({type(exc).__name__})",
+            ),
+            traceparent=job.traceparent,
+        )
 
     def _handle_assignment(self, assignment: agent.JobAssignment) -> None:
         """LiveKit assigned us a job we accepted: say so on the bus at once, before its
