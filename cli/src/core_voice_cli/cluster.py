@@ -23,13 +23,11 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import httpx
 import msgspec
@@ -41,6 +39,7 @@ from core_voice_cli.procs import (
     ProcessGroup,
     free_port,
     http_ready,
+    run_until_signal,
 )
 from core_voice_cli.servers import (
     LiveKitServer,
@@ -411,35 +410,21 @@ Ctrl-C stops everything.
 def main_up_cluster(base: Path) -> int:
     """Run the cluster until SIGINT/SIGTERM; 1 if a process exits or fails to start."""
     stack = ClusterStack(base)
-    stopping = False
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    print("starting the Core Voice cluster ...", flush=True)
-    try:
-        stack.start()
+    def started() -> str:
         operator_file = stack.base_dir / "nats-operator.env"
         operator_file.write_text("".join(f"{k}={v}\n" for k, v in stack.operator_env().items()))
         operator_file.chmod(0o600)
         (stack.base_dir / "pids").write_text(
             "".join(f"{p.name} {p.pid}\n" for p in stack.processes())
         )
-        print(summary(stack, seed_demo_agent(stack)), flush=True)
-        while not stopping:
-            dead = [p.name for p in stack.processes() if not p.running()]
-            if dead:
-                print(f"stopping: {', '.join(dead)} exited (see {stack.log_dir})", flush=True)
-                return 1
-            time.sleep(0.5)
-        print("stopping ...", flush=True)
-        return 0
-    except ProcessFailedError as exc:
-        print(f"failed to start: {exc}", flush=True)
-        return 1
-    finally:
-        stack.stop()
-        print("stopped.", flush=True)
+        return summary(stack, seed_demo_agent(stack))
+
+    return run_until_signal(
+        "the Core Voice cluster",
+        start=stack.start,
+        stop=stack.stop,
+        processes=stack.processes,
+        started=started,
+        log_dir=stack.log_dir,
+    )

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 
@@ -165,3 +166,43 @@ class ProcessGroup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_until_signal(
+    what: str,
+    *,
+    start: Callable[[], object],
+    stop: Callable[[], None],
+    processes: Callable[[], Sequence[ManagedProcess]],
+    started: Callable[[], str],
+    log_dir: Path,
+) -> int:
+    """`corevoice up`'s foreground life: ``start``, print what ``started`` returns, then
+    wait for SIGINT/SIGTERM; 1 if a process exits on its own or fails to start. ``stop``
+    runs whatever happens."""
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"starting {what} ...", flush=True)
+    try:
+        start()
+        print(started(), flush=True)
+        while not stopping:
+            dead = [p.name for p in processes() if not p.running()]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited (see {log_dir})", flush=True)
+                return 1
+            time.sleep(0.5)
+        print("stopping ...", flush=True)
+        return 0
+    except ProcessFailedError as exc:
+        print(f"failed to start: {exc}", flush=True)
+        return 1
+    finally:
+        stop()
+        print("stopped.", flush=True)

@@ -5,11 +5,8 @@ process this command started, in reverse order, by pid.
 """
 
 import argparse
-import signal
 import sys
-import time
 from pathlib import Path
-from types import FrameType
 
 import httpx
 import msgspec
@@ -17,7 +14,7 @@ import msgspec
 from core_voice_cli.binaries import BinaryNotFoundError, find_binary, repo_root
 from core_voice_cli.cluster import main_up_cluster
 from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
-from core_voice_cli.procs import ProcessFailedError
+from core_voice_cli.procs import run_until_signal
 from core_voice_cli.prometheus import PrometheusNotFoundError, prometheus_binary
 from core_voice_cli.stack import LOOPBACK_BASE_URLS, Ports, Stack
 from core_voice_contracts.runtime_config import ScriptedOptions
@@ -120,35 +117,20 @@ def main_up(args: argparse.Namespace) -> int:
         base_url_allow=LOOPBACK_BASE_URLS,
         prometheus=args.with_prometheus,
     )
-    stopping = False
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    print("starting Core Voice ...", flush=True)
-    try:
-        stack.start()
+    def started() -> str:
         pidfile = stack.base_dir / "pids"
         pidfile.write_text("".join(f"{p.name} {p.pid}\n" for p in stack.group.processes))
-        seeded = seed_demo_agent(stack)
-        print(_summary(stack, seeded), flush=True)
-        while not stopping:
-            dead = [p.name for p in stack.group.processes if not p.running()]
-            if dead:
-                print(f"stopping: {', '.join(dead)} exited (see {stack.log_dir})", flush=True)
-                return 1
-            time.sleep(0.5)
-        print("stopping ...", flush=True)
-        return 0
-    except ProcessFailedError as exc:
-        print(f"failed to start: {exc}", flush=True)
-        return 1
-    finally:
-        stack.stop()
-        print("stopped.", flush=True)
+        return _summary(stack, seed_demo_agent(stack))
+
+    return run_until_signal(
+        "Core Voice",
+        start=stack.start,
+        stop=stack.stop,
+        processes=lambda: stack.group.processes,
+        started=started,
+        log_dir=stack.log_dir,
+    )
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
