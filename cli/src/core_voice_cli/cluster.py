@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import msgspec
 
-from core_voice_cli.demo import DEMO_AGENT_ID, demo_agent
+from core_voice_cli.demo import DEMO_AGENT_ID, seed_demo_agent
 from core_voice_cli.procs import (
     ManagedProcess,
     ProcessFailedError,
@@ -368,21 +367,6 @@ class ClusterStack:
 # --- `corevoice up --cluster` ---------------------------------------------------------
 
 
-def seed_demo_agent(stack: ClusterStack) -> str:
-    """Create the demo agent unless it exists; return 'created' or 'kept'."""
-    headers = {"Authorization": f"Bearer {stack.admin_token}"}
-    with httpx.Client(base_url=stack.config_sync_url, headers=headers, timeout=10) as client:
-        if client.get(f"/api/v1/agents/{DEMO_AGENT_ID}").status_code == 200:
-            return "kept"
-        resp = client.post(
-            "/api/v1/agents",
-            content=msgspec.json.encode(demo_agent()),
-            headers={"Content-Type": "application/json"},
-        )
-        resp.raise_for_status()
-        return "created"
-
-
 def summary(stack: ClusterStack, seeded: str) -> str:
     def urls(services: list[Service], path: str = "") -> str:
         return "  ".join(f"{s.url}{path}" for s in services)
@@ -418,7 +402,7 @@ def main_up_cluster(base: Path) -> int:
         (stack.base_dir / "pids").write_text(
             "".join(f"{p.name} {p.pid}\n" for p in stack.processes())
         )
-        return summary(stack, seed_demo_agent(stack))
+        return summary(stack, seed_demo_agent(stack.config_sync_url, stack.admin_token))
 
     return run_until_signal(
         "the Core Voice cluster",

@@ -8,32 +8,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import httpx
 import msgspec
 
 from core_voice_cli.binaries import BinaryNotFoundError, find_binary, repo_root
 from core_voice_cli.cluster import main_up_cluster
-from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent
+from core_voice_cli.demo import DEMO_AGENT_ID, DEMO_CALLER_PHRASES, demo_agent, seed_demo_agent
 from core_voice_cli.procs import run_until_signal
 from core_voice_cli.prometheus import PrometheusNotFoundError, prometheus_binary
 from core_voice_cli.stack import LOOPBACK_BASE_URLS, Ports, Stack
 from core_voice_contracts.runtime_config import ScriptedOptions
-
-
-def seed_demo_agent(stack: Stack) -> str:
-    """Create the demo agent unless it exists; return 'created' or 'kept'."""
-    headers = {"Authorization": f"Bearer {stack.admin_token}"}
-    with httpx.Client(base_url=stack.config_sync_url, headers=headers, timeout=10) as client:
-        existing = client.get(f"/api/v1/agents/{DEMO_AGENT_ID}")
-        if existing.status_code == 200:
-            return "kept"
-        resp = client.post(
-            "/api/v1/agents",
-            content=msgspec.json.encode(demo_agent()),
-            headers={"Content-Type": "application/json"},
-        )
-        resp.raise_for_status()
-        return "created"
 
 
 def _call_command(stack: Stack) -> str:
@@ -121,7 +104,7 @@ def main_up(args: argparse.Namespace) -> int:
     def started() -> str:
         pidfile = stack.base_dir / "pids"
         pidfile.write_text("".join(f"{p.name} {p.pid}\n" for p in stack.group.processes))
-        return _summary(stack, seed_demo_agent(stack))
+        return _summary(stack, seed_demo_agent(stack.config_sync_url, stack.admin_token))
 
     return run_until_signal(
         "Core Voice",
