@@ -87,7 +87,11 @@ def chart_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartNats]:
     base = tmp_path_factory.mktemp("helm-nats")
     (base / "auth.conf").write_text(chart_auth_conf())
     (base / "nats.conf").write_text("include ./auth.conf\n")
-    passwords = {role: secrets.token_urlsafe(24) for role in Role}
+    # nats-server lexes an environment variable's value like a config value: one starting
+    # with a digit is read as a number and the server refuses to start ("Expected a digit
+    # but got 'n'"; CI hit it). Passwords for the chart start with a letter
+    # (docs/deployment.md).
+    passwords = {role: "p" + secrets.token_urlsafe(24) for role in Role}
     env = {f"NATS_PASSWORD_{role.value.upper()}": pw for role, pw in passwords.items()}
     port, monitor = free_port(), free_port()
     argv = [
