@@ -308,7 +308,10 @@ async def test_faults_mid_burst_lose_nothing_and_duplicate_nothing(
                     and c.job_id in rooms.job_ids
                     and not book.call_ends[c.job_id]
                 ]
-                busy_1 = int(str((await pool_status(cluster.pools[0].port))["active_calls"]))
+                try:  # a pool starting calls on 2 loaded cores can be slow to answer
+                    busy_1 = int(str((await pool_status(cluster.pools[0].port))["active_calls"]))
+                except httpx.TransportError:  # (CI: a 5 s read timeout here)
+                    continue
                 if started_on_2 and busy_1 > 0:
                     break
                 await asyncio.sleep(0.2)
