@@ -6,6 +6,7 @@ pid (SIGTERM, then SIGKILL after a grace period) together with anything it spawn
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,12 +23,39 @@ class ProcessFailedError(RuntimeError):
     """A managed process exited or never became ready; the log tail is in the message."""
 
 
+_LISTEN_PORTS = (10000, 32767)
+"""Below Linux's default ephemeral range (32768-60999). A port the kernel hands out for
+bind(0) comes from that range, and so does the source port of every outgoing connection:
+between choosing it and the server binding it, a client anywhere on the machine could take
+it (a nats-server's route port was lost that way in CI)."""
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
+    """A TCP port on loopback that was free a moment ago, outside the ephemeral range."""
+    low, high = _LISTEN_PORTS
+    eph_low, eph_high = _ephemeral_range()
+    for _ in range(200):
+        port = random.randint(low, high)  # noqa: S311 - a port number, not a secret
+        if eph_low <= port <= eph_high:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 def tcp_ready(host: str, port: int) -> Callable[[], bool]:
