@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import secrets
-import signal
 from collections.abc import Iterator
 
 import httpx

@@ -43,7 +43,7 @@ def free_port() -> int:
     low, high = _LISTEN_PORTS
     eph_low, eph_high = _ephemeral_range()
     for _ in range(200):
-        port = random.randint(low, high)  # noqa: S311 - a port number, not a secret
+        port = random.randint(low, high)
         if eph_low <= port <= eph_high:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
