@@ -23,10 +23,13 @@ from core_voice_cli.procs import ManagedProcess
 from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect, publish
+from core_voice_contracts.codec import decode_job_event
 from core_voice_contracts.events import (
     JobAccepted,
     JobDispatched,
+    JobExpired,
     JobRejected,
+    JobRequested,
     RejectReason,
     job_accepted_msg_id,
 )
@@ -227,6 +230,66 @@ async def test_a_dispatched_job_delivered_again_after_its_room_closed_gets_no_se
     assert await count(js, subjects.job_dispatched(agent_id)) == 1
     assert await count(js, subjects.job_expired(agent_id)) == 0
     assert await count(js, subjects.job_rejected(agent_id)) == 0
+
+
+async def test_a_job_delivered_again_is_looked_up_when_its_acceptance_was_missed(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """The partition case (tests/cluster): the dispatcher that made the dispatch was cut
+    off before it stored `JobDispatched`, and no dispatcher saw the pool's `JobAccepted`.
+    JetStream delivers the job again after the call, its room gone. The dispatcher looks
+    the `JobAccepted` up in VOICE_JOBS: found, the job is settled with nothing more
+    recorded; a job no worker took still expires ``room_gone``."""
+    agent_id = unique("missed")
+    create_agent(rig, agent_id)
+    dispatcher = next(p for p in rig.processes if p.name == "dispatcher")
+    await asyncio.to_thread(dispatcher.stop)
+    rig.processes.remove(dispatcher)
+    taken, untaken = (
+        JobRequested(
+            job_id=f"job-{name}-{agent_id}",
+            room_name=f"gone-{name}-{agent_id}",
+            room_sid=f"RM_{name}{agent_id}",
+            agent_id=agent_id,
+        )
+        for name in ("taken", "untaken")
+    )
+    for job in (taken, untaken):
+        await publish(js, subjects.job_requested(agent_id), job, msg_id=job.job_id)
+    # The first delivery, to a dispatcher that then lost the bus: never acknowledged.
+    nc, own_js = await connect(rig.nats.access(Role.DISPATCHER), name="test-cut", ensure=False)
+    try:
+        sub = await own_js.pull_subscribe_bind(durable="dispatcher", stream=VOICE_JOBS)
+        delivered = {decode_job_event(m.data).job_id for m in await sub.fetch(10, timeout=5)}
+        assert {taken.job_id, untaken.job_id} <= delivered
+        await publish(  # the pool's, stored while the dispatcher was cut off
+            own_js,
+            subjects.job_accepted(agent_id),
+            JobAccepted(
+                job_id=taken.job_id,
+                room_name=taken.room_name,
+                agent_id=agent_id,
+                call_id=f"AJ_{agent_id}",
+                worker_id="pool-test",
+            ),
+            msg_id=job_accepted_msg_id(f"AJ_{agent_id}"),
+        )
+    finally:
+        await nc.close()
+    rig.start(rig.dispatcher_process())
+
+    async def settled() -> bool:
+        pending: int = (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending
+        return pending == 0 and await count(js, subjects.job_expired(agent_id)) == 1
+
+    await eventually(settled, timeout=ACK_WAIT_S + 20)  # redelivered after ack_wait
+    (expired,) = await job_events(js, subjects.job_expired(agent_id), 1)
+    assert expired.job_id == untaken.job_id
+    assert isinstance(expired, JobExpired) and expired.detail == "room_gone"
+    assert await count(js, subjects.job_dispatched(agent_id)) == 0
+    async with httpx.AsyncClient(timeout=5) as client:
+        health = (await client.get(f"{rig.dispatcher_url}/healthz")).json()
+    assert health["served_lookups"] == {"found": 1, "not_found": 1}
 
 
 # Last in the module: its worker stays registered with LiveKit for a while.

@@ -21,8 +21,19 @@ from nats.js import JetStreamContext
 
 from core_voice_cli.procs import ManagedProcess
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.bus import MSG_ID_HEADER, publish
-from core_voice_contracts.events import CallEnded, CallFailed, CallFailure, call_outcome_msg_id
+from core_voice_contracts.bus import MSG_ID_HEADER, connect, publish
+from core_voice_contracts.events import (
+    CallEnded,
+    CallFailed,
+    CallFailure,
+    CallStarted,
+    JobAccepted,
+    WorkerStatus,
+    call_outcome_msg_id,
+    call_started_msg_id,
+    job_accepted_msg_id,
+)
+from core_voice_contracts.permissions import Role
 from core_voice_contracts.room import (
     ATTR_AGENT_ID,
     ATTR_CALL_ID,
@@ -206,3 +217,86 @@ async def test_a_call_that_ended_normally_is_not_reported_lost(
     assert after.get("worker_lost", 0) == before.get("worker_lost", 0)
     assert await call_events(js, subjects.call_failed(agent_id)) == []
     assert [e for e, _ in await call_events(js, subjects.call_ended(agent_id))] == [ended]
+
+
+async def test_a_call_whose_pool_vanished_before_it_started_is_reported_lost(
+    rig: Rig, js: JetStreamContext
+) -> None:
+    """A pool killed between LiveKit's assignment (its `JobAccepted`) and its agent joining
+    the room leaves no participant, so no webhook comes. The dispatcher follows the pools'
+    heartbeats: a call accepted by a pool silent for 3 intervals plus the grace period,
+    never started, is reported `worker_lost`. A started call, and a call on a pool that
+    keeps its heartbeat, are not."""
+    agent_id = unique("us")
+    lost, started, alive = (f"AJ_{unique(name)}" for name in ("lost", "started", "alive"))
+    before = call_counts(rig)
+    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pools", ensure=False)
+    try:
+
+        async def heartbeat(worker_id: str) -> None:
+            status = WorkerStatus(worker_id=worker_id, capacity=4, active_calls=1, interval_s=0.5)
+            await pool.publish(subjects.WORKER_STATUS, codec.encode(status))
+
+        for worker_id in ("pool-gone", "pool-live"):
+            await heartbeat(worker_id)
+        await pool.flush()
+        for call_id, worker_id in (
+            (lost, "pool-gone"),
+            (started, "pool-gone"),
+            (alive, "pool-live"),
+        ):
+            accepted = JobAccepted(
+                job_id=f"job-{call_id}",
+                room_name=f"room-{call_id}",
+                agent_id=agent_id,
+                call_id=call_id,
+                worker_id=worker_id,
+                campaign_id="camp-us",
+            )
+            await publish(
+                pool_js,
+                subjects.job_accepted(agent_id),
+                accepted,
+                msg_id=job_accepted_msg_id(call_id),
+            )
+        call = CallStarted(
+            call_id=started,
+            job_id=f"job-{started}",
+            room_name=f"room-{started}",
+            agent_id=agent_id,
+            tenant_id="tenant-us",
+            config_version=1,
+            worker_id="pool-gone",
+        )
+        await publish(
+            pool_js, subjects.call_started(agent_id), call, msg_id=call_started_msg_id(started)
+        )
+        subject = subjects.call_failed(agent_id)
+
+        async def reported() -> bool:
+            await heartbeat("pool-live")  # pool-gone is silent from here on
+            return bool(await call_events(js, subject))
+
+        await eventually(reported, timeout=3 * 0.5 + GRACE_S + 10, interval=0.25)
+        for _ in range(8):  # the live pool's call stays unreported
+            await heartbeat("pool-live")
+            await asyncio.sleep(0.5)
+    finally:
+        await pool.drain()
+    ((failed, msg_id),) = await call_events(js, subject)
+    assert isinstance(failed, CallFailed) and msg_id == call_outcome_msg_id(lost)
+    assert failed.error == CallFailure.WORKER_LOST
+    assert (failed.call_id, failed.job_id, failed.room_name) == (
+        lost,
+        f"job-{lost}",
+        f"room-{lost}",
+    )
+    assert (failed.worker_id, failed.campaign_id) == ("pool-gone", "camp-us")
+    assert "was not heard from" in failed.detail and "before the call started" in failed.detail
+    after = call_counts(rig)
+    assert after["worker_lost"] == before.get("worker_lost", 0) + 1
+    async with httpx.AsyncClient(timeout=5) as client:
+        health = (await client.get(f"{rig.dispatcher_url}/healthz")).json()
+    unstarted = health["unstarted_calls"]
+    assert unstarted["lost"] == 1 and unstarted["started"] >= 1
+    assert unstarted["followed"] == 1  # the live pool's call

@@ -165,8 +165,17 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
             f"{JS_API}.CONSUMER.DELETE.{VOICE_JOBS}.*",  # finished replays
             f"{JS_API}.CONSUMER.LIST.{VOICE_JOBS}",  # finds replays to run
             f"{JS_API}.CONSUMER.NAMES.{VOICE_JOBS}",
+            f"{JS_API}.STREAM.MSG.GET.{VOICE_JOBS}",  # a redelivered job's JobAccepted
         ),
-        subscribe=(subjects.JOBS_ACCEPTED_ALL, _inbox(Role.DISPATCHER)),
+        subscribe=(
+            subjects.JOBS_ACCEPTED_ALL,
+            # calls a pool took and never started, when the pool vanished (`unstarted`)
+            subjects.CALLS_STARTED_ALL,
+            subjects.CALLS_ENDED_ALL,
+            subjects.CALLS_FAILED_ALL,
+            subjects.WORKER_STATUS,
+            _inbox(Role.DISPATCHER),
+        ),
     )
     worker = Grant(
         publish=(

@@ -37,6 +37,7 @@ from core_voice_dispatcher.metrics import METRICS_PATH, DispatcherMetrics
 from core_voice_dispatcher.replay import Replays
 from core_voice_dispatcher.route_memory import follow_config_events
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
+from core_voice_dispatcher.unstarted import UnstartedCalls
 from core_voice_dispatcher.webhook_endpoint import WebhookEndpoint, make_app
 from core_voice_dispatcher.webhook_verifier import WebhookVerifier
 
@@ -104,6 +105,7 @@ async def _serve(
         dispatcher = Dispatcher(settings, nc, js, lk)
     endpoint: WebhookEndpoint | None = None
     calls: WorkerLostReports | None = None
+    unstarted: UnstartedCalls | None = None
     if settings.role != Role.DISPATCH:
         verifier = WebhookVerifier(
             settings.livekit_api_key,
@@ -112,6 +114,8 @@ async def _serve(
             max_skew_s=settings.max_clock_skew_s,
         )
         calls = WorkerLostReports(js, settings.worker_lost_grace_s)
+        unstarted = UnstartedCalls(calls)
+        await unstarted.follow(nc)
         prefetcher = dispatcher.prefetches if dispatcher is not None and settings.prefetch else None
         endpoint = WebhookEndpoint(
             verifier, js, prefetcher=prefetcher, calls=calls, metrics=metrics
@@ -159,10 +163,13 @@ async def _serve(
         found = dead_tasks(owned)
         if calls is not None:
             found["calls"] = dict(calls.counts) | {"pending_checks": calls.pending()}
+        if unstarted is not None:
+            found["unstarted_calls"] = dict(unstarted.counts) | {"followed": unstarted.followed()}
         if dispatcher is None:
             return found
         found["prefetch"] = dict(dispatcher.prefetches.counts)
         found["poison"] = dict(dispatcher.poison)
+        found["served_lookups"] = dict(dispatcher.served_lookups)
         found["routing"] = dict(dispatcher.routing_counts) | {
             "remembered": len(dispatcher.memory) if dispatcher.memory is not None else 0
         }
@@ -196,6 +203,8 @@ async def _serve(
         await runner.cleanup()  # no new webhooks; in-flight ones finish
         if consumer_metrics is not None:
             consumer_metrics.cancel()
+        if unstarted is not None:
+            await unstarted.close()
         if calls is not None:
             await calls.close()
         if live is not None and replays is not None:

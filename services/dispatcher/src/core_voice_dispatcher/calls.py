@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import publish
-from core_voice_contracts.events import call_outcome_msg_id
+from core_voice_contracts.events import CallFailed, call_outcome_msg_id
 from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.webhook_plan import CheckCall
 
@@ -67,12 +67,17 @@ class WorkerLostReports:
                 f"and its worker reported no end of the call within {self.grace_s:g} s"
             ),
         )
+        await self.report(report, disconnect_reason=action.disconnect_reason)
+
+    async def report(self, report: CallFailed, **context: str) -> None:
+        """Store ``report`` as the call's one terminal event unless it has one; retried
+        while the bus is away, counted, logged (``context`` joins the log fields)."""
         fields = {
             "call_id": report.call_id,
             "job_id": report.job_id,
             "agent_id": report.agent_id,
             "worker_id": report.worker_id,
-            "disconnect_reason": action.disconnect_reason,
+            **context,
         }
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:

@@ -96,6 +96,7 @@ from core_voice_dispatcher.outcomes import (
     retry_delay,
 )
 from core_voice_dispatcher.route_memory import RouteMemory
+from core_voice_dispatcher.served import accepted_in_stream
 from core_voice_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Dispatcher:
         self.lk = lk
         self.metrics: DispatcherMetrics = lk.metrics
         self._inflight: set[str] = set()
+        self._js = js
         self.outcomes = OutcomePublisher(js, self.metrics)
         self.lookups = JobLookups(settings, nc, lk)
         self.prefetches = Prefetches(self.lookups, settings.max_concurrency)
@@ -146,6 +148,9 @@ class Dispatcher:
             if settings.capacity_wait_s > 0
             else None
         )
+        self.served_lookups: Counter[str] = Counter()
+        """Redelivered jobs with their room gone looked up in VOICE_JOBS (`served`):
+        ``found`` (settled, not ``room_gone``), ``not_found``, ``unreadable``."""
         self.poison: Counter[str] = Counter()
         """Bus messages refused as poison, by ``<stream or feed>/<reason>`` (for /healthz):
         job messages terminated (``undecodable``, or ``invalid``: a job id that cannot be
@@ -242,6 +247,8 @@ class Dispatcher:
             dispatches, participants = started.dispatches, started.participants
             if await room is None:
                 if self.capacity is not None and self.capacity.accepted(job.job_id):
+                    return Served()
+                if msg.metadata.num_delivered > 1 and await self._accepted_in_stream(job, msg):
                     return Served()
                 return expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
             if participants is not None:
@@ -377,6 +384,12 @@ class Dispatcher:
             f"room metadata names no agent and no SIP caller joined "
             f"within {self.settings.sip_wait_s:g} s",
         )
+
+    async def _accepted_in_stream(self, job: JobRequested, msg: Msg) -> bool:
+        """A worker took ``job`` though this process never saw it (`served`)."""
+        found = await accepted_in_stream(self._js, job, msg.metadata.sequence.stream)
+        self.served_lookups[{True: "found", False: "not_found", None: "unreadable"}[found]] += 1
+        return found is True
 
     async def _settle(
         self, job: JobRequested, msg: Msg, outcome: Outcome, started: float, *, watch: bool

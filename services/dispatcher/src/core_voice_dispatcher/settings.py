@@ -106,10 +106,13 @@ class DispatcherSettings(ServiceSettings):
     capacity_max_waiting: int = Field(default=1000, ge=1)
     """DISPATCHER_CAPACITY_MAX_WAITING: jobs one process watches at once while they wait
     for a worker; past it, new dispatches wait for a free place (the consumer slows)."""
-    worker_lost_grace_s: float = Field(default=5.0, ge=0)
+    worker_lost_grace_s: float = Field(default=15.0, ge=0, le=90)
     """DISPATCHER_WORKER_LOST_GRACE_S: after a call's agent participant left the room,
     how long the worker has to report the call's end before the dispatcher reports
-    ``CallFailed(worker_lost)`` for it (the first report wins; see docs/dispatcher.md)."""
+    ``CallFailed(worker_lost)`` for it (the first report wins; see docs/dispatcher.md).
+    Longer than a NATS leader election (up to ~8 s measured) plus the worker's publish
+    retries, so a call that ended normally during one is not reported lost; at most 90 s,
+    inside `VOICE_CALLS`' 120 s duplicate window that makes the first report win."""
     drain_timeout_s: float = Field(default=10.0, ge=0)
     """DISPATCHER_DRAIN_TIMEOUT_S: on SIGTERM, how long in-flight webhooks and jobs may finish."""
 

@@ -1,0 +1,90 @@
+"""Which accepted calls the dispatcher reports ``worker_lost`` without a participant:
+those whose pool went silent before the call started (`unstarted.UnstartedCalls.due`).
+The bus side is in tests/integration/test_dispatcher_worker_lost.py."""
+
+from typing import Any, cast
+
+import pytest
+
+from core_voice_contracts.events import JobAccepted, WorkerStatus
+from core_voice_dispatcher.calls import WorkerLostReports
+from core_voice_dispatcher.unstarted import MAX_AGE_S, UnstartedCalls
+
+pytestmark = pytest.mark.unit
+
+GRACE_S = 2.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def accepted(call_id: str, worker_id: str) -> JobAccepted:
+    return JobAccepted(
+        job_id=f"job-{call_id}",
+        room_name=f"room-{call_id}",
+        agent_id="agent-1",
+        call_id=call_id,
+        worker_id=worker_id,
+    )
+
+
+def follower() -> tuple[UnstartedCalls, Clock]:
+    clock = Clock()
+    return UnstartedCalls(WorkerLostReports(cast(Any, None), GRACE_S), clock), clock
+
+
+def test_a_call_whose_pool_went_silent_before_it_started_is_due() -> None:
+    calls, clock = follower()
+    calls.note_status(WorkerStatus(worker_id="pool-a", capacity=4, active_calls=0, interval_s=1))
+    calls.note_status(WorkerStatus(worker_id="pool-b", capacity=4, active_calls=0, interval_s=1))
+    calls.note_accepted(accepted("AJ_lost", "pool-a"))
+    calls.note_accepted(accepted("AJ_started", "pool-a"))
+    calls.note_accepted(accepted("AJ_alive", "pool-b"))
+    calls.note_call("AJ_started")  # its CallStarted: no longer followed
+    for _ in range(10):  # pool-b keeps its heartbeat, pool-a is silent
+        clock.now += 1.0
+        calls.note_status(
+            WorkerStatus(worker_id="pool-b", capacity=4, active_calls=1, interval_s=1)
+        )
+        if clock.now - 1000.0 <= 3 * 1 + GRACE_S:
+            assert calls.due() == []  # not before 3 missed heartbeats plus the grace
+    due = calls.due()
+    assert [event.call_id for event, _ in due] == ["AJ_lost"]
+    assert due[0][1] == pytest.approx(10.0)
+    assert calls.due() == []  # reported once
+    assert calls.followed() == 1  # AJ_alive
+
+
+def test_a_pool_never_heard_counts_from_the_acceptance_with_the_default_interval() -> None:
+    calls, clock = follower()
+    calls.note_accepted(accepted("AJ_x", "pool-unknown"))
+    clock.now += 3 * 5.0 + GRACE_S - 0.5
+    assert calls.due() == []
+    clock.now += 1.0
+    assert [e.call_id for e, _ in calls.due()] == ["AJ_x"]
+
+
+def test_a_long_unstarted_call_on_a_live_pool_is_dropped_not_reported() -> None:
+    calls, clock = follower()
+    calls.note_accepted(accepted("AJ_slow", "pool-a"))
+    for _ in range(int(MAX_AGE_S) + 2):
+        clock.now += 1.0
+        calls.note_status(
+            WorkerStatus(worker_id="pool-a", capacity=4, active_calls=1, interval_s=1)
+        )
+        assert calls.due() == []
+    assert calls.followed() == 0
+    assert calls.counts["dropped"] == 1
+
+
+def test_a_repeated_acceptance_and_a_call_id_that_is_no_token_are_ignored() -> None:
+    calls, _ = follower()
+    calls.note_accepted(accepted("AJ_1", "pool-a"))
+    calls.note_accepted(accepted("AJ_1", "pool-a"))
+    calls.note_accepted(accepted("bad id with spaces", "pool-a"))
+    assert calls.followed() == 1
