@@ -262,8 +262,12 @@ async def test_a_job_delivered_again_is_looked_up_when_its_acceptance_was_missed
         sub = await own_js.pull_subscribe_bind(durable="dispatcher", stream=VOICE_JOBS)
         delivered = {decode_job_event(m.data).job_id for m in await sub.fetch(10, timeout=5)}
         assert {taken.job_id, untaken.job_id} <= delivered
+    finally:
+        await nc.close()
+    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
+    try:
         await publish(  # the pool's, stored while the dispatcher was cut off
-            own_js,
+            pool_js,
             subjects.job_accepted(agent_id),
             JobAccepted(
                 job_id=taken.job_id,
@@ -275,7 +279,7 @@ async def test_a_job_delivered_again_is_looked_up_when_its_acceptance_was_missed
             msg_id=job_accepted_msg_id(f"AJ_{agent_id}"),
         )
     finally:
-        await nc.close()
+        await pool.drain()
     rig.start(rig.dispatcher_process())
 
     async def settled() -> bool:
@@ -289,6 +293,7 @@ async def test_a_job_delivered_again_is_looked_up_when_its_acceptance_was_missed
     assert await count(js, subjects.job_dispatched(agent_id)) == 0
     async with httpx.AsyncClient(timeout=5) as client:
         health = (await client.get(f"{rig.dispatcher_url}/healthz")).json()
+    assert await count(js, subjects.job_expired(agent_id)) == 1  # the untaken job's only
     assert health["served_lookups"] == {"found": 1, "not_found": 1}
 
 
