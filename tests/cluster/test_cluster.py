@@ -48,10 +48,9 @@ SPREAD_ROOMS_PER_BURST = 40
 """200 rooms: more than the pools hold in the dispatcher's capacity wait, so most end
 ``no_capacity`` (a rejection with its reason), the rest are called."""
 EDIT_LAG_P99_S = 1.0
-EDIT_LAG_P99_UNDER_FAULTS_S = 1.5
+EDIT_LAG_P99_UNDER_FAULTS_S = 1.0
 """Under the other faults (a config_sync replica killed, PostgreSQL restarted) the target
-is 1 s too: met in 4 of 5 runs here, 1.017 s in one (docs/operations/scaling.md); the
-test bounds it at 1.5 s so a 2-core machine's scheduling does not fail CI."""
+is the same 1 s: measured 419 ms (docs/operations/scaling.md)."""
 
 
 def report(title: str, **numbers: object) -> None:
