@@ -301,8 +301,11 @@ async def test_faults_mid_burst_lose_nothing_and_duplicate_nothing(
             # while they hold calls.
             rooms = phases["pools: SIGTERM pool-1, SIGKILL pool-2"] = Rooms()
             await burst(lks, agent_id, rooms, 12, per_s=6)
-            # Kill pool-2 while it holds a started call, pool-1 while it has any.
-            for _ in range(60):
+            # Kill pool-2 while it holds a started call, pool-1 while it has any. Calls
+            # last ~3 s and LiveKit picks the pool: more rooms come until both hold one.
+            for attempt in range(90):
+                if attempt and attempt % 10 == 0:
+                    await burst(lks, agent_id, rooms, 4, per_s=6)
                 book = await ledger(js, agent_id)
                 started_on_2 = [
                     c
