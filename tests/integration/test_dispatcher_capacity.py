@@ -96,6 +96,26 @@ async def room_closed(lk: api.LiveKitAPI, room: str) -> None:
     await eventually(closed, timeout=5, interval=0.1)
 
 
+async def accepted_by_a_pool(rig: Rig, agent_id: str, job_id: str, room: str) -> None:
+    """Store a pool's `JobAccepted` for the job, as the pool does (its own NATS user)."""
+    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
+    try:
+        await publish(
+            pool_js,
+            subjects.job_accepted(agent_id),
+            JobAccepted(
+                job_id=job_id,
+                room_name=room,
+                agent_id=agent_id,
+                call_id=f"AJ_{agent_id}",
+                worker_id="pool-test",
+            ),
+            msg_id=job_accepted_msg_id(f"AJ_{agent_id}"),
+        )
+    finally:
+        await pool.drain()
+
+
 async def dispatched_room(
     rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext, prefix: str
 ) -> tuple[str, str, JobDispatched]:
@@ -171,22 +191,7 @@ async def test_a_job_a_worker_took_is_not_expired_when_it_comes_back_after_its_r
     and was recorded `JobExpired(room_gone)`: a second outcome contradicting the call. A
     job whose `JobAccepted` the dispatcher saw is settled: nothing more is recorded."""
     agent_id, room, dispatched = await dispatched_room(rig, lk, js, "served")
-    worker, worker_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
-    try:
-        await publish(
-            worker_js,
-            subjects.job_accepted(agent_id),
-            JobAccepted(
-                job_id=dispatched.job_id,
-                room_name=room,
-                agent_id=agent_id,
-                call_id=f"AJ_{agent_id}",
-                worker_id="pool-test",
-            ),
-            msg_id=job_accepted_msg_id(f"AJ_{agent_id}"),
-        )
-    finally:
-        await worker.drain()
+    await accepted_by_a_pool(rig, agent_id, dispatched.job_id, room)
 
     async def settled() -> bool:
         pending: int = (await js.consumer_info(VOICE_JOBS, "dispatcher")).num_ack_pending
@@ -264,22 +269,8 @@ async def test_a_job_delivered_again_is_looked_up_when_its_acceptance_was_missed
         assert {taken.job_id, untaken.job_id} <= delivered
     finally:
         await nc.close()
-    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
-    try:
-        await publish(  # the pool's, stored while the dispatcher was cut off
-            pool_js,
-            subjects.job_accepted(agent_id),
-            JobAccepted(
-                job_id=taken.job_id,
-                room_name=taken.room_name,
-                agent_id=agent_id,
-                call_id=f"AJ_{agent_id}",
-                worker_id="pool-test",
-            ),
-            msg_id=job_accepted_msg_id(f"AJ_{agent_id}"),
-        )
-    finally:
-        await pool.drain()
+    # The pool's, stored while the dispatcher was cut off.
+    await accepted_by_a_pool(rig, agent_id, taken.job_id, taken.room_name)
     rig.start(rig.dispatcher_process())
 
     async def settled() -> bool:
