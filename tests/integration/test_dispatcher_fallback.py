@@ -29,6 +29,7 @@ from tests.harness.dispatcher import (
     count,
     create_agent,
     create_campaign,
+    eventually,
     named_dispatches,
     running_rig,
     unique,
@@ -196,10 +197,16 @@ async def test_an_agent_disabled_or_deleted_is_never_dispatched_from_memory(
     for agent_id in (disabled, deleted, control):
         create_agent(rig, agent_id)
         await routed_once(rig, lk, js, agent_id)
-    # Edits while config_sync is up: their change events reach the dispatcher at once.
+    # Edits while config_sync is up: their change events reach the dispatcher (waited
+    # for: under load they can take longer than any fixed sleep).
+    remembered = routing_counts(rig)["remembered"]
     admin(rig, "PATCH", f"/agents/{disabled}", AgentPatch(status=AgentStatus.DISABLED))
     delete_agent(rig, deleted)
-    await asyncio.sleep(0.5)
+
+    async def both_forgotten() -> bool:
+        return routing_counts(rig)["remembered"] <= remembered - 2
+
+    await eventually(both_forgotten, timeout=10)
 
     config_sync = config_sync_of(rig)
     config_sync.stop()

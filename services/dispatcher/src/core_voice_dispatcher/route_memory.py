@@ -21,10 +21,14 @@ Change events on ``VOICE_CONFIG`` (`follow_config_events`) keep the memory from 
 what it remembers. The dispatcher cannot tell a prompt edit from a status change (one
 admin edit can do both and announce only a new version), so:
 
-- `ConfigChanged` for an agent (any kind: created, updated, deleted, campaign): that
-  agent is forgotten everywhere (its own key, and campaigns and numbers that routed to
-  it); for kind ``campaign`` the campaign is forgotten too. The next room of the agent
-  asks config_sync again and is remembered again.
+- `ConfigChanged` for an agent (kind updated, deleted, campaign): that agent is
+  forgotten everywhere (its own key, and campaigns and numbers that routed to it); for
+  kind ``campaign`` the campaign is forgotten too. The next room of the agent asks
+  config_sync again and is remembered again. Kind ``created`` forgets nothing: anything
+  remembered of the agent was learned after it was created (a deletion before it comes
+  first on the stream and was applied first). It can arrive after the agent's first
+  room was routed and remembered (the outbox publishes after the commit); forgetting then
+  left a just-created agent with nothing to fall back on (a CI failure).
 - `RoutingChanged`: the named agent, campaign or number is forgotten (a campaign also
   from the numbers that routed through it). Every other answer of that tenant is kept as
   a fallback but marked unconfirmed: it is logged so when used, and its spread is
@@ -174,6 +178,8 @@ class RouteMemory:
     def apply(self, event: ConfigStreamEvent) -> None:
         """A change event from ``VOICE_CONFIG`` (rules in the module docstring)."""
         match event:
+            case ConfigChanged(kind=ChangeKind.CREATED):
+                pass  # nothing learned before it can be of this agent (rules above)
             case ConfigChanged(agent_id=agent_id, kind=kind, campaign_id=campaign_id):
                 self.forget_agent(agent_id)
                 if kind == ChangeKind.CAMPAIGN and campaign_id is not None:
