@@ -127,9 +127,11 @@ class Settings(StoreSettings, ServiceSettings):
     """CONFIG_SYNC_DEFAULT_TENANT: tenant that owns agents created with the admin token."""
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     """CONFIG_SYNC_MAX_BODY_BYTES: larger request bodies are refused with 413."""
-    outbox_sweep_s: float = Field(default=1.0, gt=0)
+    outbox_sweep_s: float = Field(default=0.25, gt=0)
     """CONFIG_SYNC_OUTBOX_SWEEP_S: how often the relay retries unpublished changes (a
-    commit also wakes it at once)."""
+    commit also wakes it at once). It bounds the lag of an edit whose replica died
+    between its commit and its publish (another replica's sweep publishes it): one small
+    indexed query per pass."""
     outbox_retention_s: float = Field(default=86_400.0, gt=0)
     """CONFIG_SYNC_OUTBOX_RETENTION_S: published outbox rows older than this are deleted."""
     platform_key_providers: str = Field(default="", pattern=r"^[a-z0-9,_ *-]*$")
