@@ -31,7 +31,9 @@ from core_voice_telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 
-T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+T0 = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=10)
+"""Recent: calls older than the look-back (hours) are pruned as never-ended, so a fixed
+date here failed once the day went on."""
 
 
 def at(seconds: float) -> dt.datetime:

@@ -37,7 +37,7 @@ from core_voice_dispatcher.metrics import METRICS_PATH, DispatcherMetrics
 from core_voice_dispatcher.replay import Replays
 from core_voice_dispatcher.route_memory import follow_config_events
 from core_voice_dispatcher.settings import DispatcherSettings, Role, check_against_stream
-from core_voice_dispatcher.unstarted import UnstartedCalls
+from core_voice_dispatcher.unstarted import UnstartedCalls, agent_in_room
 from core_voice_dispatcher.webhook_endpoint import WebhookEndpoint, make_app
 from core_voice_dispatcher.webhook_verifier import WebhookVerifier
 
@@ -104,8 +104,11 @@ async def _serve(
         )
         dispatcher = Dispatcher(settings, nc, js, lk)
     endpoint: WebhookEndpoint | None = None
-    calls: WorkerLostReports | None = None
-    unstarted: UnstartedCalls | None = None
+    calls = WorkerLostReports(js, settings.worker_lost_grace_s)
+    unstarted = UnstartedCalls(calls, agent_in_room=None if lk is None else agent_in_room(lk))
+    await unstarted.follow(nc)
+    if dispatcher is not None and dispatcher.capacity is not None:
+        dispatcher.capacity.taken_unseen = unstarted.note_taken
     if settings.role != Role.DISPATCH:
         verifier = WebhookVerifier(
             settings.livekit_api_key,
@@ -113,9 +116,6 @@ async def _serve(
             max_age_s=settings.webhook_max_age_s,
             max_skew_s=settings.max_clock_skew_s,
         )
-        calls = WorkerLostReports(js, settings.worker_lost_grace_s)
-        unstarted = UnstartedCalls(calls)
-        await unstarted.follow(nc)
         prefetcher = dispatcher.prefetches if dispatcher is not None and settings.prefetch else None
         endpoint = WebhookEndpoint(
             verifier, js, prefetcher=prefetcher, calls=calls, metrics=metrics
@@ -161,10 +161,8 @@ async def _serve(
 
     def details() -> dict[str, object]:
         found = dead_tasks(owned)
-        if calls is not None:
-            found["calls"] = dict(calls.counts) | {"pending_checks": calls.pending()}
-        if unstarted is not None:
-            found["unstarted_calls"] = dict(unstarted.counts) | {"followed": unstarted.followed()}
+        found["calls"] = dict(calls.counts) | {"pending_checks": calls.pending()}
+        found["unstarted_calls"] = dict(unstarted.counts) | {"followed": unstarted.followed()}
         if dispatcher is None:
             return found
         found["prefetch"] = dict(dispatcher.prefetches.counts)
@@ -203,10 +201,8 @@ async def _serve(
         await runner.cleanup()  # no new webhooks; in-flight ones finish
         if consumer_metrics is not None:
             consumer_metrics.cancel()
-        if unstarted is not None:
-            await unstarted.close()
-        if calls is not None:
-            await calls.close()
+        await unstarted.close()
+        await calls.close()
         if live is not None and replays is not None:
             live.stop()
             replays.stop()

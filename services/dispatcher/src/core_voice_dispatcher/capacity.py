@@ -104,6 +104,10 @@ class Waiting:
     """When to tell JetStream again that the job is still being worked on."""
 
 
+TakenUnseen = Callable[[JobRequested, str, list[str]], None]
+"""(the job, its routed agent, LiveKit's job ids: the calls' ids)."""
+
+
 class _Gone(Exception):
     """The job's room closed while it waited."""
 
@@ -122,6 +126,9 @@ class CapacityWatch:
         self._watched: set[str] = set()
         """Job ids with a task in `tasks`."""
         self._accepted: OrderedDict[str, None] = OrderedDict()
+        self.taken_unseen: TakenUnseen | None = None
+        """Told of a pool job LiveKit lists as taken whose `JobAccepted` never came here
+        (`unstarted.UnstartedCalls.note_taken`): the pool may have died before saying so."""
         self.counts: Counter[str] = Counter()
         """``taken`` (at the first offer), ``taken_after_wait``, ``reoffered``,
         ``no_capacity``, ``abandoned`` (the room closed while waiting), ``removed`` (the
@@ -276,7 +283,11 @@ class CapacityWatch:
                 raise _Gone from None
             raise
         ours = [d for d in listed if d.id == w.dispatch_id or d.metadata == w.metadata]
-        if any(d.state.jobs for d in ours):
+        taken = [job.id for d in ours for job in d.state.jobs]
+        if taken:
+            pool = w.agent_name == self._settings.worker_agent_name  # legacy: no events
+            if pool and self.taken_unseen is not None and not self.accepted(w.job.job_id):
+                self.taken_unseen(w.job, w.agent_id, taken)
             return None
         if ours:
             w.dispatch_id = ours[0].id
