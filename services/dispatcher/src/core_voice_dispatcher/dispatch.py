@@ -248,8 +248,12 @@ class Dispatcher:
             if await room is None:
                 if self.capacity is not None and self.capacity.accepted(job.job_id):
                     return Served()
-                if msg.metadata.num_delivered > 1 and await self._accepted_in_stream(job, msg):
-                    return Served()
+                if msg.metadata.num_delivered > 1:
+                    found = await self._accepted_in_stream(job, msg)
+                    if found is None:  # the stream cannot say now (a NATS election)
+                        return Retry(RejectReason.DISPATCH_FAILED, "accepted_lookup_unavailable")
+                    if found:
+                        return Served()
                 return expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
             if participants is not None:
                 present = await participants
@@ -385,11 +389,12 @@ class Dispatcher:
             f"within {self.settings.sip_wait_s:g} s",
         )
 
-    async def _accepted_in_stream(self, job: JobRequested, msg: Msg) -> bool:
-        """A worker took ``job`` though this process never saw it (`served`)."""
+    async def _accepted_in_stream(self, job: JobRequested, msg: Msg) -> bool | None:
+        """Whether a worker took ``job`` though this process never saw it (`served`);
+        None if the stream cannot be read now."""
         found = await accepted_in_stream(self._js, job, msg.metadata.sequence.stream)
         self.served_lookups[{True: "found", False: "not_found", None: "unreadable"}[found]] += 1
-        return found is True
+        return found
 
     async def _settle(
         self, job: JobRequested, msg: Msg, outcome: Outcome, started: float, *, watch: bool

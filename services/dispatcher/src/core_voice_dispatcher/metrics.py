@@ -53,7 +53,8 @@ class ErrorType:
     """`corevoice_dispatcher_errors_total` ``type`` values (a fixed set)."""
 
     BUS_UNAVAILABLE: Final = "bus_unavailable"
-    """A webhook or a job outcome could not be stored on JetStream."""
+    """A webhook or a job outcome could not be stored on JetStream, or a redelivered job's
+    acceptance could not be looked up in it (retried)."""
     LIVEKIT: Final = "livekit"
     """A LiveKit API call failed (the job is retried)."""
     CONFIG_SYNC: Final = "config_sync"
@@ -143,5 +144,10 @@ class DispatcherMetrics:
 
 
 def outcome_error_type(error: str) -> str:
-    """The error type of a retried job's error word (``livekit_*`` or config_sync's)."""
-    return ErrorType.LIVEKIT if error.startswith("livekit_") else ErrorType.CONFIG_SYNC
+    """The error type of a retried job's error word (``livekit_*``, the stream look-up of
+    `served`, or config_sync's)."""
+    if error.startswith("livekit_"):
+        return ErrorType.LIVEKIT
+    if error == "accepted_lookup_unavailable":
+        return ErrorType.BUS_UNAVAILABLE
+    return ErrorType.CONFIG_SYNC
