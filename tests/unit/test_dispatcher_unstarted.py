@@ -143,3 +143,10 @@ async def test_a_listed_call_whose_agent_is_in_the_room_is_not_reported() -> Non
     assert not await calls._unseen_lost(event, since)  # in the room: running
     assert calls.counts["in_room"] == 1 and calls.followed() == 0
     assert asked == ["AJ_running", "AJ_running"]
+
+
+def test_a_call_already_seen_starting_is_not_followed_from_the_listing() -> None:
+    calls, _ = follower()
+    calls.note_call("AJ_seen")  # its CallStarted came, its JobAccepted did not
+    calls.note_taken(job(), "agent-1", ["AJ_seen"])
+    assert calls.followed() == 0

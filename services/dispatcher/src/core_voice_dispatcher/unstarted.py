@@ -93,6 +93,9 @@ class UnstartedCalls:
         self._agent_in_room = agent_in_room
         """Whether a call's agent participant is in its room (None: unknown, ask again)."""
         self._accepted: OrderedDict[str, _Accepted] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        """Calls whose start or end was seen (the latest `MAX_FOLLOWED`): never followed
+        again from LiveKit's listing."""
         self._heard: dict[str, tuple[float, float]] = {}
         """worker id -> (last heard, its heartbeat interval)."""
         self._tasks = TaskSet()
@@ -127,7 +130,7 @@ class UnstartedCalls:
         """LiveKit lists the job taken, and no `JobAccepted` came: follow its calls with
         no pool (see the module docstring)."""
         for call_id in call_ids:
-            if call_id in self._accepted or not is_token(call_id):
+            if call_id in self._accepted or call_id in self._seen or not is_token(call_id):
                 continue
             self.note_accepted(
                 JobAccepted(
@@ -142,6 +145,10 @@ class UnstartedCalls:
             self.counts["taken_unseen"] += 1
 
     def note_call(self, call_id: str) -> None:
+        self._seen[call_id] = None
+        self._seen.move_to_end(call_id)
+        while len(self._seen) > MAX_FOLLOWED:
+            self._seen.popitem(last=False)
         if self._accepted.pop(call_id, None) is not None:
             self.counts["started"] += 1
 
