@@ -11,7 +11,7 @@ import gc
 import logging
 import signal
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -19,11 +19,11 @@ import msgspec
 from aiohttp import web
 from jwt.warnings import InsecureKeyLengthWarning
 from nats.aio.client import Client
-from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from core_voice_contracts.bus import connect
+from core_voice_contracts.events import JobAccepted
 from core_voice_contracts.settings import exit_settings, settings_or_exit
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.tasks import TaskSet
@@ -107,8 +107,14 @@ async def _serve(
     calls = WorkerLostReports(js, settings.worker_lost_grace_s)
     unstarted = UnstartedCalls(calls, agent_in_room=None if lk is None else agent_in_room(lk))
     await unstarted.follow(nc)
-    if dispatcher is not None and dispatcher.capacity is not None:
-        dispatcher.capacity.taken_unseen = unstarted.note_taken
+    accepted_sinks: list[Callable[[JobAccepted], None]] = [unstarted.note_accepted]
+    capacity = dispatcher.capacity if dispatcher is not None else None
+    if capacity is not None:
+        capacity.taken_unseen = unstarted.note_taken
+        accepted_sinks.append(lambda event: capacity.note_accepted(event.job_id))
+    accepted = await follow_accepted_jobs(
+        nc, accepted_sinks, dispatcher.poison if dispatcher is not None else None
+    )
     if settings.role != Role.DISPATCH:
         verifier = WebhookVerifier(
             settings.livekit_api_key,
@@ -127,12 +133,10 @@ async def _serve(
     consumer: asyncio.Task[Any] | None = None
     consumer_metrics: asyncio.Task[Any] | None = None
     config_events: list[JetStreamContext.PushSubscription] = []
-    accepted: Subscription | None = None
     if dispatcher is not None:
         if dispatcher.memory is not None:
             config_events = await follow_config_events(js, dispatcher.memory, dispatcher.poison)
         if dispatcher.capacity is not None:
-            accepted = await follow_accepted_jobs(nc, dispatcher.capacity, dispatcher.poison)
             metrics.capacity_waiting.set_function(dispatcher.capacity.waiting)
         live = LiveConsumer(settings, js, dispatcher.handle)
         await live.start()
@@ -214,9 +218,8 @@ async def _serve(
         for sub in config_events:
             with contextlib.suppress(NatsError, TimeoutError):
                 await sub.unsubscribe()
-        if accepted is not None:
-            with contextlib.suppress(NatsError, TimeoutError):
-                await accepted.unsubscribe()
+        with contextlib.suppress(NatsError, TimeoutError):
+            await accepted.unsubscribe()
         if lk is not None:
             await lk.aclose()
     log.info("dispatcher stopped")

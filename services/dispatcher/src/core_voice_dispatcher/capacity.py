@@ -38,7 +38,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from livekit import api
@@ -374,12 +374,15 @@ class CapacityWatch:
 
 
 async def follow_accepted_jobs(
-    nc: Client, watch: CapacityWatch, poison: Counter[str] | None = None
+    nc: Client,
+    sinks: Sequence[Callable[[JobAccepted], None]],
+    poison: Counter[str] | None = None,
 ) -> Subscription:
-    """Feed every pool's `JobAccepted` to ``watch`` (core NATS: only what is said from now
-    on matters, and every replica hears every pool). A message that is not one, or whose
-    job id is no job id (a 1 MiB one, remembered 10,000 times, would be 10 GiB), is
-    counted in ``poison`` and ignored."""
+    """Feed every pool's `JobAccepted` to each of ``sinks`` (core NATS: only what is said
+    from now on matters, and every replica hears every pool): the capacity watch, and the
+    watch on calls that never start (`unstarted`). One subscription and one decode per
+    event for both. A message that is not one, or whose job id is no job id (a 1 MiB one,
+    remembered 10,000 times, would be 10 GiB), is counted in ``poison`` and ignored."""
 
     async def on_accepted(msg: Msg) -> None:
         try:
@@ -393,6 +396,7 @@ async def follow_accepted_jobs(
                 if poison is not None:
                     poison["accepted/invalid"] += 1
                 return
-            watch.note_accepted(event.job_id)
+            for sink in sinks:
+                sink(event)
 
     return await nc.subscribe(subjects.JOBS_ACCEPTED_ALL, cb=on_accepted)

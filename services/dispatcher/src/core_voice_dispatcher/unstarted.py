@@ -28,6 +28,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from livekit import api
 from nats.aio.client import Client
@@ -36,13 +37,15 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from core_voice_contracts import subjects
-from core_voice_contracts.codec import decode_call_event, decode_job_event, decode_worker_event
+from core_voice_contracts.codec import decode_call_event, decode_worker_event
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
+    CallEvent,
     CallFailed,
     CallFailure,
     JobAccepted,
     JobRequested,
+    WorkerEvent,
     WorkerStatus,
 )
 from core_voice_contracts.ids import is_token
@@ -64,6 +67,8 @@ MAX_AGE_S = 900.0
 
 
 AgentInRoom = Callable[[JobAccepted], Awaitable[bool | None]]
+Handler = Callable[[Msg], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -71,12 +76,8 @@ class _Accepted:
     event: JobAccepted
     at: float
     """When followed, or last found undecidable in LiveKit (the wait counts from it)."""
-    since: float = -1.0
+    since: float
     """When first followed (for `MAX_AGE_S`)."""
-
-    def __post_init__(self) -> None:
-        if self.since < 0:
-            self.since = self.at
 
 
 class UnstartedCalls:
@@ -120,7 +121,8 @@ class UnstartedCalls:
             return
         if known is not None:  # taken per LiveKit first: now its pool is known
             del self._accepted[event.call_id]
-        self._accepted[event.call_id] = _Accepted(event, self._clock())
+        now = self._clock()
+        self._accepted[event.call_id] = _Accepted(event, now, now)
         self.counts["followed"] += 1
         while len(self._accepted) > MAX_FOLLOWED:
             self._accepted.popitem(last=False)
@@ -168,15 +170,11 @@ class UnstartedCalls:
                 del self._accepted[call_id]
                 self.counts["dropped"] += 1
                 continue
-            last, interval = self._heard.get(
-                accepted.event.worker_id, (accepted.at, DEFAULT_INTERVAL_S)
-            )
-            silent = now - max(last, accepted.at)
-            if not accepted.event.worker_id:  # no pool said it took the call
-                last, silent = accepted.at, now - accepted.at
-            if silent > MISSED_HEARTBEATS * interval + grace:
+            worker = accepted.event.worker_id  # "": no pool said it took the call
+            heard, interval = self._heard.get(worker, (accepted.at, DEFAULT_INTERVAL_S))
+            if now - max(heard, accepted.at) > MISSED_HEARTBEATS * interval + grace:
                 del self._accepted[call_id]
-                out.append((accepted.event, now - last, accepted.since))
+                out.append((accepted.event, now - heard, accepted.since))
         return out
 
     async def _sweep(self, every_s: float) -> None:
@@ -214,38 +212,33 @@ class UnstartedCalls:
         return True
 
     async def follow(self, nc: Client, every_s: float = 1.0) -> None:
-        """Subscribe to the feeds and start the periodic check."""
+        """Subscribe to the calls' and pools' feeds and start the periodic check (the
+        pools' `JobAccepted` come through `capacity.follow_accepted_jobs`)."""
 
-        async def on_accepted(msg: Msg) -> None:
-            try:
-                event = decode_job_event(msg.data)
-            except DecodeError:
-                self.counts["ignored"] += 1
-                return
-            if isinstance(event, JobAccepted):
-                self.note_accepted(event)
+        def feed(decode: Callable[[bytes], T], handle: Callable[[T], None]) -> Handler:
+            async def on_message(msg: Msg) -> None:
+                try:
+                    event = decode(msg.data)
+                except DecodeError:
+                    self.counts["ignored"] += 1
+                    return
+                handle(event)
 
-        async def on_call(msg: Msg) -> None:
-            try:
-                self.note_call(decode_call_event(msg.data).call_id)
-            except DecodeError:
-                self.counts["ignored"] += 1
+            return on_message
 
-        async def on_status(msg: Msg) -> None:
-            try:
-                event = decode_worker_event(msg.data)
-            except DecodeError:
-                self.counts["ignored"] += 1
-                return
+        def on_call(event: CallEvent) -> None:
+            self.note_call(event.call_id)
+
+        def on_worker(event: WorkerEvent) -> None:
             if isinstance(event, WorkerStatus):
                 self.note_status(event)
 
+        calls = feed(decode_call_event, on_call)
         self._subs = [
-            await nc.subscribe(subjects.JOBS_ACCEPTED_ALL, cb=on_accepted),
-            await nc.subscribe(subjects.CALLS_STARTED_ALL, cb=on_call),
-            await nc.subscribe(subjects.CALLS_ENDED_ALL, cb=on_call),
-            await nc.subscribe(subjects.CALLS_FAILED_ALL, cb=on_call),
-            await nc.subscribe(subjects.WORKER_STATUS, cb=on_status),
+            await nc.subscribe(subjects.CALLS_STARTED_ALL, cb=calls),
+            await nc.subscribe(subjects.CALLS_ENDED_ALL, cb=calls),
+            await nc.subscribe(subjects.CALLS_FAILED_ALL, cb=calls),
+            await nc.subscribe(subjects.WORKER_STATUS, cb=feed(decode_worker_event, on_worker)),
         ]
         self._tasks.spawn(self._sweep(every_s), name="unstarted-calls")
 
