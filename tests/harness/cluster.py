@@ -70,7 +70,7 @@ def running_cluster(base: Path, proxies: RouteProxies) -> Iterator[ClusterStack]
         pool_env={
             "WORKER_CALLER_WAIT_S": str(CALLER_WAIT_S),
             "WORKER_NUM_IDLE_PROCESSES": "1",
-            "WORKER_EXECUTOR": "thread",
+            "WORKER_EXECUTOR": "process",
             "WORKER_STATUS_INTERVAL_S": "1",
             "WORKER_DRAIN_TIMEOUT_S": "30",
         },

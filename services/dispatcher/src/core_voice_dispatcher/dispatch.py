@@ -26,10 +26,11 @@ safe: a job whose dispatch exists is not dispatched again, and outcome events ca
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -103,6 +104,9 @@ log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 T_ = TypeVar("T_")
 
+UNSTORED_MEMORY = 10_000
+"""Dispatches whose `JobDispatched` could not be stored, remembered at most (a job id
+and its event each: a few MB at the bound)."""
 FRESH_JOB_S = 30.0
 """A job stored less than this ago, on its first delivery, is dispatched the fast way."""
 _PERMANENT_LIVEKIT_CODES = frozenset({"invalid_argument", "malformed", "out_of_range"})
@@ -150,7 +154,14 @@ class Dispatcher:
         )
         self.served_lookups: Counter[str] = Counter()
         """Redelivered jobs with their room gone looked up in VOICE_JOBS (`served`):
-        ``found`` (settled, not ``room_gone``), ``not_found``, ``unreadable``."""
+        ``found`` (settled, not ``room_gone``), ``not_found``, ``unreadable``; and
+        ``unstored_dispatch`` (this process made the dispatch and could not store its
+        `JobDispatched`: stored when the redelivery finds the room gone)."""
+        self._unstored: OrderedDict[str, Dispatched] = OrderedDict()
+        """Dispatches made here whose `JobDispatched` the bus refused, by job id (bounded:
+        `UNSTORED_MEMORY`). The room may be gone when JetStream delivers the job again
+        (a NATS partition outlasting the call); the dispatch was made all the same, so
+        that is the job's outcome, not ``room_gone``."""
         self.poison: Counter[str] = Counter()
         """Bus messages refused as poison, by ``<stream or feed>/<reason>`` (for /healthz):
         job messages terminated (``undecodable``, or ``invalid``: a job id that cannot be
@@ -186,6 +197,7 @@ class Dispatcher:
             return
         self._inflight.add(event.job_id)
         started = time.monotonic()
+        outcome: Outcome | None = None
         try:
             # The job's trace (from the webhook) continues here; its dispatch metadata
             # carries this span's context on to the worker's call.
@@ -204,7 +216,13 @@ class Dispatcher:
                 outcome = await self.decide(event, msg)
                 current.set_attribute(ATTR_OUTCOME, type(outcome).__name__)
                 await self._settle(event, msg, outcome, started, watch=watch)
+                self._unstored.pop(event.job_id, None)
         except (NatsError, TimeoutError) as exc:
+            if isinstance(outcome, Dispatched):
+                self._unstored[event.job_id] = outcome
+                self._unstored.move_to_end(event.job_id)
+                while len(self._unstored) > UNSTORED_MEMORY:
+                    self._unstored.popitem(last=False)
             # The outcome could not be stored: leave the job to a redelivery.
             log.warning(
                 "job outcome not stored: bus unavailable",
@@ -246,15 +264,7 @@ class Dispatcher:
             route, room = started.route, started.room
             dispatches, participants = started.dispatches, started.participants
             if await room is None:
-                if self.capacity is not None and self.capacity.accepted(job.job_id):
-                    return Served()
-                if msg.metadata.num_delivered > 1:
-                    found = await self._accepted_in_stream(job, msg)
-                    if found is None:  # the stream cannot say now (a NATS election)
-                        return Retry(RejectReason.DISPATCH_FAILED, "accepted_lookup_unavailable")
-                    if found:
-                        return Served()
-                return expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
+                return await self._room_gone(job, msg)
             if participants is not None:
                 present = await participants
                 if discover:  # no agent metadata: the SIP caller's dialed number routes it
@@ -388,6 +398,29 @@ class Dispatcher:
             f"room metadata names no agent and no SIP caller joined "
             f"within {self.settings.sip_wait_s:g} s",
         )
+
+    async def _room_gone(self, job: JobRequested, msg: Msg) -> Outcome:
+        """The room is gone. A first delivery expires; a job delivered again may have been
+        dispatched and served while this process or the bus could not record it."""
+        if self.capacity is not None and self.capacity.accepted(job.job_id):
+            return Served()
+        unstored = self._unstored.get(job.job_id)
+        if unstored is not None:
+            self.served_lookups["unstored_dispatch"] += 1
+            return dataclasses.replace(unstored, taken=True)  # nothing left to watch
+        attempt = msg.metadata.num_delivered
+        if attempt == 1:
+            return expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
+        found = await self._accepted_in_stream(job, msg)
+        if found is None:  # the stream cannot say now (a NATS election)
+            return Retry(RejectReason.DISPATCH_FAILED, "accepted_lookup_unavailable")
+        if found:
+            return Served()
+        if attempt < self.settings.max_deliver:
+            # The pool's JobAccepted may still be on its way (its node cut off, its
+            # publish retrying): look again after the backoff; the last attempt expires.
+            return Retry(RejectReason.DISPATCH_FAILED, "accepted_not_seen")
+        return expired(job, job.agent_id, ExpiredDetail.ROOM_GONE)
 
     async def _accepted_in_stream(self, job: JobRequested, msg: Msg) -> bool | None:
         """Whether a worker took ``job`` though this process never saw it (`served`);

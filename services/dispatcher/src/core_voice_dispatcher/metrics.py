@@ -148,6 +148,6 @@ def outcome_error_type(error: str) -> str:
     `served`, or config_sync's)."""
     if error.startswith("livekit_"):
         return ErrorType.LIVEKIT
-    if error == "accepted_lookup_unavailable":
+    if error.startswith("accepted_"):  # the served look-up: unreadable, or not there yet
         return ErrorType.BUS_UNAVAILABLE
     return ErrorType.CONFIG_SYNC
