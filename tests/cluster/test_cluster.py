@@ -48,13 +48,14 @@ SPREAD_ROOMS_PER_BURST = 40
 """200 rooms: more than the pools hold in the dispatcher's capacity wait, so most end
 ``no_capacity`` (a rejection with its reason), the rest are called. 300 (6 x 50) passed
 twice and then overloaded the 2 cores: ~230 jobs waiting for capacity make the
-dispatchers poll LiveKit ~230 times a second, and a pool (thread executor: its calls in
-its own process) missed livekit-rtc's FFI deadline, which panics and drains the pool
-(docs/operations/scaling.md)."""
+dispatchers poll LiveKit ~230 times a second, and a pool then on the thread executor (its
+calls in its own process) missed livekit-rtc's FFI deadline, which panics and drains the
+pool; at 200 that happened once more, and the pools now run the process executor, the
+default (docs/operations/scaling.md)."""
 EDIT_LAG_P99_UNDER_FAULTS_S = 1.0
 """Edits made through the faults, outside the seconds of a NATS node election (a
 config_sync replica killed, PostgreSQL restarted, ...): the issue's 1 s target; measured
-238-713 ms (docs/operations/scaling.md)."""
+49-347 ms on the process executor (docs/operations/scaling.md)."""
 HEAL_WITHIN_S = 90.0
 """After the cut ends: routes back, and both streams' replicas current. 5.0-8.7 s in most
 runs; 35 s once, with the machine loaded by the bursts (docs/operations/scaling.md)."""
