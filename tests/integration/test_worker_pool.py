@@ -31,6 +31,8 @@ from core_voice_contracts.events import (
     CallEvent,
     CallFailed,
     CallFailure,
+    ChangeKind,
+    ConfigChanged,
     JobDispatched,
     call_outcome_msg_id,
 )
@@ -226,6 +228,51 @@ async def test_a_call_gets_its_config_from_the_pool_and_edits_are_pushed_to_it(
         )
     (ended,) = await calls_of(js, agent_id, 1)
     assert isinstance(ended, CallEnded) and ended.config_versions == [1, 2]
+
+
+async def test_an_edit_reaches_a_pool_whose_config_feed_stalled_by_config_syncs_echo(
+    rig: Rig, pool: PoolRuntime, admin: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    """The pool's ordered consumers on VOICE_CONFIG can stall for seconds (their NATS node
+    restarted or catching up; a pool held an edit 1.85 s late in the cluster tests).
+    Stalled here by unsubscribing them: config_sync's core-NATS echo of the stored
+    announcement still brings the edit at once. An echo that is not news (an older
+    version, say a stale deletion) changes nothing."""
+    agent_id = await new_agent(admin)
+    await announce_job(js, agent_id)
+    await held(pool, agent_id, 1)
+    feeds = pool._feeds
+    assert feeds is not None
+    echoes = feeds.echoes
+    for sub in feeds._config_subs:  # the stall
+        await sub.unsubscribe()
+    try:
+        started = time.monotonic()
+        edited = await admin.patch(f"/api/v1/agents/{agent_id}", json={"instructions": "v2"})
+        assert edited.status_code == 200
+        await held(pool, agent_id, 2, timeout=1.0)
+        print(f"\nedit held through the echo after {time.monotonic() - started:.3f} s")
+        assert feeds.echoes == echoes + 1
+
+        cs, _ = await connect(rig.nats.access(Role.CONFIG_SYNC), name="stale", ensure=False)
+        try:
+            stale = ConfigChanged(
+                agent_id=agent_id, tenant_id="default", version=1, kind=ChangeKind.DELETED
+            )
+            subject = subjects.config_echo(subjects.config_changed(agent_id))
+            await cs.publish(subject, codec.encode(stale))
+            await cs.flush()
+        finally:
+            await cs.close()
+        await asyncio.sleep(0.3)
+        entry = pool.mirror.peek(agent_id, None)
+        assert entry is not None and entry.config.version == 2
+        assert feeds.echoes == echoes + 1
+    finally:
+        # Resubscribed as after a reconnect, from a callback: the pool's own task.
+        reconciles = feeds.reconciles
+        asyncio.get_running_loop().call_soon(feeds.reconnected)
+        await until(lambda: feeds.reconciles > reconciles, 5)
 
 
 async def test_config_sync_stopped_or_frozen_calls_start_on_the_last_known_good_version(

@@ -137,6 +137,7 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
         publish=(
             subjects.CONFIG_CHANGED_ALL,
             subjects.ROUTING_CHANGED_ALL,
+            subjects.CONFIG_ECHO_ALL,
             *_Streams().ensure(VOICE_JOBS, VOICE_CALLS, VOICE_CONFIG, update=True).allowed,
         ),
         subscribe=(
@@ -191,7 +192,12 @@ def grants(telemetry_prefix: str = "telemetry") -> dict[Role, Grant]:
             .ordered(VOICE_CONFIG)
             .allowed,
         ),
-        subscribe=(subjects.JOBS_REQUESTED_ALL, subjects.JOBS_DISPATCHED_ALL, _inbox(Role.WORKER)),
+        subscribe=(
+            subjects.JOBS_REQUESTED_ALL,
+            subjects.JOBS_DISPATCHED_ALL,
+            subjects.CONFIG_ECHO_ALL,
+            _inbox(Role.WORKER),
+        ),
     )
     telemetry = Grant(
         publish=tuple(

@@ -117,6 +117,18 @@ def routing_changed(tenant_id: str) -> str:
 ROUTING_CHANGED_ALL = f"{PREFIX}.config.routing.*"
 
 
+def config_echo(subject: str) -> str:
+    """The core-NATS echo of a ``VOICE_CONFIG`` subject, sent by config_sync once the
+    stream stored the message: pools hear an edit at once even while their ordered
+    consumer stalls (its NATS node restarted or catching up). No stream captures it."""
+    if not subject.startswith(f"{PREFIX}.config."):
+        raise ValueError(f"not a VOICE_CONFIG subject: {subject!r}")
+    return f"{PREFIX}.echo.{subject.removeprefix(PREFIX + '.')}"
+
+
+CONFIG_ECHO_ALL = f"{PREFIX}.echo.config.>"
+
+
 # --- request/reply (config_sync micro services, no stream) ----------------------------
 
 CONFIG_GET = f"{PREFIX}.config.get"

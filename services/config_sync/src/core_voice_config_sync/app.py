@@ -193,6 +193,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             sweep_s=settings.outbox_sweep_s,
             retention_s=settings.outbox_retention_s,
             metrics=metrics,
+            echo=nc,
         )
         relays.append(relay)
 

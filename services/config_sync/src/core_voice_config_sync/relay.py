@@ -13,6 +13,11 @@ Marking events published is a database write, so it is kept off the edit → eve
 published ids are remembered and marked in one statement once edits pause for
 ``MARK_AFTER_S`` (or after ``MARK_MAX`` events / ``MARK_MAX_AGE_S``). A crash before
 the mark only means a re-publish, which the duplicate window drops.
+
+Each event the stream stored is also echoed on core NATS (`subjects.config_echo`):
+pools follow ``VOICE_CONFIG`` with ordered consumers, and one whose NATS node restarted
+or is catching up stalls for seconds before it notices (a pool held an edit 1.85 s late
+in the cluster tests). The echo reaches it at once; the stream stays the record.
 """
 
 import asyncio
@@ -22,13 +27,14 @@ import logging
 import time
 from typing import Protocol
 
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from core_voice_config_sync.metrics import ConfigSyncMetrics, ErrorType
 from core_voice_config_sync.models import utcnow
 from core_voice_config_sync.outbox import PendingEvent
-from core_voice_contracts import bus, codec
+from core_voice_contracts import bus, codec, subjects
 from core_voice_contracts.errors import DecodeError
 
 log = logging.getLogger(__name__)
@@ -56,10 +62,13 @@ class OutboxRelay:
         batch: int = 100,
         publish_timeout_s: float = 2.0,
         metrics: ConfigSyncMetrics | None = None,
+        echo: Client | None = None,
     ) -> None:
         self._metrics = metrics if metrics is not None else ConfigSyncMetrics()
         self._store = store
         self._js = js
+        self._echo = echo
+        """Where each stored event is echoed on core NATS (`subjects.config_echo`)."""
         self._sweep_s = sweep_s
         self._retention = dt.timedelta(seconds=retention_s)
         self._batch = batch
@@ -160,6 +169,10 @@ class OutboxRelay:
             )
             self._metrics.error(ErrorType.PUBLISH_FAILED)
             return False
+        if self._echo is not None:
+            # Best effort: the stream has it; the echo only saves a stalled feed its wait.
+            with contextlib.suppress(NatsError):
+                await self._echo.publish(subjects.config_echo(event.subject), event.payload)
         if not ack.duplicate:  # a re-publish (after a crash) is not this commit's latency
             lag = (dt.datetime.now(dt.UTC) - message.at).total_seconds()
             self._metrics.outbox_publish_seconds.observe(max(0.0, lag))

@@ -172,6 +172,8 @@ async def _serve(
         found["prefetch"] = dict(dispatcher.prefetches.counts)
         found["poison"] = dict(dispatcher.poison)
         found["served_lookups"] = dict(dispatcher.served_lookups)
+        listing = dispatcher.lk.room_listing
+        found["room_lookups"] = {"looked_up": listing.looked_up, "list_calls": listing.calls}
         found["routing"] = dict(dispatcher.routing_counts) | {
             "remembered": len(dispatcher.memory) if dispatcher.memory is not None else 0
         }

@@ -255,8 +255,7 @@ def agent_in_room(lk: LiveKitClient) -> AgentInRoom:
 
     async def check(event: JobAccepted) -> bool | None:
         try:
-            rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[event.room_name]))
-            if not rooms.rooms:
+            if not await lk.room_listing.rooms(event.room_name):
                 return False
             listed = await lk.room.list_participants(
                 api.ListParticipantsRequest(room=event.room_name)

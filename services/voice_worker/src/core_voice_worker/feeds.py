@@ -4,7 +4,11 @@
   ``voice.jobs.dispatched.*``): a job on its way makes the pool fetch, or confirm, its
   agent's config before LiveKit offers it.
 - ``VOICE_CONFIG`` (ordered consumers from the latest message per subject): every
-  agent's newest announced version and routing changes, pushed as they happen.
+  agent's newest announced version and routing changes, pushed as they happen; and
+  config_sync's core-NATS echo of each stored announcement (``voice.echo.config.>``),
+  which reaches the pool at once when its ordered consumer stalls (its NATS node
+  restarted or catching up: nats-py notices a silent consumer only after two missed
+  5 s heartbeats).
 
 On every (re)connect the config feed starts over from the latest message per subject,
 so an edit made while the pool could not see the bus is caught within a round trip of
@@ -73,6 +77,9 @@ class PoolFeeds:
         self._pending: set[str] = set()
         self._restart: asyncio.Task[None] | None = None
         self.reconciles = 0
+        self.echoes = 0
+        """Announcements first heard from config_sync's core-NATS echo (newer than the
+        feed had delivered): each is an edit a stalled feed would have delivered late."""
         self.bad_messages: Counter[tuple[str, str]] = Counter()
         """Messages skipped, by (feed, reason): ``jobs`` / ``config``, ``undecodable`` /
         ``invalid``."""
@@ -83,6 +90,7 @@ class PoolFeeds:
     async def start(self) -> None:
         for subject in (subjects.JOBS_REQUESTED_ALL, subjects.JOBS_DISPATCHED_ALL):
             self._job_subs.append(await self._nc.subscribe(subject, cb=self._on_job))
+        self._job_subs.append(await self._nc.subscribe(subjects.CONFIG_ECHO_ALL, cb=self._on_echo))
         await self._follow_config()
 
     async def stop(self) -> None:
@@ -133,29 +141,52 @@ class PoolFeeds:
 
     def _config_handler(self, subject: str) -> Callable[[Msg], Awaitable[None]]:
         async def handle(msg: Msg) -> None:
-            try:
-                event = codec.decode_config_stream_event(msg.data)
-            except DecodeError:
-                self.bad_messages["config", "undecodable"] += 1
-                log.warning("undecodable config event ignored", extra={"subject": msg.subject})
-            else:
-                match event:
-                    case (
-                        ConfigChanged(agent_id=agent_id)
-                        | RoutingChanged(agent_id=str() as agent_id)
-                    ) if agent_id and not is_valid_id(agent_id):
-                        # Would be a key of any size in the mirror's announced versions.
-                        self.bad_messages["config", "invalid"] += 1
-                    case ConfigChanged():
-                        self._mirror.announce(event)
-                    case RoutingChanged(agent_id=agent_id) if agent_id:
-                        self._mirror.routing_changed(agent_id)
-                    case RoutingChanged():
-                        pass
+            event = self._decode_config(msg)
+            if event is not None:
+                self._apply(event)
             if msg.metadata.num_pending == 0:
                 self._caught_up(subject)
 
         return handle
+
+    async def _on_echo(self, msg: Msg) -> None:
+        """config_sync's core-NATS echo of a stored announcement: applied only if it is
+        news (a newer version), so the stream's order decides everything else, e.g. a
+        deletion and a re-creation of one agent id."""
+        event = self._decode_config(msg)
+        match event:
+            case ConfigChanged(agent_id=agent_id, version=version) if (
+                version > self._mirror.announced(agent_id)
+            ):
+                self.echoes += 1
+                self._apply(event)
+            case _:
+                pass
+
+    def _decode_config(self, msg: Msg) -> ConfigChanged | RoutingChanged | None:
+        try:
+            event = codec.decode_config_stream_event(msg.data)
+        except DecodeError:
+            self.bad_messages["config", "undecodable"] += 1
+            log.warning("undecodable config event ignored", extra={"subject": msg.subject})
+            return None
+        match event:
+            case ConfigChanged(agent_id=agent_id) | RoutingChanged(agent_id=str() as agent_id) if (
+                agent_id and not is_valid_id(agent_id)
+            ):
+                # Would be a key of any size in the mirror's announced versions.
+                self.bad_messages["config", "invalid"] += 1
+                return None
+        return event
+
+    def _apply(self, event: ConfigChanged | RoutingChanged) -> None:
+        match event:
+            case ConfigChanged():
+                self._mirror.announce(event)
+            case RoutingChanged(agent_id=agent_id) if agent_id:
+                self._mirror.routing_changed(agent_id)
+            case RoutingChanged():
+                pass
 
     def _caught_up(self, subject: str) -> None:
         if subject not in self._pending:

@@ -259,6 +259,7 @@ class PoolRuntime:
                 "stale": self.mirror.stale_count(),
                 "live": self.mirror.live,
                 "reconciles": self._feeds.reconciles if self._feeds else 0,
+                "echoes": self._feeds.echoes if self._feeds else 0,
                 "reconnected_at": self._feeds.reconnected_at if self._feeds else None,
                 "reconciled_at": self._feeds.reconciled_at if self._feeds else None,
                 "hits": stats.hits,
