@@ -54,7 +54,7 @@ from core_voice_cli.procs import ManagedProcess, free_port, http_ready
 from core_voice_cli.rooms import call_room
 from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_contracts import codec, subjects
-from core_voice_contracts.bus import connect, publish
+from core_voice_contracts.bus import NatsAccess, connect, publish
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import JobAccepted, JobDispatched, JobRequested
 from core_voice_contracts.permissions import Role
@@ -315,15 +315,15 @@ async def burst(paths: Paths, route: Route, prefix: str, n: int) -> tuple[float,
     return wall, n / (created - started), n / (max(offered) - started)
 
 
-async def dispatch_rate(nats_url: str, agent_id: str, since: float, until: float) -> float:
+async def dispatch_rate(nats: NatsAccess, agent_id: str, since: float, until: float) -> float:
     """Dispatches created per second from ``since`` to ``until`` (wall clock), from the
     events."""
-    times = [t for t in await _dispatched_at(nats_url, agent_id) if since <= t < until]
+    times = [t for t in await _dispatched_at(nats, agent_id) if since <= t < until]
     return len(times) / (max(times) - since) if times else 0.0
 
 
-async def _dispatched_at(nats_url: str, agent_id: str) -> list[float]:
-    nc, js = await connect(nats_url, name="bench-dispatched", ensure=False)
+async def _dispatched_at(nats: NatsAccess, agent_id: str) -> list[float]:
+    nc, js = await connect(nats, name="bench-dispatched", ensure=False)
     try:
         subject = subjects.job_dispatched(agent_id)
         info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
@@ -339,9 +339,9 @@ async def _dispatched_at(nats_url: str, agent_id: str) -> list[float]:
         await nc.drain()
 
 
-async def dispatcher_view(nats_url: str, agent_id: str) -> list[float]:
+async def dispatcher_view(nats: NatsAccess, agent_id: str) -> list[float]:
     """ms from JobRequested.at (webhook verified) to JobDispatched.at (dispatch created)."""
-    nc, js = await connect(nats_url, name="bench-events", ensure=False)
+    nc, js = await connect(nats, name="bench-events", ensure=False)
     requested: dict[str, float] = {}
     out: list[float] = []
     try:
@@ -403,8 +403,8 @@ async def ingest(url: str, webhooks: list[tuple[bytes, str]]) -> tuple[float, Co
     return answers["accepted"] / elapsed, answers
 
 
-async def stored_jobs(nats_url: str, agent_id: str) -> int:
-    nc, js = await connect(nats_url, name="bench-count", ensure=False)
+async def stored_jobs(nats: NatsAccess, agent_id: str) -> int:
+    nc, js = await connect(nats, name="bench-count", ensure=False)
     try:
         subject = subjects.job_requested(agent_id)
         info = await js.stream_info(VOICE_JOBS, subjects_filter=subject)
@@ -446,13 +446,16 @@ async def run(workdir: Path) -> list[Measure]:
                 paths = Paths(lk, ours, base, agent_id)
                 await latencies(paths, "warm", WARMUP_ROOMS)
                 lat = await latencies(paths, "lat", LATENCY_ROOMS)
-                inside_ms = await dispatcher_view(stack.nats.url, agent_id)
+                inside_ms = await dispatcher_view(stack.nats.access(Role.OPERATOR), agent_id)
                 rates = {
                     route: await burst(paths, route, f"burst-{route}", BURST_ROOMS)
                     for route in Route
                 }
                 created_rate = await dispatch_rate(
-                    stack.nats.url, agent_id, rates[Route.OURS][0], rates[Route.OURS_HOLD][0]
+                    stack.nats.access(Role.OPERATOR),
+                    agent_id,
+                    rates[Route.OURS][0],
+                    rates[Route.OURS_HOLD][0],
                 )
         finally:
             await lk.aclose()
@@ -463,14 +466,18 @@ async def run(workdir: Path) -> list[Measure]:
         all_agent = f"ingest-all-{uuid.uuid4().hex[:6]}"
         webhooks = await asyncio.to_thread(signed_webhooks, stack, INGEST_WEBHOOKS, all_agent)
         all_rate, all_answers = await ingest(f"{stack.dispatcher_url}/webhook/livekit", webhooks)
-        all_lost = all_answers["accepted"] - await stored_jobs(stack.nats.url, all_agent)
+        all_lost = all_answers["accepted"] - await stored_jobs(
+            stack.nats.access(Role.OPERATOR), all_agent
+        )
         main.stop()
         port = free_port()
         group.start(dispatcher_process(stack, "dispatcher-ingest", port, DISPATCHER_ROLE="ingest"))
         only_agent = f"ingest-only-{uuid.uuid4().hex[:6]}"
         webhooks = await asyncio.to_thread(signed_webhooks, stack, INGEST_WEBHOOKS, only_agent)
         only_rate, only_answers = await ingest(f"http://127.0.0.1:{port}/webhook/livekit", webhooks)
-        only_lost = only_answers["accepted"] - await stored_jobs(stack.nats.url, only_agent)
+        only_lost = only_answers["accepted"] - await stored_jobs(
+            stack.nats.access(Role.OPERATOR), only_agent
+        )
     return _measures(
         lat,
         inside_ms,
