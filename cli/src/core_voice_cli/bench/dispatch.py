@@ -46,6 +46,8 @@ import aiohttp
 import msgspec
 from livekit import api
 from livekit.protocol import agent as agent_pb
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from core_voice_cli.bench import Measure, percentile
@@ -56,7 +58,7 @@ from core_voice_cli.stack import WORKER_AGENT_NAME, Stack
 from core_voice_contracts import codec, subjects
 from core_voice_contracts.bus import NatsAccess, connect, publish
 from core_voice_contracts.errors import DecodeError
-from core_voice_contracts.events import JobAccepted, JobDispatched, JobRequested
+from core_voice_contracts.events import JobAccepted, JobDispatched, JobRequested, WorkerStatus
 from core_voice_contracts.permissions import Role
 from core_voice_contracts.streams import VOICE_JOBS
 from core_voice_contracts.webhooks import OUTCOME_HEADER
@@ -75,12 +77,19 @@ INGEST_TARGET_PER_S = 1000.0
 HOLD_RATE_TARGET = 0.8
 
 
+PROBE_WORKER_ID = "bench-probe"
+
+
 class ProbeWorker:
     """A LiveKit agent worker that records when each job is offered, then ends it.
 
     Standing in for the pool (``announce``), it also says `JobAccepted` on the bus for each
     job it takes, as the pool does the moment LiveKit assigns it one: the dispatcher's
-    capacity watch then counts the job taken without asking LiveKit.
+    capacity watch then counts the job taken without asking LiveKit. And it sends the
+    pool's `WorkerStatus` heartbeat every second: a pool silent for three intervals is
+    gone, and the dispatcher reports every call it took and never started `worker_lost`
+    (`unstarted`), which without the heartbeat ran 300 LiveKit checks beside the next
+    burst.
     """
 
     def __init__(
@@ -89,13 +98,17 @@ class ProbeWorker:
         api_key: str,
         api_secret: str,
         agent_name: str,
+        *,
         announce: JetStreamContext | None = None,
+        heartbeat: Client | None = None,
     ) -> None:
         self._url = url.replace("http", "ws", 1).rstrip("/") + "/agent"
         self._token = api.AccessToken(api_key, api_secret).with_grants(api.VideoGrants(agent=True))
         self.agent_name = agent_name
         self._announce = announce
         self._announcing: set[asyncio.Task[None]] = set()
+        self._bus = heartbeat
+        self._heartbeat: asyncio.Task[None] | None = None
         self.offered: dict[str, float] = {}
         self._waiting: dict[str, asyncio.Future[float]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -116,7 +129,18 @@ class ProbeWorker:
         if not first.HasField("register"):
             raise RuntimeError("livekit did not register the probe worker")
         self._reader = asyncio.create_task(self._read(ws))
+        if self._bus is not None:
+            self._heartbeat = asyncio.create_task(self._beat(self._bus))
         return self
+
+    async def _beat(self, nc: Client) -> None:
+        status = WorkerStatus(
+            worker_id=PROBE_WORKER_ID, capacity=100_000, active_calls=0, interval_s=1.0
+        )
+        while True:
+            with contextlib.suppress(NatsError):
+                await nc.publish(subjects.WORKER_STATUS, codec.encode(status))
+            await asyncio.sleep(status.interval_s)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for frame in ws:
@@ -153,7 +177,7 @@ class ProbeWorker:
                 room_name=routed.room_name,
                 agent_id=routed.agent_id,
                 call_id=job.id,
-                worker_id="bench-probe",
+                worker_id=PROBE_WORKER_ID,
             )
             await publish(js, subjects.job_accepted(routed.agent_id), accepted)
 
@@ -164,6 +188,10 @@ class ProbeWorker:
         return await asyncio.wait_for(future, timeout)
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,11 +225,11 @@ def dispatcher_process(stack: Stack, name: str, port: int, **env: str) -> Manage
 
 @contextlib.asynccontextmanager
 async def probes(
-    stack: Stack, js: JetStreamContext
+    stack: Stack, nc: Client, js: JetStreamContext
 ) -> AsyncIterator[tuple[ProbeWorker, ProbeWorker]]:
     key, secret = stack.livekit.api_key, stack.livekit.api_secret
     ours = await ProbeWorker(
-        stack.livekit.http_url, key, secret, WORKER_AGENT_NAME, announce=js
+        stack.livekit.http_url, key, secret, WORKER_AGENT_NAME, announce=js, heartbeat=nc
     ).start()
     base = await ProbeWorker(stack.livekit.http_url, key, secret, BASELINE_AGENT).start()
     try:
@@ -442,7 +470,7 @@ async def run(workdir: Path) -> list[Measure]:
         lk = api.LiveKitAPI(stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
         nc, js = await connect(stack.nats.access(Role.OPERATOR), name="bench-probe", ensure=False)
         try:
-            async with probes(stack, js) as (ours, base):
+            async with probes(stack, nc, js) as (ours, base):
                 paths = Paths(lk, ours, base, agent_id)
                 await latencies(paths, "warm", WARMUP_ROOMS)
                 lat = await latencies(paths, "lat", LATENCY_ROOMS)

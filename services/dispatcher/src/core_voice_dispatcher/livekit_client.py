@@ -179,7 +179,7 @@ class RoomListing:
     async def rooms(self, name: str) -> list[Room]:
         """The open rooms named ``name`` (none or one). Raises what ListRooms raised."""
         if self._closed:
-            raise ConnectionError("LiveKit client closed")
+            raise aiohttp.ClientConnectionError("LiveKit client closed")
         waiter: asyncio.Future[list[Room]] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(name, []).append(waiter)
         self.looked_up += 1
@@ -203,7 +203,7 @@ class RoomListing:
         try:
             listed = await self._list(list(batch))
         except asyncio.CancelledError:
-            _fail(batch, ConnectionError("LiveKit client closed"))
+            _fail(batch, aiohttp.ClientConnectionError("LiveKit client closed"))
             raise
         except Exception as exc:
             _fail(batch, exc)
@@ -221,7 +221,7 @@ class RoomListing:
         for call in list(self._calls):
             call.cancel()
         await asyncio.gather(*self._calls, return_exceptions=True)
-        _fail(self._waiting, ConnectionError("LiveKit client closed"))
+        _fail(self._waiting, aiohttp.ClientConnectionError("LiveKit client closed"))
         self._waiting = {}
 
 
