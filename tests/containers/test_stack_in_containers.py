@@ -35,7 +35,14 @@ from core_voice_cli.procs import free_port
 from core_voice_cli.stack import Stack, config_sync_env
 from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
-from tests.harness.stack import ANSWER, ASK, GREETING_V1, GREETING_V2, api_client, call
+from tests.harness.stack import (
+    ANSWER,
+    ASK,
+    GREETING_V1,
+    GREETING_V2,
+    api_client,
+    call_from_a_child_process,
+)
 
 pytestmark = pytest.mark.containers
 
@@ -301,7 +308,7 @@ async def test_stack_in_containers_answers_a_call_hears_an_edit_and_stops_cleanl
             created = await client.post("/api/v1/agents", content=msgspec.json.encode(agent))
             assert created.status_code == 201, created.text
 
-        first = await call(stack, agent_id, f"ctr-1-{agent_id}")
+        first = await call_from_a_child_process(stack, agent_id, f"ctr-1-{agent_id}")
         print(f"call 1: greeting {first.greeting_latency_s!r}s, replies {first.replies}")
         assert first.ok, first.error
         assert first.greeting_text == normalize(GREETING_V1)
@@ -313,7 +320,7 @@ async def test_stack_in_containers_answers_a_call_hears_an_edit_and_stops_cleanl
             )
             assert edited.status_code == 200, edited.text
 
-        second = await call(stack, agent_id, f"ctr-2-{agent_id}")
+        second = await call_from_a_child_process(stack, agent_id, f"ctr-2-{agent_id}")
         print(f"call 2: greeting {second.greeting_latency_s!r}s, replies {second.replies}")
         assert second.ok, second.error
         assert second.greeting_text == normalize(GREETING_V2)
