@@ -278,6 +278,48 @@ def test_an_agent_never_routed_is_folded_into_other_with_an_unknown_tenant() -> 
     assert series(m) - before <= 6
 
 
+def test_a_new_agents_first_request_waits_for_its_dispatch_to_be_labelled() -> None:
+    """The jobs feed can run ahead of the config feed: the request of an agent created a
+    moment ago comes before its announcement. Its dispatch routes the agent, so the
+    request waits for it instead of being folded into ``other``."""
+    m = Metrics()
+    labels = {"tenant": "acme", "agent": "fresh", "campaign": "none"}
+    m.observe_job(JobRequested(job_id="j1", room_name="r", room_sid="RM", agent_id="fresh"))
+    m.observe_job(JobRequested(job_id="j1", room_name="r", room_sid="RM", agent_id="fresh"))
+    assert value(m, "corevoice_jobs_requested_total", **labels) is None
+    m.observe_job(
+        JobDispatched(
+            job_id="j1",
+            room_name="r",
+            agent_id="fresh",
+            dispatch_id="d",
+            worker_agent_name="core-voice",
+            tenant_id="acme",
+        )
+    )
+    assert value(m, "corevoice_jobs_requested_total", **labels) == 2
+    assert value(m, "corevoice_telemetry_label_overflow_total", label="unrouted") is None
+    # Routed now: the next request is counted at once.
+    m.observe_job(JobRequested(job_id="j2", room_name="r", room_sid="RM", agent_id="fresh"))
+    assert value(m, "corevoice_jobs_requested_total", **labels) == 3
+
+
+def test_a_request_whose_job_goes_quiet_is_folded_after_the_wait_or_the_bound() -> None:
+    now = [0.0]
+    m = Metrics(request_wait_s=10.0, max_waiting_requests=2, clock=lambda: now[0])
+    other = {"tenant": "unknown", "agent": "other", "campaign": "none"}
+    for i in range(3):  # the third pushes the oldest out of the bound
+        m.observe_job(JobRequested(job_id=f"j{i}", room_name="r", room_sid="RM", agent_id="x"))
+    assert value(m, "corevoice_jobs_requested_total", **other) == 1
+    now[0] = 9.0
+    m.count_overdue()
+    assert value(m, "corevoice_jobs_requested_total", **other) == 1
+    now[0] = 10.0
+    m.count_overdue()
+    assert value(m, "corevoice_jobs_requested_total", **other) == 3
+    assert value(m, "corevoice_telemetry_label_overflow_total", label="unrouted") == 3
+
+
 def test_a_deleted_agent_is_not_routed_by_its_deletion() -> None:
     m = Metrics()
     m.observe_config(

@@ -154,8 +154,10 @@ async def poll_pending(
     js: JetStreamContext, metrics: Metrics, prefix: str, stop: asyncio.Event, interval_s: float
 ) -> None:
     """Every ``interval_s``: each durable consumer's backlog (pending + unacknowledged)
-    into ``corevoice_telemetry_consumer_pending``; a growing one means telemetry lags."""
+    into ``corevoice_telemetry_consumer_pending``; a growing one means telemetry lags.
+    Also counts the job requests that waited too long for their job's next event."""
     while not stop.is_set():
+        metrics.count_overdue()
         for feed in FEEDS:
             try:
                 info = await js.consumer_info(feed.stream, feed.durable(prefix))

@@ -11,7 +11,9 @@ replay applies as well without counting anything twice.
 """
 
 import datetime as dt
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -59,8 +61,19 @@ class Metrics:
         max_versions: int = 3,
         active_lookback_s: float = 6 * 3600.0,
         propagation_window_s: float = 30.0,
+        request_wait_s: float = 10.0,
+        max_waiting_requests: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry or CollectorRegistry()
+        self._waiting: OrderedDict[str, tuple[float, str, str | None, int]] = OrderedDict()
+        """job_id -> (since, agent_id, campaign_id, how many) of `JobRequested` events of
+        an agent not routed yet, counted when their job's next event comes (see
+        `observe_job`), after ``request_wait_s``, or when more than
+        ``max_waiting_requests`` wait."""
+        self._request_wait_s = request_wait_s
+        self._max_waiting = max_waiting_requests
+        self._clock = clock
         r = self.registry
         self.label_overflow = Counter(
             "corevoice_telemetry_label_overflow",
@@ -249,12 +262,17 @@ class Metrics:
     # --- counting (once per event, from the durable consumers) ---------------------------
 
     def observe_job(self, event: JobEvent) -> None:
+        """Count ``event``. A `JobRequested` of an agent not routed yet waits for its job's
+        next event: the jobs feed can run ahead of the config feed, and the dispatch is
+        what routes the agent, so counting at once folded a new agent's first job into
+        ``other``. A job whose next event never comes is counted (folded) after
+        ``request_wait_s``."""
         self.learn_job(event)
+        if isinstance(event, JobRequested):
+            self._requested(event)
+            return
+        self._count_waiting(event.job_id)
         match event:
-            case JobRequested():
-                self.jobs_requested.labels(
-                    *self._job_labels(event.agent_id, event.campaign_id)
-                ).inc()
             case JobDispatched():
                 labels = self._job_labels(event.agent_id, event.campaign_id, event.tenant_id)
                 self.jobs_dispatched.labels(*labels, event.target).inc()
@@ -270,6 +288,35 @@ class Metrics:
                 self.jobs_rejected.labels(*labels, event.reason.value).inc()
             case JobExpired():
                 self.jobs_expired.labels(*self._job_labels(event.agent_id, None)).inc()
+
+    def _requested(self, event: JobRequested) -> None:
+        if self.guard.routed(event.agent_id):
+            self._count_waiting(event.job_id)
+            self._count_requested((0.0, event.agent_id, event.campaign_id, 1))
+            return
+        since, _, _, n = self._waiting.pop(event.job_id, (self._clock(), "", None, 0))
+        self._waiting[event.job_id] = (since, event.agent_id, event.campaign_id, n + 1)
+        while len(self._waiting) > self._max_waiting:
+            self._count_requested(self._waiting.popitem(last=False)[1])
+        self.count_overdue()
+
+    def _count_waiting(self, job_id: str) -> None:
+        """Count ``job_id``'s waiting request(s), and every one waiting too long."""
+        if (waiting := self._waiting.pop(job_id, None)) is not None:
+            self._count_requested(waiting)
+        self.count_overdue()
+
+    def count_overdue(self) -> None:
+        """Count the requests that waited ``request_wait_s`` for their job's next event
+        (called on each job event and periodically, so none waits on a quiet bus)."""
+        cutoff = self._clock() - self._request_wait_s
+        while self._waiting and next(iter(self._waiting.values()))[0] <= cutoff:
+            self._count_requested(self._waiting.popitem(last=False)[1])
+
+    def _count_requested(self, waiting: tuple[float, str, str | None, int]) -> None:
+        _, agent_id, campaign_id, n = waiting
+        for _ in range(n):  # a fold is one overflow per event
+            self.jobs_requested.labels(*self._job_labels(agent_id, campaign_id)).inc()
 
     def _dispatch(self, labels: tuple[str, str, str], stage: str, lag: dt.timedelta) -> None:
         tenant, agent, _ = labels
