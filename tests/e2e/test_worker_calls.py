@@ -240,7 +240,7 @@ async def test_a_job_slow_to_join_is_never_offered_to_a_second_worker(
 ) -> None:
     """A job process that takes seconds to join (a busy machine) holds its job: the pool's
     JobAccepted tells the dispatcher at assignment, so the capacity watch (which re-offers
-    a dispatch nobody took after 2 s) leaves it alone, and one agent answers."""
+    a dispatch nobody took after 6 s) leaves it alone, and one agent answers."""
     process, _ = workers.start("slow-pool")
     agent_id = await new_agent(stack)
     await until(lambda: job_processes(process), 30, 0.2)
@@ -251,7 +251,7 @@ async def test_a_job_slow_to_join_is_never_offered_to_a_second_worker(
         before = (await client.get("/healthz")).json()["capacity"]
 
         async def resume_after_the_reoffers(*_: object) -> None:
-            await asyncio.sleep(7.0)  # past re-offers due at 2 and 4 s
+            await asyncio.sleep(7.0)  # past the re-offer due at 6 s
             for proc in prewarmed:
                 proc.resume()
 

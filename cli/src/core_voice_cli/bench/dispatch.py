@@ -256,6 +256,23 @@ class Paths:
     ours: ProbeWorker
     base: ProbeWorker
     agent_id: str
+    livekit: tuple[str, str, str]
+    """(http url, api key, api secret), for `invalidate_agent_names`."""
+
+    async def invalidate_agent_names(self) -> None:
+        """Make LiveKit drop its cached list of agent names now.
+
+        LiveKit re-learns which agent names have workers when the cache is a minute old
+        (``EnabledCacheTTL``) or when a worker of a new name registers, and every job
+        launch in the 5 s that takes (``CheckEnabledTimeout``) holds one of its 50 launch
+        slots until the round ends: whichever burst the minute mark falls into stalls
+        for up to 5 s, the room configuration's too. A worker of a name never seen
+        registers (and leaves), so the next room starts a fresh round the bench can
+        wait out, and every burst gets the same ~55 s of a warm cache.
+        """
+        url, key, secret = self.livekit
+        name = f"bench-refresh-{uuid.uuid4().hex[:8]}"
+        await (await ProbeWorker(url, key, secret, name).start()).close()
 
     def probe(self, route: Route) -> ProbeWorker:
         return self.ours if route in (Route.OURS, Route.OURS_HOLD) else self.base
@@ -312,12 +329,15 @@ async def latencies(paths: Paths, prefix: str, n: int) -> dict[Route, list[float
 async def burst(paths: Paths, route: Route, prefix: str, n: int) -> tuple[float, float, float]:
     """Create ``n`` rooms as fast as LiveKit takes them (32 at a time).
 
-    Returns (wall-clock start, rooms/s created, jobs/s offered to the probe). LiveKit re-learns
-    which agent names have workers at most once a minute, taking it 5 s
-    (``CheckEnabledTimeout``), and job launches in that window queue; one room first
-    triggers any due refresh and the burst starts after it.
+    Returns (wall-clock start, rooms/s created, jobs/s offered to the probe). LiveKit
+    re-learns which agent names have workers once a minute, taking 5 s, and launches in
+    that window stall: the burst starts just after a round it forced
+    (`Paths.invalidate_agent_names`, then one room), so no path meets the minute mark.
+    Left to chance, the mark fell into the hold path's burst in every run of 2026-12-01
+    (45/s instead of ~110/s).
     """
     probe = paths.probe(route)
+    await paths.invalidate_agent_names()
     await paths.start(route, f"{prefix}-prime")
     await probe.offered_at(f"{prefix}-prime")
     await asyncio.sleep(LIVEKIT_AGENT_CACHE_REFRESH_S)
@@ -471,7 +491,8 @@ async def run(workdir: Path) -> list[Measure]:
         nc, js = await connect(stack.nats.access(Role.OPERATOR), name="bench-probe", ensure=False)
         try:
             async with probes(stack, nc, js) as (ours, base):
-                paths = Paths(lk, ours, base, agent_id)
+                livekit = (stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret)
+                paths = Paths(lk, ours, base, agent_id, livekit)
                 await latencies(paths, "warm", WARMUP_ROOMS)
                 lat = await latencies(paths, "lat", LATENCY_ROOMS)
                 inside_ms = await dispatcher_view(stack.nats.access(Role.OPERATOR), agent_id)

@@ -6,7 +6,7 @@ with no job, and a worker that frees up or registers later is never offered it. 
 `JobDispatched` the live consumer keeps the job message unacknowledged and watches the
 room (``ListDispatch``: a worker that accepted shows as a job in the dispatch's
 ``state.jobs``). A dispatch nobody took is offered again by deleting and re-creating it
-(the only way to make LiveKit offer it again), after 2, 4, then every 5 s, until
+(the only way to make LiveKit offer it again), after 6 s, then every 5 s, until
 ``capacity_wait_s`` after the job was stored. Then the dispatch is removed,
 `JobRejected(no_capacity)` published and the room deleted (unless
 ``capacity_keep_room``), so the caller is not left in a silent room.
@@ -16,7 +16,8 @@ room (``ListDispatch``: a worker that accepted shows as a job in the dispatch's
 job ~5 s later, and a worker's job shows only once its job process runs, 2-5 s after the
 assignment on a busy machine. So the pool publishes `JobAccepted` the moment LiveKit
 assigns it a job; every dispatcher follows those (core NATS, `note_accepted`) and counts
-the job taken at once. Before re-offering or rejecting, the room's participants are read
+the job taken at once (a waiting watch wakes on it). Before re-offering or rejecting,
+the room's participants are read
 too: an agent participant means taken. Either way a job a worker holds is never offered
 to a second worker (two agents in one room) nor deleted under its worker.
 
@@ -26,9 +27,16 @@ a SIGTERM the watch hands the job back at once; after a crash, JetStream redeliv
 after ``ack_wait_s``. Either way the next delivery finds the dispatch in LiveKit and
 resumes the watch, its deadline still counted from when the job was stored.
 
-The common path costs one ``ListDispatch``, 0.5 s after the dispatch (a worker takes a
-job ~0.2 s after it is dispatched); a waiting job costs one call a second plus three per
-re-offer. Only the live consumer watches: an operator's replay settles a job once its
+The first re-offer waits out LiveKit's own silent delay: once a minute LiveKit re-learns
+which agent names have workers (``CheckEnabled``, 5 s), and a launch in that round can
+stay pending, listed with no job, for up to 5 s. A re-offer then deleted a dispatch whose
+launch was still to come: LiveKit offered the job anyway after the round (and terminated
+it soon after), and the re-created dispatch too, so the pool got two jobs for one room.
+
+The common path costs no LiveKit call: the pool's `JobAccepted` (~0.2 s after the
+dispatch, 1-3 s in a burst) ends the watch; a job without one is looked at 2 s after the
+dispatch (``ListDispatch``, the legacy target, or a pool that died); a waiting job costs
+one call a second plus three per re-offer. Only the live consumer watches: an operator's replay settles a job once its
 dispatch exists, as before, so one job is never watched by two replicas.
 """
 
@@ -67,21 +75,27 @@ from core_voice_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
 
-FIRST_CHECK_S = 0.5
-"""A dispatch is first looked at this long after it was created."""
+FIRST_CHECK_S = 2.0
+"""A dispatch no `JobAccepted` settled is first looked at this long after it was created
+(in a burst LiveKit offers jobs 1-3 s late: a look at 0.5 s cost 264 ``ListDispatch`` calls
+per 300 rooms, while LiveKit's launch pool was the bottleneck)."""
 POLL_S = 1.0
 """Then once a second while it waits."""
 ACCEPTED_REMEMBERED = 10_000
 """Job ids of `JobAccepted` kept (far more than jobs wait at once)."""
-REOFFER_FIRST_S = 2.0
-REOFFER_MAX_S = 5.0
+REOFFER_FIRST_S = 6.0
+"""Past LiveKit's 5 s ``CheckEnabled`` round, during which a launch is pending unseen."""
+REOFFER_EVERY_S = 5.0
+REOFFER_QUIET_S = 2.0
+"""No re-offer this close to the deadline: the worker would not be in the room yet when
+the deadline's check looks."""
 
 PublishOutcome = Callable[[JobDispatched | JobExpired | JobRejected, Msg, float], Awaitable[object]]
 
 
 def reoffer_delay(offers: int) -> float:
-    """How old a dispatch nobody took must be before offer ``offers + 1``: 2, 4, 5, 5 s."""
-    return float(min(REOFFER_MAX_S, REOFFER_FIRST_S * 2 ** max(0, offers - 1)))
+    """How old a dispatch nobody took must be before offer ``offers + 1``: 6, 5, 5 s."""
+    return REOFFER_FIRST_S if offers <= 1 else REOFFER_EVERY_S
 
 
 @dataclass(slots=True)
@@ -123,8 +137,8 @@ class CapacityWatch:
         self._publish = publish
         self._slots = asyncio.Semaphore(settings.capacity_max_waiting)
         self.tasks = TaskSet()
-        self._watched: set[str] = set()
-        """Job ids with a task in `tasks`."""
+        self._watched: dict[str, asyncio.Event] = {}
+        """Job ids with a task in `tasks`, each with the event its `JobAccepted` sets."""
         self._accepted: OrderedDict[str, None] = OrderedDict()
         self.taken_unseen: TakenUnseen | None = None
         """Told of a pool job LiveKit lists as taken whose `JobAccepted` never came here
@@ -138,6 +152,8 @@ class CapacityWatch:
         """A pool said it holds ``job_id`` (`JobAccepted`); remembered, bounded."""
         self._accepted[job_id] = None
         self._accepted.move_to_end(job_id)
+        if (woken := self._watched.get(job_id)) is not None:
+            woken.set()
         while len(self._accepted) > ACCEPTED_REMEMBERED:
             self._accepted.popitem(last=False)
 
@@ -155,11 +171,11 @@ class CapacityWatch:
         watched already (the consumer's slot is held meanwhile: backpressure)."""
         await self._slots.acquire()
         job_id = waiting.job.job_id
-        self._watched.add(job_id)
+        self._watched[job_id] = asyncio.Event()
         task = self.tasks.spawn(self._run(waiting), name=f"capacity-{job_id}")
 
         def done(_: "asyncio.Task[None]") -> None:
-            self._watched.discard(job_id)
+            self._watched.pop(job_id, None)
             self._slots.release()
 
         task.add_done_callback(done)
@@ -199,8 +215,12 @@ class CapacityWatch:
         w.next_progress = now + self._progress_every()
         offers = 1
         check_at = offered_at + FIRST_CHECK_S
+        accepted = self._watched.get(w.job.job_id) or asyncio.Event()
         while True:
-            await asyncio.sleep(max(0.0, check_at - time.monotonic()))
+            with contextlib.suppress(TimeoutError):  # a `JobAccepted` ends the wait early
+                await asyncio.wait_for(accepted.wait(), max(0.0, check_at - time.monotonic()))
+            if not self.accepted(w.job.job_id):
+                accepted.clear()  # forgotten already (bounded): poll, never spin
             now = time.monotonic()
             await self._progress(w)
             try:
@@ -221,7 +241,7 @@ class CapacityWatch:
                 # No new offer right before the deadline: a worker taking it would not be
                 # in the room yet when the deadline's check looks.
                 reoffer_due = (
-                    now - offered_at >= reoffer_delay(offers) and deadline - now >= REOFFER_FIRST_S
+                    now - offered_at >= reoffer_delay(offers) and deadline - now >= REOFFER_QUIET_S
                 )
                 if past or not ours or reoffer_due:
                     if self.accepted(w.job.job_id) or await self._agent_present(w):
