@@ -21,7 +21,9 @@ import pytest
 from livekit import api
 from nats.js import JetStreamContext
 
+from core_voice_cli.bench.dispatch import ProbeWorker
 from core_voice_cli.procs import ManagedProcess
+from core_voice_cli.rooms import call_room
 from core_voice_cli.stack import WORKER_AGENT_NAME
 from core_voice_contracts import subjects
 from core_voice_contracts.bus import connect, publish
@@ -55,6 +57,8 @@ pytestmark = pytest.mark.integration
 CAPACITY_WAIT_S = 20.0
 """Long enough for a worker process started during the wait to register (~4 s here)."""
 ACK_WAIT_S = 6.0
+ROUND_ROOMS = 80
+"""More than LiveKit's 50 launch slots: the round holds the pool's launches too."""
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +184,7 @@ async def test_a_dispatcher_stopped_mid_wait_still_ends_the_job_once(
     rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext, sig: signal.Signals
 ) -> None:
     agent_id, room, dispatched = await dispatched_room(rig, lk, js, "restarted")
-    await asyncio.sleep(3.0)  # waiting (re-offered once) when it stops
+    await asyncio.sleep(3.0)  # waiting when it stops
     dispatcher = next(p for p in rig.processes if p.name == "dispatcher")
     stopping = time.monotonic()
     dispatcher.signal(sig)
@@ -343,6 +347,52 @@ async def test_a_job_delivered_again_is_looked_up_when_its_acceptance_was_missed
         health = (await client.get(f"{rig.dispatcher_url}/healthz")).json()
     assert await count(js, subjects.job_expired(agent_id)) == 1  # the untaken job's only
     assert health["served_lookups"] == {"found": 1, "not_found": 5}  # attempts 2-6
+
+
+async def test_a_burst_in_livekits_agent_name_round_gets_one_job_per_room(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """Once a minute LiveKit re-learns which agent names have workers (``CheckEnabled``,
+    5 s), and every launch meanwhile holds one of its 50 launch slots until the round
+    ends: a burst's dispatches stay listed with no job for up to ~5 s. A re-offer then
+    (at 2 s, as before) deleted a dispatch LiveKit still launched after the round (and
+    terminated that job soon after), and LiveKit launched the re-created one too: the
+    pool got two jobs for 298 of 300 rooms. Rooms naming the hold agent, right after a
+    forced round; the pool is the benchmark's probe, which takes every job and says
+    `JobAccepted` and its heartbeat, as a pool does."""
+    agent_id = unique("round")
+    create_agent(rig, agent_id)
+    before = capacity_counts(rig)
+    livekit = rig.stack.livekit
+    credentials = (livekit.http_url, livekit.api_key, livekit.api_secret)
+    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
+    probe = ProbeWorker(*credentials, WORKER_AGENT_NAME, announce=pool_js, heartbeat=pool)
+    await probe.start()
+    rooms = [f"round-{agent_id}-{i}" for i in range(ROUND_ROOMS)]
+    metadata = json.dumps({"agent_id": agent_id})
+    try:
+        # A worker of a new name: LiveKit drops its cached names, and the burst's first
+        # launch starts a fresh round.
+        await (await ProbeWorker(*credentials, unique("refresh")).start()).close()
+        created = time.perf_counter()
+        await asyncio.gather(*(lk.room.create_room(call_room(r, metadata)) for r in rooms))
+        offered = await asyncio.gather(*(probe.offered_at(r, 60) for r in rooms))
+        late = max(offered) - created
+        assert late > 2.5, f"no stall to test: every job offered within {late:.1f} s"
+        await asyncio.sleep(9.0)  # past the first re-offer (6 s) of the last dispatch
+        twice = {room: sorted(ids) for room, ids in probe.job_ids.items() if len(ids) > 1}
+        assert not twice, twice
+        assert sum(probe.offers.values()) == ROUND_ROOMS
+        after = capacity_counts(rig)
+        assert after.get("reoffered", 0) == before.get("reoffered", 0)
+        assert after["taken"] - before.get("taken", 0) == ROUND_ROOMS
+        print(f"{ROUND_ROOMS} rooms in LiveKit's round, the last job offered at {late:.1f} s")
+    finally:
+        await probe.close()
+        await pool.drain()
+        for room in rooms:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
 # Last in the module: its worker stays registered with LiveKit for a while.

@@ -36,8 +36,13 @@ it soon after), and the re-created dispatch too, so the pool got two jobs for on
 The common path costs no LiveKit call: the pool's `JobAccepted` (~0.2 s after the
 dispatch, 1-3 s in a burst) ends the watch; a job without one is looked at 2 s after the
 dispatch (``ListDispatch``, the legacy target, or a pool that died); a waiting job costs
-one call a second plus three per re-offer. Only the live consumer watches: an operator's replay settles a job once its
-dispatch exists, as before, so one job is never watched by two replicas.
+one call a second plus three per re-offer. Only the live consumer watches: an operator's
+replay settles a job once its dispatch exists, as before, so one job is never watched by
+two replicas.
+
+Known limit: rooms with no agent in their configuration queue LiveKit's launches for
+many seconds in a burst (their default dispatches' waste), longer than 6 s; a re-offer
+of a dispatch still queued gives the pool a second job (docs/dispatcher.md).
 """
 
 import asyncio
@@ -110,8 +115,9 @@ class Waiting:
     metadata: str
     """The dispatch's metadata (the routed job), for a re-offer."""
     dispatch_id: str
-    dispatch_age_s: float
-    """How long ago LiveKit created the dispatch (0 for one created just now)."""
+    offered_at: float
+    """When its current dispatch was created (monotonic): for one created here, when
+    the request was sent, so jobs compare in the order LiveKit got them."""
     started: float
     """When handling of this delivery started (monotonic), for the outcome log."""
     next_progress: float = 0.0
@@ -210,7 +216,7 @@ class CapacityWatch:
         stored = w.msg.metadata.timestamp
         since_stored = (dt.datetime.now(dt.UTC) - stored).total_seconds()
         now = time.monotonic()
-        offered_at = first_offered_at = now - w.dispatch_age_s
+        offered_at = first_offered_at = w.offered_at
         deadline = now + max(FIRST_CHECK_S, settings.capacity_wait_s - since_stored)
         w.next_progress = now + self._progress_every()
         offers = 1
@@ -254,7 +260,7 @@ class CapacityWatch:
                         return
                     await self._reoffer(w, ours, offers)
                     offers += 1
-                    offered_at = time.monotonic()
+                    offered_at = w.offered_at  # when the new dispatch was asked for
             except _Gone:
                 self.counts["abandoned"] += 1
                 expired = JobExpired(
@@ -326,6 +332,7 @@ class CapacityWatch:
         for dispatch in ours:
             await self._delete_dispatch(dispatch.id, w.job.room_name)
         w.dispatch_id = ""  # none now: if the creation fails, the next look creates one
+        w.offered_at = time.monotonic()
         created = await self._lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(
                 agent_name=w.agent_name, room=w.job.room_name, metadata=w.metadata

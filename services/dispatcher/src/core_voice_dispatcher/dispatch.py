@@ -359,6 +359,7 @@ class Dispatcher:
             kind=SpanKind.CLIENT,
             attributes={ATTR_AGENT_ID: route.agent_id, ATTR_ROOM: job.room_name},
         ) as current:
+            sent = time.monotonic()  # LiveKit launches in about the order it got these
             created = await self.lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(
                     agent_name=agent_name, room=job.room_name, metadata=metadata
@@ -384,7 +385,7 @@ class Dispatcher:
             requested_at=job.at,
             tenant_id=route.tenant_id,
         )
-        return Dispatched(dispatched, metadata)
+        return Dispatched(dispatched, metadata, sent_at=sent)
 
     def _no_caller_yet(self, job: JobRequested, msg: Msg) -> Outcome:
         stored = msg.metadata.timestamp
@@ -434,7 +435,7 @@ class Dispatcher:
     ) -> None:
         attempt = msg.metadata.num_delivered
         match outcome:
-            case Dispatched(event=event, metadata=metadata, taken=taken, age_s=age):
+            case Dispatched(event=event, metadata=metadata, taken=taken, age_s=age, sent_at=sent):
                 await self.outcomes.publish(event, msg, started)
                 if watch and not taken and self.capacity is not None:
                     await self.capacity.watch(
@@ -445,7 +446,7 @@ class Dispatcher:
                             agent_name=event.worker_agent_name,
                             metadata=metadata,
                             dispatch_id=event.dispatch_id,
-                            dispatch_age_s=age,
+                            offered_at=time.monotonic() - age if sent is None else sent,
                             started=started,
                         )
                     )

@@ -72,7 +72,9 @@ class Dispatched:
     taken: bool = False
     """A worker's job is already listed for it (a redelivered or replayed job)."""
     age_s: float = 0.0
-    """How long ago LiveKit created the dispatch."""
+    """How long ago LiveKit created the dispatch (one found)."""
+    sent_at: float | None = None
+    """When the request creating it was sent (monotonic; one created now)."""
 
 
 @dataclass(frozen=True, slots=True)
