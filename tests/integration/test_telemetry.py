@@ -395,8 +395,11 @@ async def test_ten_thousand_jobs_naming_made_up_agents_leave_the_series_bounded(
     await publish(
         js,
         subjects.job_rejected("seed-x"),
-        JobRejected(
-            job_id="j", room_name="r", agent_id="seed-x", reason=RejectReason.UNKNOWN_AGENT
+        JobRejected(  # the request of an agent never routed is counted on its outcome
+            job_id="job-seed-x-0",
+            room_name="r",
+            agent_id="seed-x",
+            reason=RejectReason.UNKNOWN_AGENT,
         ),
     )
     await until(
