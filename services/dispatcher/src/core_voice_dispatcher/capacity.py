@@ -116,8 +116,8 @@ class Waiting:
     """The dispatch's metadata (the routed job), for a re-offer."""
     dispatch_id: str
     offered_at: float
-    """When its current dispatch was created (monotonic): for one created here, when
-    the request was sent, so jobs compare in the order LiveKit got them."""
+    """When its current dispatch was asked for (monotonic; for one found, LiveKit's
+    creation time): re-offers are timed from it."""
     started: float
     """When handling of this delivery started (monotonic), for the outcome log."""
     next_progress: float = 0.0
@@ -216,11 +216,11 @@ class CapacityWatch:
         stored = w.msg.metadata.timestamp
         since_stored = (dt.datetime.now(dt.UTC) - stored).total_seconds()
         now = time.monotonic()
-        offered_at = first_offered_at = w.offered_at
+        first_offered_at = w.offered_at
         deadline = now + max(FIRST_CHECK_S, settings.capacity_wait_s - since_stored)
         w.next_progress = now + self._progress_every()
         offers = 1
-        check_at = offered_at + FIRST_CHECK_S
+        check_at = w.offered_at + FIRST_CHECK_S
         accepted = self._watched.get(w.job.job_id) or asyncio.Event()
         while True:
             with contextlib.suppress(TimeoutError):  # a `JobAccepted` ends the wait early
@@ -247,7 +247,8 @@ class CapacityWatch:
                 # No new offer right before the deadline: a worker taking it would not be
                 # in the room yet when the deadline's check looks.
                 reoffer_due = (
-                    now - offered_at >= reoffer_delay(offers) and deadline - now >= REOFFER_QUIET_S
+                    now - w.offered_at >= reoffer_delay(offers)
+                    and deadline - now >= REOFFER_QUIET_S
                 )
                 if past or not ours or reoffer_due:
                     if self.accepted(w.job.job_id) or await self._agent_present(w):
@@ -258,9 +259,8 @@ class CapacityWatch:
                     if past:
                         await self._no_capacity(w, ours, offers)
                         return
-                    await self._reoffer(w, ours, offers)
+                    await self._reoffer(w, ours, offers)  # sets w.offered_at
                     offers += 1
-                    offered_at = w.offered_at  # when the new dispatch was asked for
             except _Gone:
                 self.counts["abandoned"] += 1
                 expired = JobExpired(

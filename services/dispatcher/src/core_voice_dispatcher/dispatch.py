@@ -359,7 +359,7 @@ class Dispatcher:
             kind=SpanKind.CLIENT,
             attributes={ATTR_AGENT_ID: route.agent_id, ATTR_ROOM: job.room_name},
         ) as current:
-            sent = time.monotonic()  # LiveKit launches in about the order it got these
+            sent = time.monotonic()  # the capacity watch's re-offers count from here
             created = await self.lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(
                     agent_name=agent_name, room=job.room_name, metadata=metadata

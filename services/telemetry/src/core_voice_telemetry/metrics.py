@@ -292,18 +292,18 @@ class Metrics:
     def _requested(self, event: JobRequested) -> None:
         if self.guard.routed(event.agent_id):
             self._count_waiting(event.job_id)
-            self._count_requested((0.0, event.agent_id, event.campaign_id, 1))
+            self._count_requested(event.agent_id, event.campaign_id)
             return
         since, _, _, n = self._waiting.pop(event.job_id, (self._clock(), "", None, 0))
         self._waiting[event.job_id] = (since, event.agent_id, event.campaign_id, n + 1)
         while len(self._waiting) > self._max_waiting:
-            self._count_requested(self._waiting.popitem(last=False)[1])
+            self._count_requested(*self._waiting.popitem(last=False)[1][1:])
         self.count_overdue()
 
     def _count_waiting(self, job_id: str) -> None:
         """Count ``job_id``'s waiting request(s), and every one waiting too long."""
         if (waiting := self._waiting.pop(job_id, None)) is not None:
-            self._count_requested(waiting)
+            self._count_requested(*waiting[1:])
         self.count_overdue()
 
     def count_overdue(self) -> None:
@@ -311,10 +311,9 @@ class Metrics:
         (called on each job event and periodically, so none waits on a quiet bus)."""
         cutoff = self._clock() - self._request_wait_s
         while self._waiting and next(iter(self._waiting.values()))[0] <= cutoff:
-            self._count_requested(self._waiting.popitem(last=False)[1])
+            self._count_requested(*self._waiting.popitem(last=False)[1][1:])
 
-    def _count_requested(self, waiting: tuple[float, str, str | None, int]) -> None:
-        _, agent_id, campaign_id, n = waiting
+    def _count_requested(self, agent_id: str, campaign_id: str | None, n: int = 1) -> None:
         for _ in range(n):  # a fold is one overflow per event
             self.jobs_requested.labels(*self._job_labels(agent_id, campaign_id)).inc()
 
