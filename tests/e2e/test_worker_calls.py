@@ -23,7 +23,7 @@ from livekit import api
 
 from core_voice_cli.demo import DEMO_RULES, demo_agent
 from core_voice_cli.procs import ManagedProcess, free_port
-from core_voice_cli.stack import LOOPBACK_BASE_URLS, Stack
+from core_voice_cli.stack import LOOPBACK_BASE_URLS, WORKER_AGENT_NAME, Stack
 from core_voice_cli.synthetic_call import CallOptions, CallResult, run_call
 from core_voice_contracts import codec, room, subjects
 from core_voice_contracts.admin_api import ProviderChoice
@@ -37,6 +37,7 @@ from core_voice_contracts.events import (
     JobAccepted,
     JobRejected,
     RejectReason,
+    WorkerStatus,
 )
 from core_voice_contracts.permissions import Role
 from core_voice_worker.speech import normalize
@@ -284,71 +285,92 @@ async def test_the_cap_is_exact_across_two_workers_and_the_rest_wait_then_end_vi
     cap = 3
     ports = [workers.start(f"cap-{i}", WORKER_MAX_CONCURRENCY=str(cap))[1] for i in range(2)]
     agent_id = await new_agent(stack)
-    rooms = [f"cap-{agent_id}-{i}" for i in range(3 * cap)]
-    created = time.monotonic()
-    await asyncio.gather(
-        *(
-            lk.room.create_room(
-                api.CreateRoomRequest(name=name, metadata=json.dumps({"agent_id": agent_id}))
-            )
-            for name in rooms
-        )
-    )
+    # The pools' heartbeats: full pools say so at once, so the dispatcher re-offers the
+    # waiting rooms' dispatches (LiveKit dropped their launches: no pool could take them).
+    heartbeats, _ = await connect(stack.nats.access(Role.OPERATOR), name="e2e-hb", ensure=False)
+    said: list[WorkerStatus] = []
 
-    async def agents_per_worker() -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for name in rooms:
-            with contextlib.suppress(api.TwirpError):
-                listed = await lk.room.list_participants(api.ListParticipantsRequest(room=name))
-                for p in listed.participants:
-                    if room.call_id_of_agent(p.identity):
-                        worker = p.attributes.get(room.ATTR_WORKER_ID, "?")
-                        found.setdefault(worker, []).append(name)
-        return found
+    async def heard(msg: Any) -> None:
+        event = codec.decode_worker_event(msg.data)
+        if isinstance(event, WorkerStatus) and event.worker_id.startswith("cap-"):
+            said.append(event)
 
-    async def served() -> int:
-        return sum(len(v) for v in (await agents_per_worker()).values())
-
-    for _ in range(80):
-        if await served() >= 2 * cap:
-            break
-        await asyncio.sleep(0.25)
-    await asyncio.sleep(2.0)  # would anything slip in past the cap?
-    seen = await agents_per_worker()
-    print(f"\nagents per worker: { {k: len(v) for k, v in seen.items()} }")
-    assert sorted(seen) == ["cap-0", "cap-1"]
-    assert [len(seen[w]) for w in ("cap-0", "cap-1")] == [cap, cap], "2N slots, none past N"
-
-    # Two calls end: two of the N waiting rooms get those slots while they wait.
-    for name in (seen["cap-0"][0], seen["cap-1"][0]):
-        await lk.room.delete_room(api.DeleteRoomRequest(room=name))
-    for _ in range(60):
-        if await served() >= 2 * cap:
-            break
-        await asyncio.sleep(0.25)
-    assert await served() == 2 * cap
-
-    # The last one waits out DISPATCHER_CAPACITY_WAIT_S and ends visibly.
-    nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-capacity", ensure=False)
+    await heartbeats.subscribe(subjects.WORKER_STATUS, cb=heard)
     try:
-        sub = await js.subscribe(subjects.job_rejected(agent_id), ordered_consumer=True)
-        rejected = codec.decode_job_event((await sub.next_msg(timeout=CAPACITY_WAIT_S + 20)).data)
+        rooms = [f"cap-{agent_id}-{i}" for i in range(3 * cap)]
+        created = time.monotonic()
+        await asyncio.gather(
+            *(
+                lk.room.create_room(
+                    api.CreateRoomRequest(name=name, metadata=json.dumps({"agent_id": agent_id}))
+                )
+                for name in rooms
+            )
+        )
+
+        async def agents_per_worker() -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for name in rooms:
+                with contextlib.suppress(api.TwirpError):
+                    listed = await lk.room.list_participants(api.ListParticipantsRequest(room=name))
+                    for p in listed.participants:
+                        if room.call_id_of_agent(p.identity):
+                            worker = p.attributes.get(room.ATTR_WORKER_ID, "?")
+                            found.setdefault(worker, []).append(name)
+            return found
+
+        async def served() -> int:
+            return sum(len(v) for v in (await agents_per_worker()).values())
+
+        for _ in range(80):
+            if await served() >= 2 * cap:
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(2.0)  # would anything slip in past the cap?
+        seen = await agents_per_worker()
+        print(f"\nagents per worker: { {k: len(v) for k, v in seen.items()} }")
+        assert sorted(seen) == ["cap-0", "cap-1"]
+        assert [len(seen[w]) for w in ("cap-0", "cap-1")] == [cap, cap], "2N slots, none past N"
+        full = {s.worker_id for s in said if s.full}
+        assert full == {"cap-0", "cap-1"}, [
+            (s.worker_id, s.active_calls, s.full, s.turned_away) for s in said
+        ]
+        assert all(s.agent_name == WORKER_AGENT_NAME for s in said)
+
+        # Two calls end: two of the N waiting rooms get those slots while they wait.
+        for name in (seen["cap-0"][0], seen["cap-1"][0]):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+        for _ in range(60):
+            if await served() >= 2 * cap:
+                break
+            await asyncio.sleep(0.25)
+        assert await served() == 2 * cap
+
+        # The last one waits out DISPATCHER_CAPACITY_WAIT_S and ends visibly.
+        nc, js = await connect(stack.nats.access(Role.OPERATOR), name="e2e-capacity", ensure=False)
+        try:
+            sub = await js.subscribe(subjects.job_rejected(agent_id), ordered_consumer=True)
+            rejected = codec.decode_job_event(
+                (await sub.next_msg(timeout=CAPACITY_WAIT_S + 20)).data
+            )
+        finally:
+            await nc.drain()
+        waited = time.monotonic() - created
+        print(f"no_capacity after {waited:.1f} s")
+        assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.NO_CAPACITY
+        assert CAPACITY_WAIT_S - 1 <= waited <= CAPACITY_WAIT_S + 10
+
+        async def room_gone() -> bool:
+            listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[rejected.room_name]))
+            return not listed.rooms
+
+        # Deleted right after the rejection is stored (the event first, so it is never lost):
+        # the caller of a call nobody could take is not left waiting.
+        await until(room_gone, 5, 0.1)
+        peaks = [(await status(port))["peak_calls"] for port in ports]
+        assert peaks == [cap, cap]
     finally:
-        await nc.drain()
-    waited = time.monotonic() - created
-    print(f"no_capacity after {waited:.1f} s")
-    assert isinstance(rejected, JobRejected) and rejected.reason == RejectReason.NO_CAPACITY
-    assert CAPACITY_WAIT_S - 1 <= waited <= CAPACITY_WAIT_S + 10
-
-    async def room_gone() -> bool:
-        listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[rejected.room_name]))
-        return not listed.rooms
-
-    # Deleted right after the rejection is stored (the event first, so it is never lost):
-    # the caller of a call nobody could take is not left waiting.
-    await until(room_gone, 5, 0.1)
-    peaks = [(await status(port))["peak_calls"] for port in ports]
-    assert peaks == [cap, cap]
+        await heartbeats.drain()
     for name in rooms:
         with contextlib.suppress(api.TwirpError):
             await lk.room.delete_room(api.DeleteRoomRequest(room=name))

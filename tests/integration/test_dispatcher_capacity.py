@@ -59,6 +59,8 @@ CAPACITY_WAIT_S = 20.0
 ACK_WAIT_S = 6.0
 ROUND_ROOMS = 80
 """More than LiveKit's 50 launch slots: the round holds the pool's launches too."""
+PLAIN_ROOMS = 300
+"""At LiveKit's ~21-32 launches/s for plain rooms, the last waits ~10 s: past the re-offer."""
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +389,54 @@ async def test_a_burst_in_livekits_agent_name_round_gets_one_job_per_room(
         assert after.get("reoffered", 0) == before.get("reoffered", 0)
         assert after["taken"] - before.get("taken", 0) == ROUND_ROOMS
         print(f"{ROUND_ROOMS} rooms in LiveKit's round, the last job offered at {late:.1f} s")
+    finally:
+        await probe.close()
+        await pool.drain()
+        for room in rooms:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+async def test_a_burst_of_plain_rooms_queued_in_livekit_gets_one_job_per_room(
+    rig: Rig, lk: api.LiveKitAPI, js: JetStreamContext
+) -> None:
+    """Rooms with no agent in their configuration: LiveKit's default dispatch of each
+    wastes its launch slots, and the dispatches made for them queue for ~10 s. LiveKit
+    lists a queued launch as it lists a dropped one (a dispatch with no job), and a
+    re-offer (at 6 s) of one still queued gave the room a second job (251 of 300 rooms in
+    the benchmark). The pool (the probe) says in its heartbeat that it has room and turned
+    nothing away, so no launch can have been dropped: nothing is offered again."""
+    agent_id = unique("plain")
+    create_agent(rig, agent_id)
+    livekit = rig.stack.livekit
+    credentials = (livekit.http_url, livekit.api_key, livekit.api_secret)
+    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
+    probe = ProbeWorker(*credentials, WORKER_AGENT_NAME, announce=pool_js, heartbeat=pool)
+    await probe.start()
+    rooms = [f"plain-{agent_id}-{i}" for i in range(PLAIN_ROOMS)]
+    metadata = json.dumps({"agent_id": agent_id})
+    try:
+        await asyncio.sleep(2.5)  # the probe's heartbeats heard well before the burst
+        before = capacity_counts(rig)
+        created = time.perf_counter()
+        await asyncio.gather(
+            *(lk.room.create_room(api.CreateRoomRequest(name=r, metadata=metadata)) for r in rooms)
+        )
+        offered = await asyncio.gather(*(probe.offered_at(r, 60) for r in rooms))
+        late = max(offered) - created
+        assert late > 7.5, f"no queue to test: every job offered within {late:.1f} s"
+        await asyncio.sleep(3.0)  # every dispatch's 6 s re-offer is past
+        twice = {room: sorted(ids) for room, ids in probe.job_ids.items() if len(ids) > 1}
+        assert not twice, twice
+        assert sum(probe.offers.values()) == PLAIN_ROOMS
+        after = capacity_counts(rig)
+        assert after.get("reoffered", 0) == before.get("reoffered", 0)
+        held = after.get("reoffer_held", 0) - before.get("reoffer_held", 0)
+        assert held > 0, "no dispatch was still queued at its re-offer"
+        print(
+            f"{PLAIN_ROOMS} plain rooms, the last job offered at {late:.1f} s; "
+            f"{held} re-offers held, none made"
+        )
     finally:
         await probe.close()
         await pool.drain()

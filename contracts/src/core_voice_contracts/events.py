@@ -368,6 +368,15 @@ class WorkerStatus(_Event, frozen=True, kw_only=True, tag=tag("worker.status")):
     interval_s: float = 5.0
     stale_configs: int = 0
     """Configs the pool serves as last known good (config_sync could not confirm them)."""
+    agent_name: str = ""
+    """The LiveKit agent name the pool is registered under ("": not said)."""
+    full: bool = False
+    """LiveKit offers this pool nothing now: not registered with LiveKit, told it is full
+    (its cap reached), or draining."""
+    turned_away: int = 0
+    """Offers this pool answered unavailable since it started. A pool sends a heartbeat at
+    once when ``full`` changes or it turns an offer away: the dispatcher re-offers a
+    dispatch only if some launch may have found no pool to take it (`pool_offers`)."""
 
 
 class ConfigHeld(_Event, frozen=True, kw_only=True, tag=tag("config.held")):

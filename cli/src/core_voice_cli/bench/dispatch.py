@@ -91,7 +91,8 @@ class ProbeWorker:
     pool's `WorkerStatus` heartbeat every second: a pool silent for three intervals is
     gone, and the dispatcher reports every call it took and never started `worker_lost`
     (`unstarted`), which without the heartbeat ran 300 LiveKit checks beside the next
-    burst.
+    burst. The heartbeat says the probe is never full and turns nothing away, as a pool
+    with room says: a launch still queued in LiveKit is then not offered twice.
     """
 
     def __init__(
@@ -142,7 +143,11 @@ class ProbeWorker:
 
     async def _beat(self, nc: Client) -> None:
         status = WorkerStatus(
-            worker_id=PROBE_WORKER_ID, capacity=100_000, active_calls=0, interval_s=1.0
+            worker_id=PROBE_WORKER_ID,
+            capacity=100_000,
+            active_calls=0,
+            interval_s=1.0,
+            agent_name=self.agent_name,
         )
         while True:
             with contextlib.suppress(NatsError):

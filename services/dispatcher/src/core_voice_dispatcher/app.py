@@ -106,9 +106,11 @@ async def _serve(
     endpoint: WebhookEndpoint | None = None
     calls = WorkerLostReports(js, settings.worker_lost_grace_s)
     unstarted = UnstartedCalls(calls, agent_in_room=None if lk is None else agent_in_room(lk))
-    await unstarted.follow(nc)
     accepted_sinks: list[Callable[[JobAccepted], None]] = [unstarted.note_accepted]
     capacity = dispatcher.capacity if dispatcher is not None else None
+    if capacity is not None:
+        unstarted.status_sinks.append(capacity.pools.note_status)
+    await unstarted.follow(nc)
     if capacity is not None:
         capacity.taken_unseen = unstarted.note_taken
         accepted_sinks.append(lambda event: capacity.note_accepted(event.job_id))

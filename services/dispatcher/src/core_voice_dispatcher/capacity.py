@@ -40,9 +40,13 @@ one call a second plus three per re-offer. Only the live consumer watches: an op
 replay settles a job once its dispatch exists, as before, so one job is never watched by
 two replicas.
 
-Known limit: rooms with no agent in their configuration queue LiveKit's launches for
-many seconds in a burst (their default dispatches' waste), longer than 6 s; a re-offer
-of a dispatch still queued gives the pool a second job (docs/dispatcher.md).
+A launch can also queue in LiveKit for many seconds: a burst of rooms with no agent in
+their configuration wastes LiveKit's launch slots on their default dispatches. A re-offer
+of a dispatch still queued gives the room a second job, and LiveKit's API shows it as it
+shows a dropped launch. So a due re-offer is made only if the pools' heartbeats say a
+launch may have been dropped since the dispatch was made (`pool_offers`), or once the
+dispatch is ``REOFFER_BLIND_S`` old whatever they say; else it is held
+(``reoffer_held``).
 """
 
 import asyncio
@@ -76,6 +80,7 @@ from core_voice_contracts.events import (
 from core_voice_contracts.ids import is_token
 from core_voice_contracts.tasks import TaskSet
 from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient, livekit_error
+from core_voice_dispatcher.pool_offers import PoolOffers
 from core_voice_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,10 @@ ACCEPTED_REMEMBERED = 10_000
 REOFFER_FIRST_S = 6.0
 """Past LiveKit's 5 s ``CheckEnabled`` round, during which a launch is pending unseen."""
 REOFFER_EVERY_S = 5.0
+REOFFER_BLIND_S = 20.0
+"""A dispatch this old is offered again even if no pool said it could not take it (what
+`pool_offers` cannot see: a pool's LiveKit connection dropped unnoticed, a lost
+heartbeat); later than LiveKit's launch queue in a burst of 300 plain rooms (10-14 s)."""
 REOFFER_QUIET_S = 2.0
 """No re-offer this close to the deadline: the worker would not be in the room yet when
 the deadline's check looks."""
@@ -122,6 +131,8 @@ class Waiting:
     """When handling of this delivery started (monotonic), for the outcome log."""
     next_progress: float = 0.0
     """When to tell JetStream again that the job is still being worked on."""
+    held: bool = False
+    """Its current dispatch was due a re-offer, held as no pool said it could not take it."""
 
 
 TakenUnseen = Callable[[JobRequested, str, list[str]], None]
@@ -146,12 +157,16 @@ class CapacityWatch:
         self._watched: dict[str, asyncio.Event] = {}
         """Job ids with a task in `tasks`, each with the event its `JobAccepted` sets."""
         self._accepted: OrderedDict[str, None] = OrderedDict()
+        self.pools = PoolOffers()
+        """The pools' heartbeats (`note_status` is fed by the app): whether a dispatch
+        nobody took may have been dropped, or is only late in LiveKit's launch queue."""
         self.taken_unseen: TakenUnseen | None = None
         """Told of a pool job LiveKit lists as taken whose `JobAccepted` never came here
         (`unstarted.UnstartedCalls.note_taken`): the pool may have died before saying so."""
         self.counts: Counter[str] = Counter()
         """``taken`` (at the first offer), ``taken_after_wait``, ``reoffered``,
-        ``no_capacity``, ``abandoned`` (the room closed while waiting), ``removed`` (the
+        ``reoffer_held`` (a dispatch due a re-offer that no pool could have dropped: late
+        in LiveKit's queue, not offered twice), ``no_capacity``, ``abandoned`` (the room closed while waiting), ``removed`` (the
         dispatch was deleted by someone else), ``livekit_errors``."""
 
     def note_accepted(self, job_id: str) -> None:
@@ -249,6 +264,7 @@ class CapacityWatch:
                 reoffer_due = (
                     now - w.offered_at >= reoffer_delay(offers)
                     and deadline - now >= REOFFER_QUIET_S
+                    and self._may_have_dropped(w, now)
                 )
                 if past or not ours or reoffer_due:
                     if self.accepted(w.job.job_id) or await self._agent_present(w):
@@ -282,6 +298,23 @@ class CapacityWatch:
                     await self._no_capacity(w, [], offers)
                     return
             check_at = time.monotonic() + POLL_S
+
+    def _may_have_dropped(self, w: Waiting, now: float) -> bool:
+        """Whether LiveKit may have dropped the dispatch's launch (then a re-offer is the
+        only way it is offered again), rather than still have it queued (then a re-offer
+        gives the room a second job)."""
+        if now - w.offered_at >= REOFFER_BLIND_S:
+            return True
+        if self.pools.may_have_dropped(w.agent_name, w.offered_at):
+            return True
+        if not w.held:
+            w.held = True
+            self.counts["reoffer_held"] += 1
+            log.debug(
+                "re-offer held: no pool could have dropped the launch",
+                extra={"job_id": w.job.job_id},
+            )
+        return False
 
     def _progress_every(self) -> float:
         return max(1.0, self._settings.ack_wait_s / 3)
@@ -333,6 +366,7 @@ class CapacityWatch:
             await self._delete_dispatch(dispatch.id, w.job.room_name)
         w.dispatch_id = ""  # none now: if the creation fails, the next look creates one
         w.offered_at = time.monotonic()
+        w.held = False
         created = await self._lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(
                 agent_name=w.agent_name, room=w.job.room_name, metadata=w.metadata

@@ -101,6 +101,9 @@ class UnstartedCalls:
         """worker id -> (last heard, its heartbeat interval)."""
         self._tasks = TaskSet()
         self._subs: list[Subscription] = []
+        self.status_sinks: list[Callable[[WorkerStatus], None]] = []
+        """Also told every pool heartbeat (one subscription for both): the capacity
+        watch's `pool_offers.PoolOffers`."""
         self.counts: Counter[str] = Counter()
         """``followed``, ``started`` (or ended: no longer followed), ``lost`` (reported),
         ``dropped`` (too many or too old), ``ignored`` (not a message of the feed);
@@ -232,6 +235,8 @@ class UnstartedCalls:
         def on_worker(event: WorkerEvent) -> None:
             if isinstance(event, WorkerStatus):
                 self.note_status(event)
+                for sink in self.status_sinks:
+                    sink(event)
 
         calls = feed(decode_call_event, on_call)
         self._subs = [

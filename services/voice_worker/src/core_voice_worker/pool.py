@@ -84,6 +84,13 @@ class PoolRuntime:
         self.mirror.on_held = self._on_held
         self.metrics = PoolMetrics(settings.worker_id)
         self._accepted: OrderedDict[str, dt.datetime] = OrderedDict()
+        self._registered = False
+        self._told_full = False
+        self.turned_away = 0
+        """Offers answered unavailable (`WorkerStatus.turned_away`)."""
+        self._offers_told: tuple[bool, int] | None = None
+        """(full, turned_away) as last announced at once."""
+        self._offers_pending = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._feeds: PoolFeeds | None = None
         self._publisher: CallEventPublisher | None = None
@@ -208,7 +215,54 @@ class PoolRuntime:
             draining=final or self.draining(),
             interval_s=self.settings.status_interval_s,
             stale_configs=self.mirror.stale_count(),
+            agent_name=self.settings.agent_name,
+            full=final or self.full(),
+            turned_away=self.turned_away,
         )
+
+    # --- what LiveKit may offer this pool -------------------------------------------------
+
+    def full(self) -> bool:
+        """LiveKit offers this pool nothing now (`WorkerStatus.full`)."""
+        return not self._registered or self._told_full or self.draining()
+
+    def note_registered(self, registered: bool) -> None:
+        """The pool's LiveKit connection registered (True) or closed (False)."""
+        self._registered = registered
+        if not registered:
+            self._told_full = False  # a new registration starts available
+        self._announce_offers()
+
+    def note_told_full(self, full: bool) -> None:
+        """The pool told LiveKit it is full (its cap reached, draining) or available."""
+        self._told_full = full
+        self._announce_offers()
+
+    def note_turned_away(self) -> None:
+        """The pool answered an offer unavailable: if no other pool took it, LiveKit
+        dropped the launch, and only a new dispatch is offered again."""
+        self.turned_away += 1
+        self._announce_offers()
+
+    def _announce_offers(self) -> None:
+        """A heartbeat at once when what LiveKit may offer this pool changed: the
+        dispatcher re-offers a waiting dispatch only if a launch may have found no pool.
+        One send is pending at a time, and it reads the state when it runs (a burst of
+        offers turned away is one heartbeat, not hundreds)."""
+        if self._nc is None or self._offers_pending:
+            return
+        if (self.full(), self.turned_away) == self._offers_told:
+            return
+        self._offers_pending = True
+        self.tasks.spawn(self._send_offers(), name="pool.offers")
+
+    async def _send_offers(self) -> None:
+        try:
+            status = self.worker_status()
+            self._offers_told = (status.full, status.turned_away)
+        finally:
+            self._offers_pending = False
+        await self._send(subjects.WORKER_STATUS, status)
 
     def note_accepted(self, call_id: str) -> None:
         """LiveKit assigned this pool the call now (its `CallStarted.accepted_at`)."""

@@ -215,7 +215,26 @@ class PoolServer(AgentServer):
     def registered(self) -> bool:
         return bool(self._registered_id)
 
+    async def _queue_msg(self, msg: agent.WorkerMessage) -> None:
+        """Every message to LiveKit passes here: what it says about taking offers (full or
+        available, an offer turned away) goes into the pool's heartbeat too."""
+        which = msg.WhichOneof("message")
+        dropped = self._connecting and which == "update_worker"  # livekit-agents drops it
+        await super()._queue_msg(msg)
+        if which == "update_worker" and not dropped:
+            self.runtime.note_told_full(msg.update_worker.status == agent.WorkerStatus.WS_FULL)
+        elif which == "availability" and not msg.availability.available:
+            self.runtime.note_turned_away()
+
+    async def _run_ws(self, ws: Any) -> None:
+        """One registered LiveKit connection: offers come only while it runs."""
+        try:
+            await super()._run_ws(ws)
+        finally:
+            self.runtime.note_registered(False)
+
     def _on_registered(self, worker_id: str, *_: Any) -> None:
+        self.runtime.note_registered(True)
         if not self._registered_id:
             # The start-up heap (livekit, protobuf, plugins: ~10^5 objects) lives as long
             # as the process; a full collection scanning it stalls the loop tens of ms,
