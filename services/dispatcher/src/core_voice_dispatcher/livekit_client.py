@@ -13,7 +13,6 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 import aiohttp
 from livekit import api
@@ -24,6 +23,7 @@ from livekit.api.room_service import RoomService
 from livekit.protocol.agent_dispatch import AgentDispatch, CreateAgentDispatchRequest
 from livekit.protocol.models import Room
 
+from core_voice_dispatcher import hs256
 from core_voice_dispatcher.metrics import DispatcherMetrics
 
 TOKEN_TTL_S = 600.0
@@ -91,13 +91,17 @@ class TokenCache:
         return token
 
     def _sign(self, grants: api.VideoGrants) -> str:
+        """livekit-api's claims (`AccessToken.to_jwt`), signed by `hs256`."""
         self.signed += 1
-        return (
-            api.AccessToken(self._api_key, self._api_secret)
-            .with_grants(grants)
-            .with_ttl(timedelta(seconds=self._ttl_s))
-            .to_jwt()
-        )
+        token = api.AccessToken(self._api_key, self._api_secret).with_grants(grants)
+        now = time.time()
+        claims = token.claims.asdict() | {
+            "sub": token.identity,
+            "iss": self._api_key,
+            "nbf": int(now),
+            "exp": int(now + self._ttl_s),
+        }
+        return hs256.sign(claims, self._api_secret.encode())
 
 
 def _key(grants: api.VideoGrants) -> _GrantKey | None:
