@@ -379,9 +379,10 @@ async def burst(paths: Paths, route: Route, prefix: str, n: int) -> tuple[float,
 
 def rooms_with_a_second_job(*probes: ProbeWorker) -> tuple[int, int]:
     """Rooms offered more than one job: (rooms naming an agent in their configuration or
-    dispatched by their creator, plain rooms of our webhook path). A plain room's
-    launch can queue past the capacity watch's 6 s re-offer in a burst, and the
-    re-offered dispatch still runs (docs/dispatcher.md)."""
+    dispatched by their creator, plain rooms of our webhook path). Plain rooms apart: in a
+    burst their launches queue in LiveKit past the capacity watch's 6 s re-offer, and until
+    the pools' heartbeats held such re-offers, nearly every one got a second job
+    (docs/dispatcher.md)."""
     plain = f"-{Route.OURS}-"
     twice = [room for p in probes for room, ids in p.job_ids.items() if len(ids) > 1]
     return sum(1 for r in twice if plain not in r), sum(1 for r in twice if plain in r)
@@ -663,7 +664,13 @@ def _measures(
             target="0",
             met=second_jobs[0] == 0,
         ),
-        Measure("  plain rooms (webhook path, a known limit in bursts)", second_jobs[1], ""),
+        Measure(
+            "  plain rooms (webhook path, queued in LiveKit past the re-offer)",
+            second_jobs[1],
+            "",
+            target="0",
+            met=second_jobs[1] == 0,
+        ),
         ingestion("all-in-one", all_in_one),
         ingestion("ingest-only node", ingest_only),
     ]

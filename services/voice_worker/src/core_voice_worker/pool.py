@@ -249,8 +249,8 @@ class PoolRuntime:
         dispatcher re-offers a waiting dispatch only if a launch may have found no pool.
         One send is pending at a time, and it reads the state when it runs (a burst of
         offers turned away is one heartbeat, not hundreds)."""
-        if self._nc is None or self._offers_pending:
-            return
+        if self._nc is None or not self._nc.is_connected or self._offers_pending:
+            return  # not started, stopping or reconnecting: the next heartbeat says it
         if (self.full(), self.turned_away) == self._offers_told:
             return
         self._offers_pending = True
