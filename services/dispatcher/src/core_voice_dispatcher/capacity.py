@@ -166,8 +166,9 @@ class CapacityWatch:
         self.counts: Counter[str] = Counter()
         """``taken`` (at the first offer), ``taken_after_wait``, ``reoffered``,
         ``reoffer_held`` (a dispatch due a re-offer that no pool could have dropped: late
-        in LiveKit's queue, not offered twice), ``no_capacity``, ``abandoned`` (the room closed while waiting), ``removed`` (the
-        dispatch was deleted by someone else), ``livekit_errors``."""
+        in LiveKit's queue, not offered twice), ``no_capacity``, ``abandoned`` (the room
+        closed while waiting), ``removed`` (the dispatch was deleted by someone else),
+        ``livekit_errors``."""
 
     def note_accepted(self, job_id: str) -> None:
         """A pool said it holds ``job_id`` (`JobAccepted`); remembered, bounded."""
