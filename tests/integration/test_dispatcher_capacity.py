@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -122,6 +122,36 @@ async def accepted_by_a_pool(rig: Rig, agent_id: str, job_id: str, room: str) ->
         )
     finally:
         await pool.drain()
+
+
+def credentials(rig: Rig) -> tuple[str, str, str]:
+    livekit = rig.stack.livekit
+    return livekit.http_url, livekit.api_key, livekit.api_secret
+
+
+@contextlib.asynccontextmanager
+async def probing_pool(
+    rig: Rig, lk: api.LiveKitAPI, rooms: list[str]
+) -> AsyncIterator[ProbeWorker]:
+    """The benchmark's probe as the pool: it takes every job and says `JobAccepted` and
+    its heartbeat, as a pool does. Its rooms are deleted afterwards."""
+    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
+    probe = ProbeWorker(*credentials(rig), WORKER_AGENT_NAME, announce=pool_js, heartbeat=pool)
+    await probe.start()
+    try:
+        yield probe
+    finally:
+        await probe.close()
+        await pool.drain()
+        for room in rooms:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+def assert_one_job_per_room(probe: ProbeWorker, rooms: list[str]) -> None:
+    twice = {room: sorted(ids) for room, ids in probe.job_ids.items() if len(ids) > 1}
+    assert not twice, twice
+    assert sum(probe.offers.values()) == len(rooms)
 
 
 async def dispatched_room(
@@ -365,36 +395,23 @@ async def test_a_burst_in_livekits_agent_name_round_gets_one_job_per_room(
     agent_id = unique("round")
     create_agent(rig, agent_id)
     before = capacity_counts(rig)
-    livekit = rig.stack.livekit
-    credentials = (livekit.http_url, livekit.api_key, livekit.api_secret)
-    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
-    probe = ProbeWorker(*credentials, WORKER_AGENT_NAME, announce=pool_js, heartbeat=pool)
-    await probe.start()
     rooms = [f"round-{agent_id}-{i}" for i in range(ROUND_ROOMS)]
     metadata = json.dumps({"agent_id": agent_id})
-    try:
+    async with probing_pool(rig, lk, rooms) as probe:
         # A worker of a new name: LiveKit drops its cached names, and the burst's first
         # launch starts a fresh round.
-        await (await ProbeWorker(*credentials, unique("refresh")).start()).close()
+        await (await ProbeWorker(*credentials(rig), unique("refresh")).start()).close()
         created = time.perf_counter()
         await asyncio.gather(*(lk.room.create_room(call_room(r, metadata)) for r in rooms))
         offered = await asyncio.gather(*(probe.offered_at(r, 60) for r in rooms))
         late = max(offered) - created
         assert late > 2.5, f"no stall to test: every job offered within {late:.1f} s"
         await asyncio.sleep(9.0)  # past the first re-offer (6 s) of the last dispatch
-        twice = {room: sorted(ids) for room, ids in probe.job_ids.items() if len(ids) > 1}
-        assert not twice, twice
-        assert sum(probe.offers.values()) == ROUND_ROOMS
+        assert_one_job_per_room(probe, rooms)
         after = capacity_counts(rig)
         assert after.get("reoffered", 0) == before.get("reoffered", 0)
         assert after["taken"] - before.get("taken", 0) == ROUND_ROOMS
         print(f"{ROUND_ROOMS} rooms in LiveKit's round, the last job offered at {late:.1f} s")
-    finally:
-        await probe.close()
-        await pool.drain()
-        for room in rooms:
-            with contextlib.suppress(api.TwirpError):
-                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
 async def test_a_burst_of_plain_rooms_queued_in_livekit_gets_one_job_per_room(
@@ -408,14 +425,9 @@ async def test_a_burst_of_plain_rooms_queued_in_livekit_gets_one_job_per_room(
     nothing away, so no launch can have been dropped: nothing is offered again."""
     agent_id = unique("plain")
     create_agent(rig, agent_id)
-    livekit = rig.stack.livekit
-    credentials = (livekit.http_url, livekit.api_key, livekit.api_secret)
-    pool, pool_js = await connect(rig.nats.access(Role.WORKER), name="test-pool", ensure=False)
-    probe = ProbeWorker(*credentials, WORKER_AGENT_NAME, announce=pool_js, heartbeat=pool)
-    await probe.start()
     rooms = [f"plain-{agent_id}-{i}" for i in range(PLAIN_ROOMS)]
     metadata = json.dumps({"agent_id": agent_id})
-    try:
+    async with probing_pool(rig, lk, rooms) as probe:
         await asyncio.sleep(2.5)  # the probe's heartbeats heard well before the burst
         before = capacity_counts(rig)
         created = time.perf_counter()
@@ -426,9 +438,7 @@ async def test_a_burst_of_plain_rooms_queued_in_livekit_gets_one_job_per_room(
         late = max(offered) - created
         assert late > 7.5, f"no queue to test: every job offered within {late:.1f} s"
         await asyncio.sleep(3.0)  # every dispatch's 6 s re-offer is past
-        twice = {room: sorted(ids) for room, ids in probe.job_ids.items() if len(ids) > 1}
-        assert not twice, twice
-        assert sum(probe.offers.values()) == PLAIN_ROOMS
+        assert_one_job_per_room(probe, rooms)
         after = capacity_counts(rig)
         assert after.get("reoffered", 0) == before.get("reoffered", 0)
         held = after.get("reoffer_held", 0) - before.get("reoffer_held", 0)
@@ -437,12 +447,6 @@ async def test_a_burst_of_plain_rooms_queued_in_livekit_gets_one_job_per_room(
             f"{PLAIN_ROOMS} plain rooms, the last job offered at {late:.1f} s; "
             f"{held} re-offers held, none made"
         )
-    finally:
-        await probe.close()
-        await pool.drain()
-        for room in rooms:
-            with contextlib.suppress(api.TwirpError):
-                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
 # Last in the module: its worker stays registered with LiveKit for a while.

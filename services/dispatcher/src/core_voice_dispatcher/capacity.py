@@ -193,7 +193,9 @@ class CapacityWatch:
         watched already (the consumer's slot is held meanwhile: backpressure)."""
         await self._slots.acquire()
         job_id = waiting.job.job_id
-        self._watched[job_id] = asyncio.Event()
+        woken = self._watched[job_id] = asyncio.Event()
+        if self.accepted(job_id):  # its `JobAccepted` came first (a quick pool, a busy loop)
+            woken.set()
         task = self.tasks.spawn(self._run(waiting), name=f"capacity-{job_id}")
 
         def done(_: "asyncio.Task[None]") -> None:
