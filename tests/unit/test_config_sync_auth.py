@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from core_voice_config_sync.auth import StaticTokens, StoredTokens, hash_token, new_token
 from core_voice_config_sync.errors import DatabaseUnavailableError
 from core_voice_config_sync.records import TokenRecord
+from tests.fakes.clock import Clock
 
 pytestmark = pytest.mark.unit
 
@@ -27,14 +28,6 @@ class Tokens:
         if self.down:
             raise DatabaseUnavailableError
         return self.rows.get(digest)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def authenticator(tokens: Tokens, clock: Clock, max_stale_s: float) -> StoredTokens:

@@ -7,19 +7,12 @@ import pytest
 from livekit import api
 
 from core_voice_dispatcher.livekit_client import TokenCache
+from tests.fakes.clock import Clock
 
 pytestmark = pytest.mark.unit
 
 KEY = "testkey"
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def claims(token: str) -> dict[str, Any]:

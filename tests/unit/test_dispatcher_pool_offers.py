@@ -6,18 +6,11 @@ import pytest
 
 from core_voice_contracts.events import WorkerStatus
 from core_voice_dispatcher.pool_offers import MARGIN_S, PoolOffers
+from tests.fakes.clock import Clock
 
 pytestmark = pytest.mark.unit
 
 NAME = "core-voice"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def status(worker_id: str, **fields: object) -> WorkerStatus:
@@ -149,3 +142,23 @@ def test_a_pool_gone_silent_after_the_offer_may_have_dropped_it_and_is_forgotten
     clock.now += 6.0
     pools.note_status(status("a"))
     assert not pools.may_have_dropped(NAME, later), "b forgotten, a able"
+
+
+def test_past_the_bound_the_pool_heard_longest_ago_is_forgotten_as_gone() -> None:
+    clock = Clock()
+    pools = PoolOffers(clock, max_pools=2)
+    pools.note_status(status("a"))
+    clock.now += 1.0
+    pools.note_status(status("b"))
+    clock.now += 10.0
+    offered = clock.now
+    clock.now += 1.0
+    pools.note_status(status("a"))
+    pools.note_status(status("b"))
+    clock.now += 6.0
+    assert not pools.may_have_dropped(NAME, offered)
+    pools.note_status(status("spam", agent_name="other"))  # "a" (heard first) forgotten
+    assert pools.may_have_dropped(NAME, offered), "a pool heard since the offer is gone"
+    clock.now += 10.0
+    pools.note_status(status("b"))
+    assert not pools.may_have_dropped(NAME, clock.now - 5), "b alone, able"

@@ -9,18 +9,11 @@ import pytest
 from core_voice_contracts.events import JobAccepted, JobRequested, WorkerStatus
 from core_voice_dispatcher.calls import WorkerLostReports
 from core_voice_dispatcher.unstarted import MAX_AGE_S, UnstartedCalls
+from tests.fakes.clock import Clock
 
 pytestmark = pytest.mark.unit
 
 GRACE_S = 2.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def accepted(call_id: str, worker_id: str) -> JobAccepted:

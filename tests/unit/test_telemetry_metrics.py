@@ -28,6 +28,7 @@ from core_voice_contracts.events import (
 from core_voice_telemetry.active import ActiveCalls
 from core_voice_telemetry.fleet import Fleet, Propagation
 from core_voice_telemetry.metrics import Metrics
+from tests.fakes.clock import Clock
 
 pytestmark = pytest.mark.unit
 
@@ -424,17 +425,9 @@ def test_learning_counts_nothing() -> None:
 # --- fleet and propagation --------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_fleet_gauges_follow_heartbeats_and_forget_a_silent_pool() -> None:
     m = Metrics()
-    clock = Clock()
+    clock = Clock(100.0)
     m.fleet = Fleet(clock)
     m.observe_worker(WorkerStatus(worker_id="w1", capacity=4, active_calls=3, interval_s=5))
     m.observe_worker(
@@ -482,7 +475,7 @@ def propagation(m: Metrics, clock: Clock, window_s: float = 30.0) -> None:
 def test_config_propagation_to_the_first_pool_and_to_all() -> None:
     m = Metrics()
     routed(m)
-    clock = Clock()
+    clock = Clock(100.0)
     propagation(m, clock)
     for w in ("w1", "w2", "w3"):
         m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0, interval_s=60))
@@ -514,7 +507,7 @@ def test_config_propagation_to_the_first_pool_and_to_all() -> None:
 def test_config_propagation_not_reaching_every_pool_in_the_window_is_incomplete() -> None:
     m = Metrics()
     routed(m)
-    clock = Clock()
+    clock = Clock(100.0)
     propagation(m, clock, window_s=30)
     for w in ("w1", "w2"):
         m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0, interval_s=60))
@@ -532,7 +525,7 @@ def test_config_propagation_not_reaching_every_pool_in_the_window_is_incomplete(
 def test_a_holder_that_goes_away_is_not_waited_for() -> None:
     m = Metrics()
     routed(m)
-    clock = Clock()
+    clock = Clock(100.0)
     propagation(m, clock)
     for w in ("w1", "w2"):
         m.observe_worker(WorkerStatus(worker_id=w, capacity=2, active_calls=0, interval_s=5))

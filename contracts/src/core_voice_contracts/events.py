@@ -379,6 +379,11 @@ class WorkerStatus(_Event, frozen=True, kw_only=True, tag=tag("worker.status")):
     dispatch only if some launch may have found no pool to take it (`pool_offers`)."""
 
 
+MISSED_HEARTBEATS = 3
+"""A pool not heard from for this many of its `WorkerStatus.interval_s` is gone: telemetry's
+fleet gauges and the dispatcher's checks count it alike."""
+
+
 class ConfigHeld(_Event, frozen=True, kw_only=True, tag=tag("config.held")):
     """A pool holds a new config version (from `ConfigChanged` or a fetch): config
     propagation lag is ``at - changed_at``, to the first pool and to every pool."""

@@ -24,13 +24,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core_voice_contracts.events import WorkerStatus
+from core_voice_contracts.events import MISSED_HEARTBEATS, WorkerStatus
 
-MISSED_HEARTBEATS = 3
-"""A pool not heard from for this many of its intervals is gone (as telemetry counts it)."""
 MARGIN_S = 1.0
 """Heard times are this process's receipt times: a change heard up to this long before the
 dispatch was made counts as since (LiveKit may have learnt it later)."""
+
+MAX_POOLS = 10_000
+"""Pools remembered at once (a pool id is any string a worker-role publisher chose): past
+it the one heard longest ago is forgotten, as if it went silent."""
 
 
 @dataclass(slots=True)
@@ -46,11 +48,14 @@ class _Pool:
 
 
 class PoolOffers:
-    """Every pool's last heartbeat, as the capacity watch needs it (bounded by the fleet:
-    a pool silent for three intervals is forgotten)."""
+    """Every pool's last heartbeat, as the capacity watch needs it (a pool silent for three
+    intervals is forgotten; at most ``max_pools``)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_pools: int = MAX_POOLS
+    ) -> None:
         self._clock = clock
+        self._max_pools = max_pools
         self._pools: dict[str, _Pool] = {}
         self._left_at = -math.inf
         """The last heard time of the latest pool found gone (silent for three intervals):
@@ -72,6 +77,8 @@ class PoolOffers:
                 turned_away=status.turned_away,
                 unable_at=now,
             )
+            if len(self._pools) > self._max_pools:
+                self._forget(min(self._pools, key=lambda worker_id: self._pools[worker_id].heard))
             return
         if (pool.full and not full) or status.turned_away != pool.turned_away:
             pool.unable_at = now
@@ -101,4 +108,7 @@ class PoolOffers:
             if now - pool.heard > MISSED_HEARTBEATS * pool.interval_s
         ]
         for worker_id in gone:
-            self._left_at = max(self._left_at, self._pools.pop(worker_id).heard)
+            self._forget(worker_id)
+
+    def _forget(self, worker_id: str) -> None:
+        self._left_at = max(self._left_at, self._pools.pop(worker_id).heard)

@@ -40,6 +40,7 @@ from core_voice_contracts import subjects
 from core_voice_contracts.codec import decode_call_event, decode_worker_event
 from core_voice_contracts.errors import DecodeError
 from core_voice_contracts.events import (
+    MISSED_HEARTBEATS,
     CallEvent,
     CallFailed,
     CallFailure,
@@ -56,8 +57,6 @@ from core_voice_dispatcher.livekit_client import LIVEKIT_ERRORS, LiveKitClient
 
 log = logging.getLogger(__name__)
 
-MISSED_HEARTBEATS = 3
-"""A pool not heard from for this many of its intervals is gone (as telemetry counts it)."""
 DEFAULT_INTERVAL_S = 5.0
 """A pool's heartbeat interval until its first `WorkerStatus` says otherwise."""
 MAX_FOLLOWED = 10_000

@@ -11,10 +11,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core_voice_contracts.events import ConfigHeld, WorkerStatus
+from core_voice_contracts.events import MISSED_HEARTBEATS, ConfigHeld, WorkerStatus
 
-MISSED_BEATS = 3
-"""Heartbeats a pool may miss before it is forgotten."""
 MAX_WORKERS = 10_000
 """Bound on pools tracked (a pool id is any string a publisher chose)."""
 MAX_PROPAGATIONS = 10_000
@@ -50,7 +48,7 @@ class Fleet:
         """The pools heard from within three of their intervals (the rest are dropped)."""
         now = self._clock()
         for worker_id, (seen, status) in list(self._workers.items()):
-            if now - seen > MISSED_BEATS * max(status.interval_s, 0.1):
+            if now - seen > MISSED_HEARTBEATS * max(status.interval_s, 0.1):
                 del self._workers[worker_id]
         return {worker_id: status for worker_id, (_, status) in self._workers.items()}
 
